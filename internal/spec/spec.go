@@ -1,0 +1,248 @@
+package spec
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+)
+
+// Version is the version of the Spec this build writes and reads. The agent
+// refuses any other, so a webhook and agent from different releases fail
+// loudly instead of misreading each other.
+const Version = "v1"
+
+// Spec is the normalised, validated description of one pod's injection. The
+// webhook builds it from annotations and passes it to the agent as JSON in
+// KVINJECT_SPEC; every vault is a full URL and every ref is parsed.
+type Spec struct {
+	Version string `json:"version"`
+	// Vault is the default vault's URL, e.g. https://homelab-kv.vault.azure.net.
+	Vault string `json:"vault"`
+	// MountPath is where the files appear in the target containers.
+	MountPath string `json:"mountPath"`
+	// Containers are the names of the containers that mount the files.
+	Containers []string `json:"containers"`
+	Identity   Identity `json:"identity"`
+	Files      []File   `json:"files"`
+}
+
+// Identity is the workload identity the agent uses. The agent's credential
+// reads the same values from the AZURE_* variables; they are recorded here so
+// that `kvinject agent --check` and users reading the pod see one full picture.
+type Identity struct {
+	ClientID               string `json:"clientID"`
+	TenantID               string `json:"tenantID"`
+	TokenExpirationSeconds int64  `json:"tokenExpirationSeconds"`
+}
+
+// File is one file the agent writes: the value of one secret reference, or a
+// rendered template.
+type File struct {
+	Name string `json:"name"`
+	// Mode is the file's octal mode, four digits, e.g. "0440".
+	Mode string `json:"mode"`
+	// Secret is set for a kvinject.io/secret-<name> file.
+	Secret *Ref `json:"secret,omitempty"`
+	// Template is set for a kvinject.io/template-<name> file; Refs maps each
+	// `secret "<ref>"` argument in it to its parsed reference.
+	Template string         `json:"template,omitempty"`
+	Refs     map[string]Ref `json:"refs,omitempty"`
+}
+
+// Ref names a secret version and, optionally, a property inside its JSON value.
+type Ref struct {
+	Vault   string `json:"vault"` // https://NAME.vault.azure.net
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"` // empty means the latest
+	Path    string `json:"path,omitempty"`    // dot path into the JSON value
+}
+
+// SecretID is what the agent fetches: a ref without its property path.
+type SecretID struct {
+	Vault, Name, Version string
+}
+
+// ID returns the secret version the ref reads.
+func (r Ref) ID() SecretID { return SecretID{Vault: r.Vault, Name: r.Name, Version: r.Version} }
+
+// String is the ref in its full URL form, as users may write it.
+func (r Ref) String() string {
+	s := r.ID().String()
+	if r.Path != "" {
+		s += "#" + r.Path
+	}
+	return s
+}
+
+// String is the secret's URL.
+func (id SecretID) String() string {
+	s := id.Vault + "/secrets/" + id.Name
+	if id.Version != "" {
+		s += "/" + id.Version
+	}
+	return s
+}
+
+// FileMode parses Mode.
+func (f File) FileMode() (fs.FileMode, error) { return ParseMode(f.Mode) }
+
+// Refs returns every reference of the spec in file order, duplicates included.
+func (s *Spec) AllRefs() []Ref {
+	var refs []Ref
+	for _, f := range s.Files {
+		if f.Secret != nil {
+			refs = append(refs, *f.Secret)
+		}
+		for _, k := range sortedKeys(f.Refs) {
+			refs = append(refs, f.Refs[k])
+		}
+	}
+	return refs
+}
+
+// SecretIDs returns the distinct secret versions the spec reads, in first-use order.
+func (s *Spec) SecretIDs() []SecretID {
+	seen := map[SecretID]bool{}
+	var ids []SecretID
+	for _, r := range s.AllRefs() {
+		if id := r.ID(); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// Encode returns the spec as compact JSON for KVINJECT_SPEC.
+func (s *Spec) Encode() (string, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	// Templates may hold <, > and &; keep them readable in the pod spec.
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return "", fmt.Errorf("encode spec: %w", err)
+	}
+	return string(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
+}
+
+// ErrUnsupportedVersion is returned by Decode for a spec of another version.
+var ErrUnsupportedVersion = errors.New("unsupported spec version")
+
+// Decode parses and validates a spec from KVINJECT_SPEC.
+func Decode(data []byte) (*Spec, error) {
+	var v struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%s is not JSON: %w", EnvSpec, err)
+	}
+	if v.Version != Version {
+		return nil, fmt.Errorf("%s has version %q, this agent reads %q: run the agent image that matches the webhook: %w",
+			EnvSpec, v.Version, Version, ErrUnsupportedVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", EnvSpec, err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid %s: %w", EnvSpec, err)
+	}
+	return &s, nil
+}
+
+// Validate checks the invariants the webhook guarantees, so that a
+// hand-written spec cannot make the agent write outside its mount or fetch
+// from a non-https URL.
+func (s *Spec) Validate() error {
+	if s.Version != Version {
+		return fmt.Errorf("version %q, want %q: %w", s.Version, Version, ErrUnsupportedVersion)
+	}
+	if s.MountPath == "" || !path.IsAbs(s.MountPath) || path.Clean(s.MountPath) != s.MountPath {
+		return fmt.Errorf("mountPath %q is not a clean absolute path", s.MountPath)
+	}
+	if len(s.Files) == 0 {
+		return errors.New("no files")
+	}
+	if len(s.Files) > MaxFiles {
+		return fmt.Errorf("%d files, at most %d", len(s.Files), MaxFiles)
+	}
+	seen := map[string]bool{}
+	for _, f := range s.Files {
+		if err := ValidateFileName(f.Name); err != nil {
+			return err
+		}
+		if seen[f.Name] {
+			return fmt.Errorf("file %q listed twice", f.Name)
+		}
+		seen[f.Name] = true
+		if _, err := ParseMode(f.Mode); err != nil {
+			return fmt.Errorf("file %q: %w", f.Name, err)
+		}
+		switch {
+		case f.Secret != nil && f.Template != "":
+			return fmt.Errorf("file %q has both a secret and a template", f.Name)
+		case f.Secret == nil && f.Template == "":
+			return fmt.Errorf("file %q has neither a secret nor a template", f.Name)
+		}
+		refs := f.Refs
+		if f.Secret != nil {
+			refs = map[string]Ref{"": *f.Secret}
+		}
+		for _, r := range refs {
+			if err := r.validate(); err != nil {
+				return fmt.Errorf("file %q: %w", f.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (r Ref) validate() error {
+	if _, err := parseVaultURL(r.Vault, ""); err != nil {
+		return err
+	}
+	if err := validateSecretName(r.Name); err != nil {
+		return err
+	}
+	if r.Version != "" {
+		if err := validateVersion(r.Version); err != nil {
+			return err
+		}
+	}
+	if r.Path != "" {
+		if _, err := SplitPath(r.Path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseMode parses an octal file mode that grants read access only: the
+// files are secrets on a read-only mount, so write and execute bits, and
+// setuid, setgid and sticky, are refused.
+func ParseMode(s string) (fs.FileMode, error) {
+	digits := s
+	if len(s) == 4 && s[0] == '0' {
+		digits = s[1:]
+	}
+	if len(digits) != 3 {
+		return 0, fmt.Errorf("mode %q is not an octal mode like 0440", s)
+	}
+	v, err := strconv.ParseUint(digits, 8, 32)
+	if err != nil {
+		return 0, fmt.Errorf("mode %q is not an octal mode like 0440", s)
+	}
+	if v&^0o444 != 0 {
+		return 0, fmt.Errorf("mode %q grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444", s)
+	}
+	return fs.FileMode(v), nil
+}
+
+// FormatMode writes a mode the way Spec stores it.
+func FormatMode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }

@@ -1,0 +1,384 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// ServiceAccount is what the mutation needs of the pod's ServiceAccount.
+type ServiceAccount struct {
+	Namespace   string
+	Name        string
+	Annotations map[string]string
+}
+
+// Denial is a pod the webhook refuses: one line per problem, each naming the
+// annotation and what is allowed. It never quotes a template's text.
+type Denial struct {
+	Problems []string
+}
+
+func (d *Denial) Error() string {
+	return "kvinject: " + strings.Join(d.Problems, "; ")
+}
+
+func (d *Denial) addf(format string, args ...any) {
+	d.Problems = append(d.Problems, fmt.Sprintf(format, args...))
+}
+
+// singleAnnotations are the contract's annotations that are not per file.
+var singleAnnotations = []string{
+	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
+	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
+	spec.AnnotationStatus,
+}
+
+var fileAnnotationPrefixes = []string{spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix, spec.AnnotationPermsPrefix}
+
+// injection is everything parsed from a pod before it is mutated.
+type injection struct {
+	spec            spec.Spec
+	targets         map[string]bool // container names that mount the files
+	tokenExpiration int64
+	agentUser       *int64 // the target containers' user, when known and not root
+	agentGroup      *int64
+}
+
+// parse validates the pod's annotations and builds the spec, reporting every
+// problem at once.
+func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
+	d := &Denial{}
+	ann := pod.Annotations
+	in := &injection{}
+	s := &in.spec
+	s.Version = spec.Version
+
+	type fileAnns struct{ secret, template, perms *string }
+	files := map[string]*fileAnns{}
+	for _, k := range sortedKeys(ann) {
+		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
+			continue
+		}
+		matched := false
+		for _, p := range fileAnnotationPrefixes {
+			name, ok := strings.CutPrefix(k, p)
+			if !ok {
+				continue
+			}
+			matched = true
+			if err := spec.ValidateFileName(name); err != nil {
+				d.addf("%s: %v", k, err)
+				break
+			}
+			f := files[name]
+			if f == nil {
+				f = &fileAnns{}
+				files[name] = f
+			}
+			v := ann[k]
+			switch p {
+			case spec.AnnotationSecretPrefix:
+				f.secret = &v
+			case spec.AnnotationTemplatePrefix:
+				f.template = &v
+			case spec.AnnotationPermsPrefix:
+				f.perms = &v
+			}
+			break
+		}
+		if !matched {
+			d.addf("%s: unknown annotation%s", k, suggest(k))
+		}
+	}
+
+	// The vault first: refs are resolved against it.
+	vault := o.defaultVault
+	if v, ok := ann[spec.AnnotationVault]; ok {
+		pv, err := spec.ParseVault(v, o.cloud)
+		if err != nil {
+			d.addf("%s: %v", spec.AnnotationVault, err)
+			pv = v // already denied: keep refs from reporting a missing vault too
+		}
+		vault = pv
+	} else if vault == "" {
+		d.addf("%s: no vault: set it to a vault name or https:// URL (the webhook has no --default-vault)", spec.AnnotationVault)
+	}
+	s.Vault = vault
+
+	in.targets, s.Containers = parseContainers(pod, d)
+	s.MountPath = parseMountPath(pod, in.targets, d)
+	in.agentUser, in.agentGroup = targetUser(pod, in.targets)
+	defaultMode := "0444"
+	if in.agentUser != nil {
+		defaultMode = "0400"
+	}
+
+	if len(files) == 0 {
+		d.addf("no files: add %s<file>: <secret> or %s<file>: <template>", spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix)
+	}
+	if len(files) > spec.MaxFiles {
+		d.addf("%d files: at most %d per pod", len(files), spec.MaxFiles)
+	}
+	for _, name := range sortedKeys(files) {
+		f := files[name]
+		file := spec.File{Name: name, Mode: defaultMode}
+		switch {
+		case f.secret != nil && f.template != nil:
+			d.addf("%s%s and %s%s: a file has a secret or a template, not both", spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
+		case f.secret != nil:
+			r, err := spec.ParseRef(*f.secret, vault, o.cloud)
+			if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) { // already denied for the vault
+				d.addf("%s%s: %v", spec.AnnotationSecretPrefix, name, err)
+			}
+			file.Secret = &r
+		case f.template != nil:
+			refs, err := spec.ParseTemplate(*f.template, vault, o.cloud)
+			if err != nil {
+				d.addf("%s%s: template %v", spec.AnnotationTemplatePrefix, name, err)
+			}
+			file.Template, file.Refs = *f.template, refs
+		default:
+			d.addf("%s%s: no file %q: add %s%s or %s%s", spec.AnnotationPermsPrefix, name, name, spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
+		}
+		if f.perms != nil {
+			m, err := spec.ParseMode(*f.perms)
+			if err != nil {
+				d.addf("%s%s: %v", spec.AnnotationPermsPrefix, name, err)
+			}
+			file.Mode = spec.FormatMode(m)
+		}
+		s.Files = append(s.Files, file)
+	}
+
+	s.Identity = parseIdentity(ann, sa, o, d)
+	in.tokenExpiration = spec.DefaultTokenExpirationSeconds
+	if v, ok := ann[spec.AnnotationTokenExpiration]; ok {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < spec.MinTokenExpirationSeconds || n > spec.MaxTokenExpirationSeconds {
+			d.addf("%s: %q must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, v, spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
+		}
+		in.tokenExpiration = n
+	}
+	s.Identity.TokenExpirationSeconds = in.tokenExpiration
+
+	if len(d.Problems) > 0 {
+		return nil, d
+	}
+	if err := s.Validate(); err != nil {
+		// Parsing above checks more than Validate; reaching this is a bug.
+		return nil, fmt.Errorf("kvinject: internal error: built an invalid spec: %w", err)
+	}
+	return in, nil
+}
+
+func parseIdentity(ann map[string]string, sa ServiceAccount, o *Options, d *Denial) spec.Identity {
+	var id spec.Identity
+	saName := sa.Namespace + "/" + sa.Name
+	switch {
+	case ann[spec.AnnotationClientID] != "":
+		id.ClientID = ann[spec.AnnotationClientID]
+		if err := validateGUID(id.ClientID); err != nil {
+			d.addf("%s: %v", spec.AnnotationClientID, err)
+		}
+	case sa.Annotations[spec.SAAnnotationClientID] != "":
+		id.ClientID = sa.Annotations[spec.SAAnnotationClientID]
+		if err := validateGUID(id.ClientID); err != nil {
+			d.addf("ServiceAccount %s annotation %s: %v", saName, spec.SAAnnotationClientID, err)
+		}
+	default:
+		d.addf("no client id: set the pod annotation %s or the annotation %s on ServiceAccount %s",
+			spec.AnnotationClientID, spec.SAAnnotationClientID, saName)
+	}
+	switch {
+	case ann[spec.AnnotationTenantID] != "":
+		id.TenantID = ann[spec.AnnotationTenantID]
+		if err := validateTenantID(id.TenantID); err != nil {
+			d.addf("%s: %v", spec.AnnotationTenantID, err)
+		}
+	case sa.Annotations[spec.SAAnnotationTenantID] != "":
+		id.TenantID = sa.Annotations[spec.SAAnnotationTenantID]
+		if err := validateTenantID(id.TenantID); err != nil {
+			d.addf("ServiceAccount %s annotation %s: %v", saName, spec.SAAnnotationTenantID, err)
+		}
+	case o.TenantID != "":
+		id.TenantID = o.TenantID
+	default:
+		d.addf("no tenant id: set the pod annotation %s or the annotation %s on ServiceAccount %s (the webhook has no --tenant-id)",
+			spec.AnnotationTenantID, spec.SAAnnotationTenantID, saName)
+	}
+	return id
+}
+
+// parseContainers returns the target containers: the named ones, or every
+// regular container.
+func parseContainers(pod *corev1.Pod, d *Denial) (map[string]bool, []string) {
+	all := map[string]bool{}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != spec.AgentContainerName {
+			all[c.Name] = true
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		all[c.Name] = true
+	}
+	targets := map[string]bool{}
+	v, ok := pod.Annotations[spec.AnnotationContainers]
+	if !ok {
+		for _, c := range pod.Spec.Containers {
+			targets[c.Name] = true
+		}
+		return targets, sortedKeys(targets)
+	}
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		switch {
+		case n == "":
+			d.addf("%s: %q has an empty name: list container names separated by commas", spec.AnnotationContainers, v)
+		case !all[n]:
+			d.addf("%s: no container %q in this pod (containers: %s)", spec.AnnotationContainers, n, strings.Join(sortedKeys(all), ", "))
+		default:
+			targets[n] = true
+		}
+	}
+	if len(targets) == 0 && len(d.Problems) == 0 {
+		d.addf("%s: names no container", spec.AnnotationContainers)
+	}
+	return targets, sortedKeys(targets)
+}
+
+func parseMountPath(pod *corev1.Pod, targets map[string]bool, d *Denial) string {
+	p, ok := pod.Annotations[spec.AnnotationMountPath]
+	if !ok {
+		p = spec.DefaultMountPath
+	}
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
+		d.addf("%s: %q must be a clean absolute path other than /, like %s", spec.AnnotationMountPath, p, spec.DefaultMountPath)
+		return p
+	}
+	for _, c := range allContainers(pod) {
+		if !targets[c.Name] {
+			continue
+		}
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == p && m.Name != spec.SecretsVolumeName {
+				d.addf("%s: %q collides with volume %q already mounted there in container %q: choose another path",
+					spec.AnnotationMountPath, p, m.Name, c.Name)
+			}
+		}
+	}
+	return p
+}
+
+// targetUser returns the user and group every target container runs as, when
+// known at admission and the same for all of them, so the agent can run as
+// that user and write files only it can read. Root is never returned: the
+// agent runs as non-root, and root reads 0444 files anyway.
+func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
+	var uids, gids []*int64
+	for _, c := range allContainers(pod) {
+		if !targets[c.Name] {
+			continue
+		}
+		var u, g *int64
+		if psc := pod.Spec.SecurityContext; psc != nil {
+			u, g = psc.RunAsUser, psc.RunAsGroup
+		}
+		if sc := c.SecurityContext; sc != nil {
+			if sc.RunAsUser != nil {
+				u = sc.RunAsUser
+			}
+			if sc.RunAsGroup != nil {
+				g = sc.RunAsGroup
+			}
+		}
+		uids, gids = append(uids, u), append(gids, g)
+	}
+	uid, gid = same(uids), same(gids)
+	if uid == nil || *uid == 0 {
+		return nil, nil
+	}
+	return uid, gid
+}
+
+func same(vs []*int64) *int64 {
+	if len(vs) == 0 || vs[0] == nil {
+		return nil
+	}
+	for _, v := range vs[1:] {
+		if v == nil || *v != *vs[0] {
+			return nil
+		}
+	}
+	v := *vs[0]
+	return &v
+}
+
+func allContainers(pod *corev1.Pod) []corev1.Container {
+	cs := make([]corev1.Container, 0, len(pod.Spec.InitContainers)+len(pod.Spec.Containers))
+	cs = append(cs, pod.Spec.InitContainers...)
+	return append(cs, pod.Spec.Containers...)
+}
+
+func validateGUID(s string) error {
+	const form = "8-4-4-4-12 hexadecimal digits"
+	parts := strings.Split(s, "-")
+	lens := []int{8, 4, 4, 4, 12}
+	if len(parts) != len(lens) {
+		return fmt.Errorf("%q is not a GUID (%s)", s, form)
+	}
+	for i, p := range parts {
+		if len(p) != lens[i] {
+			return fmt.Errorf("%q is not a GUID (%s)", s, form)
+		}
+		for j := 0; j < len(p); j++ {
+			if !isHex(p[j]) {
+				return fmt.Errorf("%q is not a GUID (%s)", s, form)
+			}
+		}
+	}
+	return nil
+}
+
+// validateTenantID accepts what Entra ID does: a GUID or a domain name.
+func validateTenantID(s string) error {
+	if s == "" || len(s) > 253 {
+		return errors.New("tenant id is empty or too long")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isHex(c) && !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') && c != '-' && c != '.' {
+			return fmt.Errorf("%q is not a tenant id (a GUID or a domain name)", s)
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,173 @@
+package webhook
+
+import (
+	"path"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Names used only when Options ask for them (egress through a proxy).
+const (
+	caVolumeName   = "kvinject-ca"
+	caMountPath    = "/var/run/secrets/kvinject.io/ca"
+	envHTTPSProxy  = "HTTPS_PROXY"
+	envNoProxy     = "NO_PROXY"
+	envSSLCertFile = "SSL_CERT_FILE"
+)
+
+// Mutate injects kvinject into pod, or returns a *Denial saying why it
+// cannot, leaving pod untouched. It is a pure function of its arguments;
+// mutating an injected pod again changes nothing.
+func Mutate(pod *corev1.Pod, sa ServiceAccount, o *Options) error {
+	in, err := parse(pod, sa, o)
+	if err != nil {
+		return err
+	}
+	agent, err := agentContainer(in, o)
+	if err != nil {
+		return err
+	}
+
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[spec.AnnotationStatus] = spec.StatusInjected
+
+	upsertVolume(&pod.Spec.Volumes, secretsVolume(o))
+	upsertVolume(&pod.Spec.Volumes, tokenVolume(in.tokenExpiration))
+	if o.caConfigMap != "" {
+		upsertVolume(&pod.Spec.Volumes, caVolume(o))
+	}
+
+	// The agent runs first, so that init containers listed in
+	// kvinject.io/containers find their files too.
+	inits := make([]corev1.Container, 0, len(pod.Spec.InitContainers)+1)
+	inits = append(inits, agent)
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != spec.AgentContainerName {
+			inits = append(inits, c)
+		}
+	}
+	pod.Spec.InitContainers = inits
+
+	mount := corev1.VolumeMount{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}
+	for i := range pod.Spec.InitContainers[1:] {
+		c := &pod.Spec.InitContainers[i+1]
+		if in.targets[c.Name] {
+			upsertMount(&c.VolumeMounts, mount)
+		}
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if in.targets[c.Name] {
+			upsertMount(&c.VolumeMounts, mount)
+		}
+	}
+	return nil
+}
+
+func agentContainer(in *injection, o *Options) (corev1.Container, error) {
+	specJSON, err := in.spec.Encode()
+	if err != nil {
+		return corev1.Container{}, err
+	}
+	env := []corev1.EnvVar{
+		{Name: spec.EnvClientID, Value: in.spec.Identity.ClientID},
+		{Name: spec.EnvTenantID, Value: in.spec.Identity.TenantID},
+		{Name: spec.EnvFederatedTokenFile, Value: path.Join(spec.TokenMountPath, spec.TokenFileName)},
+		{Name: spec.EnvAuthorityHost, Value: o.authorityHost},
+		{Name: spec.EnvSpec, Value: specJSON},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath},
+		{Name: spec.TokenVolumeName, MountPath: spec.TokenMountPath, ReadOnly: true},
+	}
+	if o.AgentHTTPSProxy != "" {
+		env = append(env, corev1.EnvVar{Name: envHTTPSProxy, Value: o.AgentHTTPSProxy})
+	}
+	if o.AgentNoProxy != "" {
+		env = append(env, corev1.EnvVar{Name: envNoProxy, Value: o.AgentNoProxy})
+	}
+	if o.caConfigMap != "" {
+		env = append(env, corev1.EnvVar{Name: envSSLCertFile, Value: path.Join(caMountPath, o.caKey)})
+		mounts = append(mounts, corev1.VolumeMount{Name: caVolumeName, MountPath: caMountPath, ReadOnly: true})
+	}
+	sc := &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		RunAsUser:                in.agentUser,
+		RunAsGroup:               in.agentGroup,
+	}
+	return corev1.Container{
+		Name:  spec.AgentContainerName,
+		Image: o.AgentImage,
+		Args:  []string{"agent", "--cloud=" + o.cloud.Name},
+		Env:   env,
+		// Every field the API server would default is set here, so that
+		// mutating an admitted pod again finds nothing to change.
+		Resources:                *o.AgentResources.DeepCopy(),
+		VolumeMounts:             mounts,
+		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		ImagePullPolicy:          corev1.PullIfNotPresent,
+		SecurityContext:          sc,
+	}, nil
+}
+
+func secretsVolume(o *Options) corev1.Volume {
+	limit := o.SecretsSizeLimit.DeepCopy()
+	return corev1.Volume{Name: spec.SecretsVolumeName, VolumeSource: corev1.VolumeSource{
+		EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: &limit},
+	}}
+}
+
+func tokenVolume(expiration int64) corev1.Volume {
+	return corev1.Volume{Name: spec.TokenVolumeName, VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience:          spec.TokenAudience,
+				ExpirationSeconds: ptr.To(expiration),
+				Path:              spec.TokenFileName,
+			}}},
+			DefaultMode: ptr.To(corev1.ProjectedVolumeSourceDefaultMode),
+		},
+	}}
+}
+
+func caVolume(o *Options) corev1.Volume {
+	return corev1.Volume{Name: caVolumeName, VolumeSource: corev1.VolumeSource{
+		ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: o.caConfigMap},
+			Items:                []corev1.KeyToPath{{Key: o.caKey, Path: o.caKey}},
+			DefaultMode:          ptr.To(corev1.ConfigMapVolumeSourceDefaultMode),
+		},
+	}}
+}
+
+// upsertVolume replaces the volume of the same name or appends it.
+func upsertVolume(vs *[]corev1.Volume, v corev1.Volume) {
+	for i := range *vs {
+		if (*vs)[i].Name == v.Name {
+			(*vs)[i] = v
+			return
+		}
+	}
+	*vs = append(*vs, v)
+}
+
+// upsertMount replaces the mount of the same volume or appends it.
+func upsertMount(ms *[]corev1.VolumeMount, m corev1.VolumeMount) {
+	for i := range *ms {
+		if (*ms)[i].Name == m.Name {
+			(*ms)[i] = m
+			return
+		}
+	}
+	*ms = append(*ms, m)
+}

@@ -1,0 +1,208 @@
+package webhook
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+const (
+	testTenant   = "11111111-2222-3333-4444-555555555555"
+	testClientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+)
+
+func testOptions(t testing.TB) *Options {
+	t.Helper()
+	o := DefaultOptions()
+	o.AgentImage = "kvinject:test"
+	o.TenantID = testTenant
+	o.DefaultVault = "homelab-kv"
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &o
+}
+
+func testSA(ns, name string) ServiceAccount {
+	return ServiceAccount{Namespace: ns, Name: name, Annotations: map[string]string{spec.SAAnnotationClientID: testClientID}}
+}
+
+func readPod(t testing.TB, path string) *corev1.Pod {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &pod); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &pod
+}
+
+// checkGolden compares got with the golden file, or rewrites it with -update.
+func checkGolden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./webhook -run %s -update to create it)", err, t.Name())
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("%s differs (-want +got):\n%s", path, diff)
+	}
+}
+
+func TestMutateGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/mutate/*.in.yaml")
+	if err != nil || len(ins) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range ins {
+		name := strings.TrimSuffix(filepath.Base(in), ".in.yaml")
+		t.Run(name, func(t *testing.T) {
+			pod := readPod(t, in)
+			ns := pod.Namespace
+			if ns == "" {
+				ns = "group1" // as the admission request would say
+			}
+			sa := testSA(ns, pod.Spec.ServiceAccountName)
+			before := pod.DeepCopy()
+			if err := Mutate(pod, sa, testOptions(t)); err != nil {
+				t.Fatalf("Mutate: %v", err)
+			}
+			out, err := yaml.Marshal(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkGolden(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", out)
+
+			checkInjected(t, pod)
+			if ops := patchOps(t, before, pod); len(ops) == 0 {
+				t.Error("mutation produced no patch")
+			} else {
+				for _, op := range ops {
+					if op.Operation == "remove" && !strings.Contains(op.Path, "initContainers") {
+						t.Errorf("patch removes a field the user set: %s %s", op.Operation, op.Path)
+					}
+				}
+			}
+
+			// Mutating again (reinvocation) changes nothing.
+			again := pod.DeepCopy()
+			if err := Mutate(again, sa, testOptions(t)); err != nil {
+				t.Fatalf("second Mutate: %v", err)
+			}
+			if diff := cmp.Diff(pod, again); diff != "" {
+				t.Errorf("second mutation changed the pod (-first +second):\n%s", diff)
+			}
+			if ops := patchOps(t, pod, again); len(ops) != 0 {
+				t.Errorf("second mutation patches %v", ops)
+			}
+		})
+	}
+}
+
+func patchOps(t *testing.T, before, after *corev1.Pod) []jsonpatch.Operation {
+	t.Helper()
+	a, err := json.Marshal(before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := jsonpatch.CreatePatch(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ops
+}
+
+// checkInjected asserts what every injected pod must hold, whatever its input.
+func checkInjected(t testing.TB, pod *corev1.Pod) {
+	t.Helper()
+	if pod.Annotations[spec.AnnotationStatus] != spec.StatusInjected {
+		t.Errorf("status annotation = %q", pod.Annotations[spec.AnnotationStatus])
+	}
+	vols := map[string]corev1.Volume{}
+	for _, v := range pod.Spec.Volumes {
+		if _, dup := vols[v.Name]; dup {
+			t.Errorf("volume %q twice", v.Name)
+		}
+		vols[v.Name] = v
+	}
+	if v := vols[spec.SecretsVolumeName]; v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory || v.EmptyDir.SizeLimit == nil {
+		t.Errorf("secrets volume is not a size-limited memory emptyDir: %+v", v)
+	}
+	if v := vols[spec.TokenVolumeName]; v.Projected == nil || len(v.Projected.Sources) != 1 ||
+		v.Projected.Sources[0].ServiceAccountToken == nil || v.Projected.Sources[0].ServiceAccountToken.Audience != spec.TokenAudience {
+		t.Errorf("token volume is not a projected token for %s: %+v", spec.TokenAudience, v)
+	}
+	if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != spec.AgentContainerName {
+		t.Fatalf("agent is not the first init container")
+	}
+	names := map[string]bool{}
+	for _, c := range allContainers(pod) {
+		if names[c.Name] {
+			t.Errorf("container %q twice", c.Name)
+		}
+		names[c.Name] = true
+		for _, m := range c.VolumeMounts {
+			if _, ok := vols[m.Name]; !ok {
+				t.Errorf("container %q mounts missing volume %q", c.Name, m.Name)
+			}
+			if m.Name == spec.TokenVolumeName && c.Name != spec.AgentContainerName {
+				t.Errorf("container %q gets the agent's token", c.Name)
+			}
+			if m.Name == spec.SecretsVolumeName && c.Name != spec.AgentContainerName && !m.ReadOnly {
+				t.Errorf("container %q mounts the secrets read-write", c.Name)
+			}
+		}
+	}
+	agent := pod.Spec.InitContainers[0]
+	sc := agent.SecurityContext
+	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil ||
+		len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || sc.SeccompProfile == nil ||
+		sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("agent securityContext does not pass Pod Security restricted: %+v", sc)
+	}
+	var specJSON string
+	for _, e := range agent.Env {
+		if e.Name == spec.EnvSpec {
+			specJSON = e.Value
+		}
+	}
+	s, err := spec.Decode([]byte(specJSON))
+	if err != nil {
+		t.Fatalf("agent's spec does not decode: %v", err)
+	}
+	for _, c := range allContainers(pod) {
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || (m.Name == spec.SecretsVolumeName && m.MountPath == s.MountPath)
+		}
+		if want := c.Name == spec.AgentContainerName || contains(s.Containers, c.Name); mounted != want {
+			t.Errorf("container %q: secrets mounted = %v, want %v", c.Name, mounted, want)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package webhook
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Options configure the mutation. Build them with DefaultOptions, set what
+// the flags say, and call Validate once; Mutate trusts validated Options.
+type Options struct {
+	// AgentImage is the image of the kvinject-agent init container.
+	AgentImage string
+	// CloudName selects the Azure cloud: vault host suffix and authority host.
+	CloudName string
+	// TenantID is the tenant used when neither the pod nor its
+	// ServiceAccount names one.
+	TenantID string
+	// DefaultVault is used when a pod sets no kvinject.io/vault: a vault
+	// name or URL.
+	DefaultVault string
+	// AuthorityHost overrides the cloud's Entra ID authority host.
+	AuthorityHost string
+	// SecretsSizeLimit bounds the tmpfs holding the files.
+	SecretsSizeLimit resource.Quantity
+	// AgentResources are the agent container's requests and limits.
+	AgentResources corev1.ResourceRequirements
+	// AgentProxy is set on the agent as HTTPS_PROXY and NO_PROXY, for
+	// clusters whose egress goes through a proxy.
+	AgentHTTPSProxy string
+	AgentNoProxy    string
+	// AgentCABundle names a ConfigMap key ("NAME/KEY", in the pod's
+	// namespace) holding extra PEM CA certificates the agent trusts, e.g. a
+	// TLS-inspecting proxy's. The agent gets it as SSL_CERT_FILE.
+	AgentCABundle string
+
+	// Derived by Validate.
+	cloud         spec.Cloud
+	defaultVault  string
+	authorityHost string
+	caConfigMap   string
+	caKey         string
+}
+
+// DefaultOptions are the webhook's defaults, before flags.
+func DefaultOptions() Options {
+	return Options{
+		CloudName:        spec.DefaultCloud,
+		SecretsSizeLimit: resource.MustParse("4Mi"),
+		AgentResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("32Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("500m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
+	}
+}
+
+// Validate checks the options and derives what Mutate needs.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.AgentImage == "" {
+		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
+	}
+	cloud, err := spec.LookupCloud(o.CloudName)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--cloud: %w", err))
+	}
+	o.cloud = cloud
+	o.authorityHost = cloud.AuthorityHost
+	if o.AuthorityHost != "" {
+		if !strings.HasPrefix(o.AuthorityHost, "https://") {
+			errs = append(errs, fmt.Errorf("--authority-host %q must be an https:// URL", o.AuthorityHost))
+		}
+		o.authorityHost = o.AuthorityHost
+	}
+	o.defaultVault = ""
+	if o.DefaultVault != "" && err == nil {
+		v, err := spec.ParseVault(o.DefaultVault, cloud)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--default-vault: %w", err))
+		}
+		o.defaultVault = v
+	}
+	if o.TenantID != "" {
+		if err := validateTenantID(o.TenantID); err != nil {
+			errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
+		}
+	}
+	if o.SecretsSizeLimit.Sign() <= 0 {
+		errs = append(errs, errors.New("the secrets volume size limit must be positive"))
+	}
+	o.caConfigMap, o.caKey = "", ""
+	if o.AgentCABundle != "" {
+		name, key, ok := strings.Cut(o.AgentCABundle, "/")
+		if !ok || name == "" || key == "" || strings.Contains(key, "/") {
+			errs = append(errs, fmt.Errorf("--agent-ca-bundle %q must be CONFIGMAP/KEY", o.AgentCABundle))
+		}
+		o.caConfigMap, o.caKey = name, key
+	}
+	return errors.Join(errs...)
+}
+
+// Cloud is the validated cloud.
+func (o *Options) Cloud() spec.Cloud { return o.cloud }

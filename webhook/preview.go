@@ -1,0 +1,190 @@
+package webhook
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// templatePaths says where each workload kind keeps its pod template, as a
+// JSON pointer ("" is the object itself, for a Pod).
+var templatePaths = map[string]string{
+	"Pod":         "",
+	"Deployment":  "/spec/template",
+	"StatefulSet": "/spec/template",
+	"DaemonSet":   "/spec/template",
+	"ReplicaSet":  "/spec/template",
+	"Job":         "/spec/template",
+	"CronJob":     "/spec/jobTemplate/spec/template",
+}
+
+// PreviewOptions configure Preview.
+type PreviewOptions struct {
+	Mutation *Options // validated
+	// Namespace is used for objects that name none.
+	Namespace string
+	// ServiceAccount stands in for the ServiceAccount lookup: its
+	// annotations are used for every pod.
+	ServiceAccountAnnotations map[string]string
+}
+
+// Preview reads Pods and workloads as YAML (several documents allowed) and
+// writes them to w as the webhook would admit them: opted-in pod templates
+// mutated, everything else unchanged. Denials are written to errw, one line
+// per object, exactly as the webhook words them; the error says how many.
+func Preview(r io.Reader, w, errw io.Writer, o PreviewOptions) error {
+	dec := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	denied, first := 0, true
+	for i := 1; ; i++ {
+		doc, err := dec.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read document %d: %w", i, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 || isOnlyComments(doc) {
+			continue
+		}
+		out, desc, err := previewDocument(doc, o)
+		var d *Denial
+		switch {
+		case errors.As(err, &d):
+			denied++
+			fmt.Fprintf(errw, "%s: denied: %v\n", desc, err)
+			continue
+		case err != nil:
+			return fmt.Errorf("document %d: %w", i, err)
+		}
+		if !first {
+			io.WriteString(w, "---\n")
+		}
+		first = false
+		w.Write(out)
+	}
+	if denied > 0 {
+		return fmt.Errorf("%d object(s) denied", denied)
+	}
+	return nil
+}
+
+func isOnlyComments(doc []byte) bool {
+	for _, line := range strings.Split(string(doc), "\n") {
+		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// previewDocument mutates one document's pod template and returns the
+// document with only the mutation's changes applied to it.
+func previewDocument(doc []byte, o PreviewOptions) (out []byte, desc string, err error) {
+	raw, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return nil, "", fmt.Errorf("parse YAML: %w", err)
+	}
+	var head struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, "", fmt.Errorf("parse object: %w", err)
+	}
+	desc = head.Kind + "/" + head.Metadata.Name
+	ptr, ok := templatePaths[head.Kind]
+	if !ok {
+		return nil, desc, fmt.Errorf("%s: kind %q has no pod template (want Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob)", desc, head.Kind)
+	}
+	tmplJSON, err := jsonAt(raw, ptr)
+	if err != nil {
+		return nil, desc, fmt.Errorf("%s: %w", desc, err)
+	}
+	var tmpl corev1.PodTemplateSpec
+	if err := json.Unmarshal(tmplJSON, &tmpl); err != nil {
+		return nil, desc, fmt.Errorf("%s: decode pod template: %w", desc, err)
+	}
+	if tmpl.Labels[spec.LabelInject] != "true" {
+		// The webhook's objectSelector never sends this pod.
+		return doc, desc, nil
+	}
+	ns := head.Metadata.Namespace
+	if ns == "" {
+		ns = o.Namespace
+	}
+	pod := &corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}
+	saName := pod.Spec.ServiceAccountName
+	if saName == "" {
+		saName = "default"
+	}
+	before, err := json.Marshal(corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec})
+	if err != nil {
+		return nil, desc, err
+	}
+	if err := Mutate(pod, ServiceAccount{Namespace: ns, Name: saName, Annotations: o.ServiceAccountAnnotations}, o.Mutation); err != nil {
+		return nil, desc, err
+	}
+	after, err := json.Marshal(corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec})
+	if err != nil {
+		return nil, desc, err
+	}
+	ops, err := jsonpatch.CreatePatch(before, after)
+	if err != nil {
+		return nil, desc, fmt.Errorf("%s: diff: %w", desc, err)
+	}
+	for i := range ops {
+		ops[i].Path = ptr + ops[i].Path
+	}
+	patchJSON, err := json.Marshal(ops)
+	if err != nil {
+		return nil, desc, err
+	}
+	patch, err := jsonpatchapply.DecodePatch(patchJSON)
+	if err != nil {
+		return nil, desc, fmt.Errorf("%s: decode patch: %w", desc, err)
+	}
+	patched, err := patch.Apply(raw)
+	if err != nil {
+		return nil, desc, fmt.Errorf("%s: apply patch: %w", desc, err)
+	}
+	out, err = yaml.JSONToYAML(patched)
+	if err != nil {
+		return nil, desc, err
+	}
+	return out, desc, nil
+}
+
+// jsonAt returns the value at a JSON pointer made of plain keys.
+func jsonAt(doc []byte, ptr string) ([]byte, error) {
+	if ptr == "" {
+		return doc, nil
+	}
+	cur := doc
+	for _, key := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(cur, &m); err != nil {
+			return nil, fmt.Errorf("no pod template at %s", ptr)
+		}
+		next, ok := m[key]
+		if !ok {
+			return nil, fmt.Errorf("no pod template at %s", ptr)
+		}
+		cur = next
+	}
+	return cur, nil
+}

@@ -1,0 +1,137 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// ServerOptions configure `kvinject webhook`.
+type ServerOptions struct {
+	Mutation Options
+	// Port and CertDir (tls.crt, tls.key, reloaded on change) of the webhook server.
+	Port    int
+	CertDir string
+	// Host to bind the webhook server to; empty means all addresses.
+	Host string
+	// MetricsAddr and ProbeAddr serve /metrics and /healthz, /readyz; "0" disables metrics.
+	MetricsAddr string
+	ProbeAddr   string
+	// Kubeconfig is an explicit kubeconfig path; else KUBECONFIG, else in-cluster.
+	Kubeconfig string
+}
+
+// DefaultServerOptions are the webhook server's defaults, before flags.
+func DefaultServerOptions() ServerOptions {
+	return ServerOptions{
+		Mutation:    DefaultOptions(),
+		Port:        9443,
+		CertDir:     "/tmp/k8s-webhook-server/serving-certs",
+		MetricsAddr: ":8080",
+		ProbeAddr:   ":8081",
+	}
+}
+
+// Validate checks the options once.
+func (o *ServerOptions) Validate() error {
+	var errs []error
+	if err := o.Mutation.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.Port <= 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d is not a port", o.Port))
+	}
+	if o.CertDir == "" {
+		errs = append(errs, errors.New("--cert-dir is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// RestConfig finds the API server: --kubeconfig, else KUBECONFIG, else the
+// in-cluster config.
+func RestConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find the API server (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
+	}
+	return cfg, nil
+}
+
+// Serve runs the webhook server until ctx ends.
+func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("build scheme: %w", err)
+	}
+	saMeta := newServiceAccountMetadata()
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme: scheme,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
+		}),
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		GracefulShutdownTimeout: durationPtr(25 * time.Second),
+		Cache: cache.Options{
+			// Only ServiceAccounts' metadata is read; keep no managed fields.
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject:         map[client.Object]cache.ByObject{saMeta: {}},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	// Start the ServiceAccount informer with the manager, not at the first pod.
+	saInformer, err := mgr.GetCache().GetInformer(ctx, saMeta)
+	if err != nil {
+		return fmt.Errorf("watch service accounts: %w", err)
+	}
+	counter, err := NewInjectionsCounter(ctrlmetrics.Registry)
+	if err != nil {
+		return err
+	}
+	injector := &PodInjector{
+		Options:         &o.Mutation,
+		ServiceAccounts: ClusterServiceAccounts{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()},
+	}
+	srv := mgr.GetWebhookServer()
+	srv.Register(MutatePath, NewAdmissionWebhook(scheme, injector, counter))
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("serviceaccounts-synced", func(*http.Request) error {
+		if !saInformer.HasSynced() {
+			return errors.New("ServiceAccount cache not synced yet")
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+	ctrl.LoggerFrom(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
+		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName)
+	return mgr.Start(ctx)
+}
+
+func durationPtr(d time.Duration) *time.Duration { return &d }
