@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -138,8 +139,8 @@ type countingHandler struct {
 
 func (h countingHandler) Handle(ctx context.Context, req admission.Request) admission.Response {
 	resp := h.next.Handle(ctx, req)
-	// A dry run has no side effects, not even on metrics.
-	if req.DryRun != nil && *req.DryRun {
+	// A dry run has no side effects, not even on metrics; a DELETE is no admission of a pod.
+	if (req.DryRun != nil && *req.DryRun) || req.Operation == admissionv1.Delete {
 		return resp
 	}
 	result := resultInjected

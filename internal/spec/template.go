@@ -154,6 +154,7 @@ func position(tree *parse.Tree, n parse.Node) (line, col int) {
 	if len(parts) >= 3 {
 		line, _ = strconv.Atoi(parts[len(parts)-2])
 		col, _ = strconv.Atoi(parts[len(parts)-1])
+		col++ // ErrorContext counts columns from 0
 	}
 	return line, col
 }

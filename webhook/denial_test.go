@@ -1,0 +1,223 @@
+package webhook
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+func podWith(annotations map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "p", Namespace: "ns",
+			Labels:      map[string]string{spec.LabelInject: "true"},
+			Annotations: annotations,
+		},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "app",
+			InitContainers:     []corev1.Container{{Name: "setup", Image: "i"}},
+			Containers: []corev1.Container{{
+				Name: "app", Image: "i",
+				VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/app"}},
+			}},
+			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+		},
+	}
+}
+
+// TestDenials checks every denial's exact wording: each names the
+// annotation and says what is allowed.
+func TestDenials(t *testing.T) {
+	const secretText = "louiselane-literal"
+	tests := []struct {
+		name string
+		ann  map[string]string
+		sa   map[string]string // nil: the default test ServiceAccount
+		opts func(*Options)
+		want []string
+	}{{
+		name: "unknown annotation suggests the closest",
+		ann:  map[string]string{"kvinject.io/secrets-password": "db#password", "kvinject.io/secret-x": "db"},
+		want: []string{"kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?"},
+	}, {
+		name: "unknown annotation, typo of a single one",
+		ann:  map[string]string{"kvinject.io/valut": "homelab-kv", "kvinject.io/secret-x": "db"},
+		want: []string{"kvinject.io/valut: unknown annotation, did you mean kvinject.io/vault?"},
+	}, {
+		name: "unknown annotation far from all",
+		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, secret-<file>, template-<file> and perms-<file>"},
+	}, {
+		name: "empty file name",
+		ann:  map[string]string{"kvinject.io/secret-": "db"},
+		want: []string{"kvinject.io/secret-: file name is empty: use 1-50 characters of letters, digits, '.', '_' and '-'", "no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+	}, {
+		name: "file name too long",
+		ann:  map[string]string{"kvinject.io/secret-" + strings.Repeat("a", 51): "db"},
+		want: []string{"kvinject.io/secret-" + strings.Repeat("a", 51) + ": file name \"" + strings.Repeat("a", 51) + "\" is 51 characters: at most 50", "no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+	}, {
+		name: "file name dot dot",
+		ann:  map[string]string{"kvinject.io/secret-..": "db", "kvinject.io/secret-ok": "db"},
+		want: []string{`kvinject.io/secret-..: file name ".." is not allowed`},
+	}, {
+		name: "file name dot",
+		ann:  map[string]string{"kvinject.io/template-.": `{{ secret "db" }}`, "kvinject.io/secret-ok": "db"},
+		want: []string{`kvinject.io/template-.: file name "." is not allowed`},
+	}, {
+		name: "file name with slash",
+		ann:  map[string]string{"kvinject.io/secret-../etc/passwd": "db", "kvinject.io/secret-ok": "db"},
+		want: []string{`kvinject.io/secret-../etc/passwd: file name "../etc/passwd" has "/": use letters, digits, '.', '_' and '-' only`},
+	}, {
+		name: "secret and template for one file",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/template-db": `{{ secret "db" }}`},
+		want: []string{"kvinject.io/secret-db and kvinject.io/template-db: a file has a secret or a template, not both"},
+	}, {
+		name: "ref does not parse",
+		ann:  map[string]string{"kvinject.io/secret-db": "app_pgsql#username"},
+		want: []string{`kvinject.io/secret-db: reference "app_pgsql#username": secret name "app_pgsql" is not valid: 1-127 letters, digits and hyphens`},
+	}, {
+		name: "ref with a bad version",
+		ann:  map[string]string{"kvinject.io/secret-db": "app-pgsql/latest"},
+		want: []string{`kvinject.io/secret-db: reference "app-pgsql/latest": secret version "latest" is not valid: 32 hexadecimal digits`},
+	}, {
+		name: "ref with an empty path key",
+		ann:  map[string]string{"kvinject.io/secret-db": "app-pgsql#db..password"},
+		want: []string{`kvinject.io/secret-db: property path "db..password" has an empty key: separate keys with single dots, like db.password`},
+	}, {
+		name: "ref URL of another cloud",
+		ann:  map[string]string{"kvinject.io/secret-db": "https://kv1.vault.azure.cn/secrets/db"},
+		want: []string{`kvinject.io/secret-db: reference "https://kv1.vault.azure.cn/secrets/db": vault "https://kv1.vault.azure.cn" is not a Key Vault host: want https://NAME.vault.azure.net`},
+	}, {
+		name: "template does not parse, text not echoed",
+		ann:  map[string]string{"kvinject.io/template-conf": "password=" + secretText + "\n{{ secret \"db\" }\n"},
+		want: []string{"kvinject.io/template-conf: template line 2: does not parse"},
+	}, {
+		name: "template calls an unknown function",
+		ann:  map[string]string{"kvinject.io/template-conf": secretText + "\n  {{ secret \"db\" | toYaml }}"},
+		want: []string{`kvinject.io/template-conf: template line 2, column 20: unknown function "toYaml": use one of and, b64dec, b64enc, call, eq, ge, gt, html, index, js, le, len, lower, lt, ne, not, or, print, printf, println, quote, secret, slice, trim, upper, urlquery`},
+	}, {
+		name: "template reads no secret",
+		ann:  map[string]string{"kvinject.io/template-conf": secretText},
+		want: []string{`kvinject.io/template-conf: template line 1: reads no secret: call {{ secret "name#path" }} at least once`},
+	}, {
+		name: "template secret without a literal",
+		ann:  map[string]string{"kvinject.io/template-conf": `{{ secret .name }}`},
+		want: []string{`kvinject.io/template-conf: template line 1, column 4: secret takes one quoted reference: {{ secret "name#path" }}`},
+	}, {
+		name: "vault not https",
+		ann:  map[string]string{"kvinject.io/vault": "http://homelab-kv.vault.azure.net", "kvinject.io/secret-db": "db"},
+		want: []string{`kvinject.io/vault: vault "http://homelab-kv.vault.azure.net" must be an https:// URL or a vault name`},
+	}, {
+		name: "vault not a vault host",
+		ann:  map[string]string{"kvinject.io/vault": "https://evil.example.com", "kvinject.io/secret-db": "db"},
+		want: []string{`kvinject.io/vault: vault "https://evil.example.com" is not a Key Vault host: want https://NAME.vault.azure.net`},
+	}, {
+		name: "vault name invalid",
+		ann:  map[string]string{"kvinject.io/vault": "kv", "kvinject.io/secret-db": "db"},
+		want: []string{`kvinject.io/vault: vault name "kv" is not valid: 3-24 letters, digits and hyphens, starting with a letter`},
+	}, {
+		name: "no vault anywhere",
+		ann:  map[string]string{"kvinject.io/secret-db": "db"},
+		opts: func(o *Options) { o.DefaultVault = "" },
+		want: []string{"kvinject.io/vault: no vault: set it to a vault name or https:// URL (the webhook has no --default-vault)"},
+	}, {
+		name: "perms not octal",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-db": "r--r-----"},
+		want: []string{`kvinject.io/perms-db: mode "r--r-----" is not an octal mode like 0440`},
+	}, {
+		name: "perms give write",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-db": "0640"},
+		want: []string{`kvinject.io/perms-db: mode "0640" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444`},
+	}, {
+		name: "perms give execute",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-db": "0555"},
+		want: []string{`kvinject.io/perms-db: mode "0555" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444`},
+	}, {
+		name: "perms for no file",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-dv": "0400"},
+		want: []string{`kvinject.io/perms-dv: no file "dv": add kvinject.io/secret-dv or kvinject.io/template-dv`},
+	}, {
+		name: "no client id",
+		ann:  map[string]string{"kvinject.io/secret-db": "db"},
+		sa:   map[string]string{},
+		want: []string{"no client id: set the pod annotation kvinject.io/client-id or the annotation azure.workload.identity/client-id on ServiceAccount ns/app"},
+	}, {
+		name: "client id not a GUID on the ServiceAccount",
+		ann:  map[string]string{"kvinject.io/secret-db": "db"},
+		sa:   map[string]string{spec.SAAnnotationClientID: "my-app"},
+		want: []string{`ServiceAccount ns/app annotation azure.workload.identity/client-id: "my-app" is not a GUID (8-4-4-4-12 hexadecimal digits)`},
+	}, {
+		name: "no tenant id",
+		ann:  map[string]string{"kvinject.io/secret-db": "db"},
+		opts: func(o *Options) { o.TenantID = "" },
+		want: []string{"no tenant id: set the pod annotation kvinject.io/tenant-id or the annotation azure.workload.identity/tenant-id on ServiceAccount ns/app (the webhook has no --tenant-id)"},
+	}, {
+		name: "token expiration too short",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/token-expiration": "600"},
+		want: []string{`kvinject.io/token-expiration: "600" must be a number of seconds from 3600 to 86400`},
+	}, {
+		name: "token expiration not a number",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/token-expiration": "1h"},
+		want: []string{`kvinject.io/token-expiration: "1h" must be a number of seconds from 3600 to 86400`},
+	}, {
+		name: "target container does not exist",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/containers": "app,sidecar"},
+		want: []string{`kvinject.io/containers: no container "sidecar" in this pod (containers: app, setup)`},
+	}, {
+		name: "mount path relative",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "secrets"},
+		want: []string{`kvinject.io/mount-path: "secrets" must be a clean absolute path other than /, like /var/run/secrets/kvinject`},
+	}, {
+		name: "mount path collides",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/etc/app"},
+		want: []string{`kvinject.io/mount-path: "/etc/app" collides with volume "config" already mounted there in container "app": choose another path`},
+	}, {
+		name: "no files",
+		ann:  map[string]string{"kvinject.io/vault": "homelab-kv"},
+		want: []string{"no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+	}, {
+		name: "several problems at once",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-db": "0777", "kvinject.io/token-expiration": "0"},
+		want: []string{
+			`kvinject.io/perms-db: mode "0777" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444`,
+			`kvinject.io/token-expiration: "0" must be a number of seconds from 3600 to 86400`,
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := testOptions(t)
+			if tt.opts != nil {
+				tt.opts(o)
+				if err := o.Validate(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sa := testSA("ns", "app")
+			if tt.sa != nil {
+				sa.Annotations = tt.sa
+			}
+			pod := podWith(tt.ann)
+			before := pod.DeepCopy()
+			err := Mutate(pod, sa, o)
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Fatalf("Mutate = %v, want a denial", err)
+			}
+			if diff := cmp.Diff(tt.want, d.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+			if strings.Contains(err.Error(), secretText) {
+				t.Errorf("denial echoes the template's text: %v", err)
+			}
+			if diff := cmp.Diff(before, pod); diff != "" {
+				t.Errorf("a denied pod was changed (-before +after):\n%s", diff)
+			}
+		})
+	}
+}
