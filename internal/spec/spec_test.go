@@ -1,0 +1,247 @@
+package spec
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const homelab = "https://homelab-kv.vault.azure.net"
+
+func publicCloud(t testing.TB) Cloud {
+	t.Helper()
+	c, err := LookupCloud(DefaultCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestParseRef(t *testing.T) {
+	const v = "0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		in      string
+		want    Ref
+		wantErr string
+	}{
+		{in: "app-pgsql", want: Ref{Vault: homelab, Name: "app-pgsql"}},
+		{in: "app-pgsql#username", want: Ref{Vault: homelab, Name: "app-pgsql", Path: "username"}},
+		{in: "app-pgsql/" + strings.ToUpper(v) + "#db.hosts.0", want: Ref{Vault: homelab, Name: "app-pgsql", Version: v, Path: "db.hosts.0"}},
+		{in: "https://Other-KV.vault.azure.net/secrets/db", want: Ref{Vault: "https://other-kv.vault.azure.net", Name: "db"}},
+		{in: "https://other-kv.vault.azure.net/secrets/db/" + v + "/", want: Ref{Vault: "https://other-kv.vault.azure.net", Name: "db", Version: v}},
+		{in: "https://other-kv.vault.azure.net/secrets/db#password", want: Ref{Vault: "https://other-kv.vault.azure.net", Name: "db", Path: "password"}},
+		{in: "", wantErr: `reference "" must be <name>[/<version>][#<path>] or a secret URL, without spaces`},
+		{in: " db", wantErr: `reference " db" must be`},
+		{in: "db#", wantErr: `property path "" must be 1-256 characters`},
+		{in: "db#a..b", wantErr: `property path "a..b" has an empty key`},
+		{in: "db/v1", wantErr: `secret version "v1" is not valid: 32 hexadecimal digits`},
+		{in: "db/" + v + "/extra", wantErr: `secret version "` + v + `/extra" is not valid`},
+		{in: "d_b", wantErr: `secret name "d_b" is not valid`},
+		{in: "http://kv1.vault.azure.net/secrets/db", wantErr: `must be an https:// URL or a vault name`},
+		{in: "https://kv1.vault.azure.net:8443/secrets/db", wantErr: `must be just https://NAME.vault.azure.net`},
+		{in: "https://kv1.example.com/secrets/db", wantErr: `is not a Key Vault host: want https://NAME.vault.azure.net`},
+		{in: "https://kv1.vault.azure.net/keys/db", wantErr: `a secret URL is https://<vault-host>/secrets/<name>[/<version>]`},
+		{in: "https://kv1.vault.azure.net/secrets/db?x=1", wantErr: `a secret URL is https://<vault-host>/secrets/<name>[/<version>]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRef(tt.in, homelab, publicCloud(t))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseRef(%q) = %+v, %v; want error containing %q", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+			// The URL form of a ref parses back to the same ref.
+			again, err := ParseRef(got.String(), "", publicCloud(t))
+			if err != nil || again != got {
+				t.Errorf("round trip of %q: %+v, %v", got.String(), again, err)
+			}
+		})
+	}
+	if _, err := ParseRef("db", "", publicCloud(t)); !errors.Is(err, ErrNoVault) {
+		t.Errorf("short ref without a vault: %v, want ErrNoVault", err)
+	}
+}
+
+func TestParseVault(t *testing.T) {
+	china, err := LookupCloud("AzureChinaCloud")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		in    string
+		cloud Cloud
+		want  string
+		err   bool
+	}{
+		{in: "homelab-kv", cloud: publicCloud(t), want: homelab},
+		{in: "HomeLab-KV", cloud: publicCloud(t), want: homelab},
+		{in: "https://homelab-kv.vault.azure.net/", cloud: publicCloud(t), want: homelab},
+		{in: "homelab-kv", cloud: china, want: "https://homelab-kv.vault.azure.cn"},
+		{in: "https://homelab-kv.vault.azure.net", cloud: china, err: true},
+		{in: "kv", cloud: publicCloud(t), err: true},
+		{in: "1kv", cloud: publicCloud(t), err: true},
+		{in: "kv--1", cloud: publicCloud(t), err: true},
+		{in: "kv-", cloud: publicCloud(t), err: true},
+		{in: strings.Repeat("k", 25), cloud: publicCloud(t), err: true},
+		{in: "https://user@kv1.vault.azure.net", cloud: publicCloud(t), err: true},
+		{in: "https://kv1.vault.azure.net.evil.com", cloud: publicCloud(t), err: true},
+	}
+	for _, tt := range tests {
+		got, err := ParseVault(tt.in, tt.cloud)
+		if (err != nil) != tt.err || got != tt.want && !tt.err {
+			t.Errorf("ParseVault(%q, %s) = %q, %v; want %q, error %v", tt.in, tt.cloud.Name, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]string{"0400": "0400", "0440": "0440", "0444": "0444", "440": "0440", "0000": "0000"} {
+		m, err := ParseMode(in)
+		if err != nil || FormatMode(m) != want {
+			t.Errorf("ParseMode(%q) = %v, %v; want %s", in, FormatMode(m), err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "44", "04400", "0644", "0600", "0755", "4444", "0448", "rw", "+444", "0x44"} {
+		if _, err := ParseMode(in); err == nil {
+			t.Errorf("ParseMode(%q) accepted", in)
+		}
+	}
+}
+
+func TestParseTemplate(t *testing.T) {
+	refs, err := ParseTemplate(`{{ secret "db#user" }}:{{ secret "db#password" | b64enc }}
+{{- if true }}{{ printf "%s" (secret "https://other-kv.vault.azure.net/secrets/tls") }}{{ end }}`, homelab, publicCloud(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Ref{
+		"db#user":     {Vault: homelab, Name: "db", Path: "user"},
+		"db#password": {Vault: homelab, Name: "db", Path: "password"},
+		"https://other-kv.vault.azure.net/secrets/tls": {Vault: "https://other-kv.vault.azure.net", Name: "tls"},
+	}
+	if diff := cmp.Diff(want, refs); diff != "" {
+		t.Errorf("refs (-want +got):\n%s", diff)
+	}
+
+	const secretText = "hunter2-literal"
+	for _, tt := range []struct{ text, want string }{
+		{secretText + "{{", "line 1: does not parse"},
+		{"a\n" + secretText + "{{ end }}", "line 2: does not parse"},
+		{"{{ secret \"db\" }}\n{{ env \"HOME\" }}", `line 2, column 4: unknown function "env"`},
+		{`{{ secret "db" "x" }}`, "line 1, column 4: secret takes one quoted reference"},
+		{`{{ call secret "db" }}`, "line 1, column 9: secret must be called directly"},
+		{`{{ secret "bad name" }}`, `line 1, column 4: reference "bad name"`},
+		{secretText, "line 1: reads no secret"},
+	} {
+		_, err := ParseTemplate(tt.text, homelab, publicCloud(t))
+		var te *TemplateError
+		if !errors.As(err, &te) || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("ParseTemplate(%q) = %v, want %q", tt.text, err, tt.want)
+		}
+		if err != nil && strings.Contains(err.Error(), secretText) {
+			t.Errorf("error quotes the template's text: %v", err)
+		}
+	}
+}
+
+func TestDecode(t *testing.T) {
+	s := Spec{
+		Version: Version, Vault: homelab, MountPath: DefaultMountPath, Containers: []string{"app"},
+		Identity: Identity{ClientID: "c", TenantID: "t", TokenExpirationSeconds: 3600},
+		Files: []File{
+			{Name: "username", Mode: "0400", Secret: &Ref{Vault: homelab, Name: "app-pgsql", Path: "username"}},
+			{Name: "conf", Mode: "0444", Template: `{{ secret "db" }} <&>`, Refs: map[string]Ref{"db": {Vault: homelab, Name: "db"}}},
+		},
+	}
+	enc, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(enc, "<&>") {
+		t.Errorf("Encode escapes HTML: %s", enc)
+	}
+	got, err := Decode([]byte(enc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&s, got); diff != "" {
+		t.Errorf("round trip (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]SecretID{{Vault: homelab, Name: "app-pgsql"}, {Vault: homelab, Name: "db"}}, got.SecretIDs()); diff != "" {
+		t.Errorf("SecretIDs (-want +got):\n%s", diff)
+	}
+
+	for _, tt := range []struct{ in, want string }{
+		{`{"version":"v2"}`, `KVINJECT_SPEC has version "v2", this agent reads "v1"`},
+		{`not json`, "KVINJECT_SPEC is not JSON"},
+		{`{"version":"v1","extra":1}`, `unknown field "extra"`},
+		{`{"version":"v1","vault":"x","mountPath":"rel","files":[]}`, `mountPath "rel" is not a clean absolute path`},
+		{`{"version":"v1","mountPath":"/s","files":[]}`, "no files"},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"../x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `file name "../x" has "/"`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0600","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `grants more than read`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"vault":"http://kv1.vault.azure.net","name":"a"}}]}`, `must be an https:// URL`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400"}]}`, `neither a secret nor a template`},
+	} {
+		_, err := Decode([]byte(tt.in))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Decode(%s) = %v, want error containing %q", tt.in, err, tt.want)
+		}
+	}
+	if _, err := Decode([]byte(`{"version":"v9"}`)); !errors.Is(err, ErrUnsupportedVersion) {
+		t.Errorf("unknown version: %v, want ErrUnsupportedVersion", err)
+	}
+}
+
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{"db", "db#a.0", "db/0123456789abcdef0123456789abcdef", "https://kv1.vault.azure.net/secrets/x#y", "https://kv1.vault.azure.net/secrets/x/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c := Cloud{Name: DefaultCloud, VaultSuffix: "vault.azure.net"}
+		r, err := ParseRef(s, homelab, c)
+		if err != nil {
+			return
+		}
+		if err := r.validate(); err != nil {
+			t.Fatalf("accepted %q as %+v, which does not validate: %v", s, r, err)
+		}
+		again, err := ParseRef(r.String(), "", c)
+		if err != nil || again != r {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, r, r.String(), again, err)
+		}
+	})
+}
+
+func FuzzParseTemplate(f *testing.F) {
+	for _, s := range []string{`{{ secret "db" }}`, `a{{ if secret "x#y" }}{{ end }}`, `{{ define "x" }}{{ secret "q" }}{{ end }}{{ template "x" }}`, `{{`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		refs, err := ParseTemplate(s, homelab, Cloud{Name: DefaultCloud, VaultSuffix: "vault.azure.net"})
+		if err != nil {
+			var te *TemplateError
+			if !errors.As(err, &te) {
+				t.Fatalf("error is not a *TemplateError: %v", err)
+			}
+			return
+		}
+		if len(refs) == 0 {
+			t.Fatalf("accepted a template with no secret")
+		}
+		for k, r := range refs {
+			if err := r.validate(); err != nil {
+				t.Fatalf("ref %q -> %+v does not validate: %v", k, r, err)
+			}
+		}
+	})
+}
