@@ -116,6 +116,13 @@ func NewInjectionsCounter(reg prometheus.Registerer) (*prometheus.CounterVec, er
 		c.WithLabelValues(r) // export zeros, so rates work from the start
 	}
 	if err := reg.Register(c); err != nil {
+		// A second server in one process (tests) shares the first's counter.
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return existing, nil
+			}
+		}
 		return nil, fmt.Errorf("register kvinject_injections_total: %w", err)
 	}
 	return c, nil

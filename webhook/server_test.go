@@ -1,0 +1,203 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestServeWithAPIServer runs `kvinject webhook` behind a real kube-apiserver:
+// the API server calls it for labelled pods only, Deployment-style pods get
+// their namespace from the request, a ServiceAccount created just before its
+// pod is found, denials reach the client, and an admitted pod (defaulted by
+// the API server) goes through the mutation again unchanged.
+func TestServeWithAPIServer(t *testing.T) {
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	ifNeeded := admissionregistrationv1.IfNeededReinvocationPolicy
+	env := &envtest.Environment{WebhookInstallOptions: envtest.WebhookInstallOptions{
+		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{{
+			ObjectMeta: metav1.ObjectMeta{Name: "kvinject"},
+			TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name:                    "pods.kvinject.io",
+				ClientConfig:            admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{Path: ptr.To(MutatePath)}},
+				Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create}, Rule: admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+				ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{spec.LabelInject: "true"}},
+				FailurePolicy:           &fail,
+				SideEffects:             &none,
+				ReinvocationPolicy:      &ifNeeded,
+				TimeoutSeconds:          ptr.To(int32(5)),
+				AdmissionReviewVersions: []string{"v1"},
+			}},
+		}},
+	}}
+	cfg := k8stest.Start(t, env)
+	wio := env.WebhookInstallOptions
+
+	o := DefaultServerOptions()
+	o.Mutation.AgentImage = "kvinject:test"
+	o.Mutation.TenantID = testTenant
+	o.Host, o.Port, o.CertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
+	metricsPort, probePort := freePort(t), freePort(t)
+	o.MetricsAddr, o.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort), fmt.Sprintf("127.0.0.1:%d", probePort)
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, o, cfg) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Serve did not stop")
+		}
+	})
+	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
+
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ctx, cancelTest := context.WithTimeout(ctx, time.Minute)
+	defer cancelTest()
+	mustCreate := func(obj error) {
+		t.Helper()
+		if obj != nil {
+			t.Fatal(obj)
+		}
+	}
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "group1"}}, metav1.CreateOptions{})
+	mustCreate(err)
+	// No controller-manager here: the default ServiceAccount is ours to make.
+	_, err = cs.CoreV1().ServiceAccounts("group1").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = cs.CoreV1().ServiceAccounts("group1").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+		Name: "dbreader", Annotations: map[string]string{spec.SAAnnotationClientID: testClientID},
+	}}, metav1.CreateOptions{})
+	mustCreate(err)
+
+	pod := readPod(t, "testdata/mutate/db-example.in.yaml")
+	pod.Namespace = ""
+	got, err := cs.CoreV1().Pods("group1").Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create labelled pod: %v", err)
+	}
+	checkInjected(t, got)
+	if env := envOf(got.Spec.InitContainers[0], spec.EnvClientID); env != testClientID {
+		t.Errorf("AZURE_CLIENT_ID = %q, want the ServiceAccount's %q", env, testClientID)
+	}
+
+	// What the API server stored, mutated again, is unchanged: every field
+	// it defaults on injected parts was already set.
+	again := got.DeepCopy()
+	if err := Mutate(again, testSA("group1", "dbreader"), &o.Mutation); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, again); diff != "" {
+		t.Errorf("mutating the stored pod changes it (-stored +mutated):\n%s", diff)
+	}
+
+	// A server-side dry run is admitted and stores nothing.
+	dry := readPod(t, "testdata/mutate/db-example.in.yaml")
+	dry.Namespace, dry.Name = "", "dry"
+	if p, err := cs.CoreV1().Pods("group1").Create(ctx, dry, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+		t.Errorf("dry run: %v", err)
+	} else {
+		checkInjected(t, p)
+	}
+	if _, err := cs.CoreV1().Pods("group1").Get(ctx, "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("dry-run pod stored: %v", err)
+	}
+
+	// Unlabelled pods never reach the webhook.
+	plain := readPod(t, "testdata/mutate/db-example.in.yaml")
+	plain.Namespace, plain.Name, plain.Labels = "", "plain", nil
+	plain.Annotations["kvinject.io/typo"] = "ignored: the webhook never sees this pod"
+	if p, err := cs.CoreV1().Pods("group1").Create(ctx, plain, metav1.CreateOptions{}); err != nil {
+		t.Errorf("unlabelled pod: %v", err)
+	} else if len(p.Spec.InitContainers) != 0 || p.Annotations[spec.AnnotationStatus] != "" {
+		t.Errorf("unlabelled pod was mutated")
+	}
+
+	// Denials reach the user with the annotation named.
+	bad := readPod(t, "testdata/mutate/db-example.in.yaml")
+	bad.Namespace, bad.Name = "", "bad"
+	bad.Annotations["kvinject.io/secret-username"] = "app-pgsql#"
+	_, err = cs.CoreV1().Pods("group1").Create(ctx, bad, metav1.CreateOptions{})
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Code != http.StatusForbidden ||
+		!strings.Contains(err.Error(), `kvinject.io/secret-username: property path "" must be 1-256 characters`) {
+		t.Errorf("bad pod: %v, want a 403 denial naming kvinject.io/secret-username", err)
+	}
+
+	// The counter is exported.
+	metrics := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	for _, want := range []string{`kvinject_injections_total{result="injected"} 1`, `kvinject_injections_total{result="denied"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
