@@ -109,7 +109,9 @@ func previewDocument(doc []byte, o PreviewOptions) (out []byte, desc string, err
 	desc = head.Kind + "/" + head.Metadata.Name
 	ptr, ok := templatePaths[head.Kind]
 	if !ok {
-		return nil, desc, fmt.Errorf("%s: kind %q has no pod template (want Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job or CronJob)", desc, head.Kind)
+		// Services, ConfigMaps and the like pass through, so that a whole
+		// kustomize build can be previewed.
+		return doc, desc, nil
 	}
 	tmplJSON, err := jsonAt(raw, ptr)
 	if err != nil {

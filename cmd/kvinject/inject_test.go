@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func runCommand(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, stdio{in: strings.NewReader(stdin), out: &out, err: &errb, getenv: func(string) string { return "" }})
+	return code, out.String(), errb.String()
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Errorf("%s (-want +got):\n%s", path, diff)
+	}
+}
+
+func TestInject(t *testing.T) {
+	flags := []string{"--agent-image", "kvinject:v1", "--tenant-id", "11111111-2222-3333-4444-555555555555", "--sa-client-id", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
+	tests := []struct {
+		name, in string
+		stdin    bool
+		wantCode int
+		wantErr  string
+	}{
+		{name: "workloads", in: "testdata/inject/workloads.yaml"},
+		{name: "stdin", in: "testdata/inject/workloads.yaml", stdin: true},
+		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
+			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
+				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"inject", "-f", tt.in}, flags...)
+			stdin := ""
+			if tt.stdin {
+				b, err := os.ReadFile(tt.in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				args[2], stdin = "-", string(b)
+			}
+			code, out, errOut := runCommand(t, stdin, args...)
+			if code != tt.wantCode || errOut != tt.wantErr {
+				t.Fatalf("exit %d, stderr %q; want %d, %q", code, errOut, tt.wantCode, tt.wantErr)
+			}
+			golden(t, strings.TrimSuffix(tt.in, ".yaml")+".out.yaml", out)
+		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, errOut := runCommand(t, "", "nope"); code != 2 || !strings.Contains(errOut, `unknown command "nope"`) {
+		t.Errorf("unknown command: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := runCommand(t, "", "inject"); code != 2 || !strings.Contains(errOut, "Usage: kvinject inject -f FILE|-") {
+		t.Errorf("inject without -f: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := runCommand(t, "", "webhook", "--cloud", "Mars"); code != 2 || !strings.Contains(errOut, `unknown cloud "Mars"`) {
+		t.Errorf("webhook with a bad cloud: exit %d, %q", code, errOut)
+	}
+}

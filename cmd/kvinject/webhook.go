@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/resource"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/webhook"
+)
+
+// mutationFlags binds the flags shared by `webhook` and `inject`.
+func mutationFlags(fs *flag.FlagSet, o *webhook.Options) {
+	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "image of the kvinject-agent init container")
+	fs.StringVar(&o.TenantID, "tenant-id", o.TenantID, "Entra ID tenant when neither the pod nor its ServiceAccount names one")
+	fs.StringVar(&o.CloudName, "cloud", o.CloudName, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
+	fs.StringVar(&o.DefaultVault, "default-vault", o.DefaultVault, "vault name or URL for pods without "+spec.AnnotationVault)
+	fs.StringVar(&o.AuthorityHost, "authority-host", o.AuthorityHost, "Entra ID authority host (default: the cloud's)")
+	fs.StringVar(&o.AgentHTTPSProxy, "agent-https-proxy", o.AgentHTTPSProxy, "HTTPS_PROXY for the agent, when egress goes through a proxy")
+	fs.StringVar(&o.AgentNoProxy, "agent-no-proxy", o.AgentNoProxy, "NO_PROXY for the agent")
+	fs.StringVar(&o.AgentCABundle, "agent-ca-bundle", o.AgentCABundle, "CONFIGMAP/KEY in the pod's namespace with extra PEM CAs for the agent (e.g. a proxy's)")
+	fs.Func("secrets-size-limit", "size limit of the tmpfs holding the files (default "+o.SecretsSizeLimit.String()+")", func(s string) error {
+		q, err := resource.ParseQuantity(s)
+		if err != nil {
+			return err
+		}
+		o.SecretsSizeLimit = q
+		return nil
+	})
+}
+
+func runWebhook(ctx context.Context, args []string, io stdio) int {
+	o := webhook.DefaultServerOptions()
+	fs := flag.NewFlagSet("kvinject webhook", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	mutationFlags(fs, &o.Mutation)
+	fs.IntVar(&o.Port, "port", o.Port, "port of the webhook server")
+	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics, or 0 to disable")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file (default: KUBECONFIG, else in-cluster)")
+	verbose := fs.Bool("v", false, "log every admission")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := o.Validate(); err != nil {
+		fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
+	ctrl.SetLogger(log)
+	ctx = logr.NewContext(ctx, log)
+	cfg, err := webhook.RestConfig(o.Kubeconfig)
+	if err != nil {
+		log.Error(err, "cannot start")
+		return 1
+	}
+	if err := webhook.Serve(ctx, o, cfg); err != nil {
+		log.Error(err, "webhook stopped")
+		return 1
+	}
+	return 0
+}
