@@ -95,7 +95,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			break
 		}
 		if !matched {
-			d.addf("%s: unknown annotation%s", k, suggest(k))
+			d.addf("%s: unknown annotation%s", k, suggestAnnotation(k))
 		}
 	}
 

@@ -82,3 +82,19 @@ func TestUsage(t *testing.T) {
 		t.Errorf("webhook with a bad cloud: exit %d, %q", code, errOut)
 	}
 }
+
+func TestConvertESO(t *testing.T) {
+	dir := "../../internal/esoconvert/testdata/"
+	ref := []string{"-f", dir + "clustersecretstore.yaml", "-f", dir + "serviceaccount.yaml", "-f", dir + "externalsecret-pgsql.yaml", "-f", dir + "externalsecret-registry.yaml"}
+	code, out, errOut := runCommand(t, "", append(append([]string{"convert-eso"}, ref...), "-f", dir+"deployment-dbreaderapp.yaml")...)
+	if code != 0 || errOut != "" || !strings.Contains(out, "kvinject.io/secret-username: app-pgsql#username") {
+		t.Errorf("reference setup: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
+	}
+	code, out, _ = runCommand(t, "", append(append([]string{"convert-eso"}, ref...), "-f", dir+"deployment-dbreaderapp-typo.yaml")...)
+	if code != 1 || !strings.Contains(out, "reads Secret pqsql-creds, which no ExternalSecret in the input creates (did you mean pgsql-creds?)") {
+		t.Errorf("typo: exit %d, stdout:\n%s", code, out)
+	}
+	if code, _, errOut := runCommand(t, "", "convert-eso"); code != 2 || !strings.Contains(errOut, "Usage: kvinject convert-eso") {
+		t.Errorf("no -f: exit %d, %q", code, errOut)
+	}
+}

@@ -1,0 +1,462 @@
+package esoconvert
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/suggest"
+)
+
+// Options fill in what ESO's objects do not say.
+type Options struct {
+	// Issuer is the cluster's service-account issuer URL, for the
+	// federated credential; empty prints a placeholder.
+	Issuer string
+	// IdentityName and ResourceGroup name the managed identity ESO uses.
+	IdentityName  string
+	ResourceGroup string
+}
+
+// Input is every object read, by kind.
+type Input struct {
+	externalSecrets []externalSecret
+	stores          map[string]secretStore // "Kind/namespace/name"
+	serviceAccounts map[string]meta        // "namespace/name"
+	workloads       []workload
+}
+
+var podTemplateKinds = map[string]string{
+	"Deployment": "spec.template", "StatefulSet": "spec.template", "DaemonSet": "spec.template",
+	"ReplicaSet": "spec.template", "Job": "spec.template", "CronJob": "spec.jobTemplate.spec.template",
+}
+
+// Read adds the objects of a YAML stream (several documents allowed) to in.
+func (in *Input) Read(r io.Reader, source string) error {
+	if in.stores == nil {
+		in.stores, in.serviceAccounts = map[string]secretStore{}, map[string]meta{}
+	}
+	dec := utilyaml.NewYAMLReader(bufio.NewReader(r))
+	for i := 1; ; i++ {
+		doc, err := dec.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s: document %d: %w", source, i, err)
+		}
+		raw, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return fmt.Errorf("%s: document %d: %w", source, i, err)
+		}
+		if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+			continue
+		}
+		if err := in.add(raw); err != nil {
+			return fmt.Errorf("%s: document %d: %w", source, i, err)
+		}
+	}
+}
+
+func (in *Input) add(raw []byte) error {
+	var o object
+	if err := json.Unmarshal(raw, &o); err != nil {
+		return err
+	}
+	switch o.Kind {
+	case "ExternalSecret":
+		var es externalSecret
+		if err := json.Unmarshal(raw, &es); err != nil {
+			return fmt.Errorf("ExternalSecret %s: %w", o.Metadata.Name, err)
+		}
+		in.externalSecrets = append(in.externalSecrets, es)
+	case "SecretStore", "ClusterSecretStore":
+		var s secretStore
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%s %s: %w", o.Kind, o.Metadata.Name, err)
+		}
+		ns := s.Metadata.Namespace
+		if o.Kind == "ClusterSecretStore" {
+			ns = ""
+		}
+		in.stores[o.Kind+"/"+ns+"/"+o.Metadata.Name] = s
+	case "ServiceAccount":
+		in.serviceAccounts[o.Metadata.Namespace+"/"+o.Metadata.Name] = o.Metadata
+	case "Pod":
+		var p struct {
+			Metadata meta    `json:"metadata"`
+			Spec     podSpec `json:"spec"`
+		}
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return fmt.Errorf("Pod %s: %w", o.Metadata.Name, err)
+		}
+		w := workload{Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name}
+		w.Template.Metadata, w.Template.Spec = p.Metadata, p.Spec
+		in.workloads = append(in.workloads, w)
+	default:
+		path, ok := podTemplateKinds[o.Kind]
+		if !ok {
+			return nil // nothing to convert or check
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return err
+		}
+		var t any = m
+		for _, k := range strings.Split(path, ".") {
+			mm, _ := t.(map[string]any)
+			t = mm[k]
+		}
+		b, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		w := workload{Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name}
+		if err := json.Unmarshal(b, &w.Template); err != nil {
+			return fmt.Errorf("%s %s: pod template: %w", o.Kind, o.Metadata.Name, err)
+		}
+		in.workloads = append(in.workloads, w)
+	}
+	return nil
+}
+
+// converted is one ExternalSecret that can move: its files.
+type converted struct {
+	es     *externalSecret
+	store  string
+	cloud  spec.Cloud
+	vault  string // normalised URL
+	tenant string
+	files  []file
+	esoSA  string // ESO's ServiceAccount, namespace/name
+}
+
+type file struct {
+	key string   // the Secret's key, which becomes the file name
+	ref spec.Ref // what it reads
+	b64 bool     // ESO decoded it from base64
+}
+
+// Result is what Convert found.
+type Result struct {
+	Moves      []Move
+	CannotMove []string
+	Problems   []string
+}
+
+// Move is one workload and what it needs to read its secrets from files.
+type Move struct {
+	Workload       string // Kind namespace/name
+	Namespace      string
+	ServiceAccount string
+	Annotations    map[string]string
+	Notes          []string
+	ClientID       string // from ESO's ServiceAccount, when in the input
+	TenantID       string
+	ESOServiceAcct string
+	From           []string // ExternalSecrets it replaces
+	Secrets        []string // Secrets that can go once it moved
+}
+
+var environmentClouds = map[string]string{
+	"": "AzurePublicCloud", "PublicCloud": "AzurePublicCloud", "ChinaCloud": "AzureChinaCloud",
+	"USGovernmentCloud": "AzureUSGovernment",
+}
+
+// Convert plans the move of every workload in the input.
+func Convert(in *Input) Result {
+	var res Result
+	byTarget := map[string]*converted{} // namespace/secret -> conversion
+	unmovable := map[string]string{}    // namespace/secret -> why
+	allTargets := map[string][]string{} // namespace -> secret names made by ESO
+	for i := range in.externalSecrets {
+		es := &in.externalSecrets[i]
+		target := es.Spec.Target.Name
+		if target == "" {
+			target = es.Metadata.Name
+		}
+		key := es.Metadata.Namespace + "/" + target
+		allTargets[es.Metadata.Namespace] = append(allTargets[es.Metadata.Namespace], target)
+		c, why := convertOne(in, es)
+		if why != "" {
+			unmovable[key] = why
+			continue
+		}
+		byTarget[key] = c
+	}
+
+	consumed := map[string]bool{}
+	for _, w := range in.workloads {
+		m := Move{Workload: w.Kind + " " + w.Namespace + "/" + w.Name, Namespace: w.Namespace, Annotations: map[string]string{}}
+		m.ServiceAccount = w.Template.Spec.ServiceAccountName
+		if m.ServiceAccount == "" {
+			m.ServiceAccount = "default"
+		}
+		var uses []*converted
+		use := func(secret, where string) {
+			k := w.Namespace + "/" + secret
+			if c, ok := byTarget[k]; ok {
+				if !containsPtr(uses, c) {
+					uses = append(uses, c)
+				}
+				consumed[k] = true
+				return
+			}
+			if why, ok := unmovable[k]; ok {
+				consumed[k] = true
+				res.CannotMove = append(res.CannotMove, fmt.Sprintf("%s %s reads Secret %s: %s", m.Workload, where, secret, why))
+				return
+			}
+			if len(allTargets[w.Namespace]) > 0 {
+				res.Problems = append(res.Problems, fmt.Sprintf("%s %s reads Secret %s, which no ExternalSecret in the input creates%s",
+					m.Workload, where, secret, closest(secret, allTargets[w.Namespace])))
+			}
+		}
+		for _, ps := range w.Template.Spec.ImagePullSecrets {
+			use(ps.Name, "imagePullSecrets")
+		}
+		for _, c := range append(append([]container(nil), w.Template.Spec.InitContainers...), w.Template.Spec.Containers...) {
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					ref := e.ValueFrom.SecretKeyRef
+					use(ref.Name, fmt.Sprintf("container %s env %s", c.Name, e.Name))
+					if _, ok := byTarget[w.Namespace+"/"+ref.Name]; ok {
+						m.Notes = append(m.Notes, fmt.Sprintf("container %s: env %s becomes the file %s/%s", c.Name, e.Name, spec.DefaultMountPath, ref.Key))
+					}
+				}
+			}
+			for _, ef := range c.EnvFrom {
+				if ef.SecretRef != nil {
+					use(ef.SecretRef.Name, fmt.Sprintf("container %s envFrom", c.Name))
+					if _, ok := byTarget[w.Namespace+"/"+ef.SecretRef.Name]; ok {
+						m.Notes = append(m.Notes, fmt.Sprintf("container %s: each variable of envFrom %s becomes a file in %s", c.Name, ef.SecretRef.Name, spec.DefaultMountPath))
+					}
+				}
+			}
+		}
+		for _, v := range w.Template.Spec.Volumes {
+			if v.Secret != nil {
+				use(v.Secret.SecretName, "volume "+v.Name)
+				if _, ok := byTarget[w.Namespace+"/"+v.Secret.SecretName]; ok {
+					m.Notes = append(m.Notes, fmt.Sprintf("volume %s: mounted files move to %s (or set %s to the old mount path and drop the volume)", v.Name, spec.DefaultMountPath, spec.AnnotationMountPath))
+				}
+			}
+		}
+		if len(uses) == 0 {
+			continue
+		}
+		res.Problems = append(res.Problems, m.plan(uses)...)
+		if sa, ok := in.serviceAccounts[m.ESOServiceAcct]; ok {
+			m.ClientID = sa.Annotations[spec.SAAnnotationClientID]
+		}
+		res.Moves = append(res.Moves, m)
+	}
+	for k, why := range unmovable {
+		if !consumed[k] {
+			res.CannotMove = append(res.CannotMove, fmt.Sprintf("Secret %s: %s", k, why))
+		}
+	}
+	for k, c := range byTarget {
+		if !consumed[k] {
+			res.CannotMove = append(res.CannotMove, fmt.Sprintf("ExternalSecret %s/%s: no workload in the input reads its Secret %s; pass the Deployment (or Pod) that does",
+				c.es.Metadata.Namespace, c.es.Metadata.Name, k))
+		}
+	}
+	sort.Strings(res.CannotMove)
+	sort.Strings(res.Problems)
+	return res
+}
+
+// plan fills in the annotations for the ExternalSecrets a workload uses.
+func (m *Move) plan(uses []*converted) (problems []string) {
+	vaults := map[string]bool{}
+	for _, c := range uses {
+		vaults[c.vault] = true
+	}
+	shared := ""
+	if len(vaults) == 1 {
+		shared = uses[0].vault
+		m.Annotations[spec.AnnotationVault] = vaultAnnotation(shared, uses[0].cloud)
+	}
+	for _, c := range uses {
+		m.From = append(m.From, "ExternalSecret "+c.es.Metadata.Namespace+"/"+c.es.Metadata.Name)
+		m.Secrets = append(m.Secrets, "Secret "+c.es.Metadata.Namespace+"/"+targetName(c.es))
+		m.TenantID, m.ESOServiceAcct = c.tenant, c.esoSA
+		for _, f := range c.files {
+			ref := refText(f.ref, shared)
+			secretKey := spec.AnnotationSecretPrefix + f.key
+			templateKey := spec.AnnotationTemplatePrefix + f.key
+			if _, dup := m.Annotations[secretKey]; dup {
+				problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+				continue
+			}
+			if _, dup := m.Annotations[templateKey]; dup {
+				problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+				continue
+			}
+			if f.b64 {
+				m.Annotations[templateKey] = fmt.Sprintf(`{{ secret %q | b64dec }}`, ref)
+			} else {
+				m.Annotations[secretKey] = ref
+			}
+		}
+	}
+	return problems
+}
+
+func targetName(es *externalSecret) string {
+	if es.Spec.Target.Name != "" {
+		return es.Spec.Target.Name
+	}
+	return es.Metadata.Name
+}
+
+// convertOne maps one ExternalSecret to files, or says why it cannot move.
+func convertOne(in *Input, es *externalSecret) (*converted, string) {
+	name := "ExternalSecret " + es.Metadata.Namespace + "/" + es.Metadata.Name
+	if t := es.Spec.Target.Template; t != nil {
+		switch t.Type {
+		case "kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg":
+			return nil, fmt.Sprintf("%s makes a %s Secret for imagePullSecrets: the kubelet pulls images before any init container runs, so keep it with ESO", name, t.Type)
+		case "kubernetes.io/tls":
+			return nil, fmt.Sprintf("%s makes a kubernetes.io/tls Secret, which Ingress and other controllers read from the API: keep it with ESO", name)
+		}
+		if len(t.Data) > 0 {
+			return nil, fmt.Sprintf("%s renders an ESO template: rewrite it as %s<file> with {{ secret \"<ref>\" }}", name, spec.AnnotationTemplatePrefix)
+		}
+	}
+	for _, df := range es.Spec.DataFrom {
+		switch {
+		case df.Find != nil:
+			return nil, fmt.Sprintf("%s uses dataFrom.find, which lists the vault at sync time; kvinject reads named secrets only: list them as %s<file>", name, spec.AnnotationSecretPrefix)
+		case df.Extract != nil:
+			return nil, fmt.Sprintf("%s uses dataFrom.extract of %q: name each property as %s<file>: %s#<property>", name, df.Extract.Key, spec.AnnotationSecretPrefix, df.Extract.Key)
+		}
+	}
+	storeKind := es.Spec.SecretStoreRef.Kind
+	if storeKind == "" {
+		storeKind = "SecretStore"
+	}
+	storeNS := es.Metadata.Namespace
+	if storeKind == "ClusterSecretStore" {
+		storeNS = ""
+	}
+	store, ok := in.stores[storeKind+"/"+storeNS+"/"+es.Spec.SecretStoreRef.Name]
+	if !ok {
+		return nil, fmt.Sprintf("%s uses %s %s, which is not in the input: pass it too", name, storeKind, es.Spec.SecretStoreRef.Name)
+	}
+	az := store.Spec.Provider.AzureKV
+	if az == nil {
+		return nil, fmt.Sprintf("%s uses %s %s, which is not an Azure Key Vault store", name, storeKind, store.Metadata.Name)
+	}
+	if az.AuthType != "" && az.AuthType != "WorkloadIdentity" {
+		return nil, fmt.Sprintf("%s uses authType %s; kvinject uses workload identity only: give the identity a federated credential", name, az.AuthType)
+	}
+	cloudName, ok := environmentClouds[az.EnvironmentType]
+	if !ok {
+		return nil, fmt.Sprintf("%s: environmentType %s is not a cloud kvinject knows", name, az.EnvironmentType)
+	}
+	cloud, err := spec.LookupCloud(cloudName)
+	if err != nil {
+		return nil, err.Error()
+	}
+	vault, err := spec.ParseVault(strings.TrimSuffix(az.VaultURL, "/"), cloud)
+	if err != nil {
+		return nil, fmt.Sprintf("%s: store vault: %v", name, err)
+	}
+	c := &converted{es: es, store: storeKind + " " + store.Metadata.Name, cloud: cloud, vault: vault, tenant: az.TenantID}
+	if sa := az.ServiceAccountRef; sa != nil {
+		ns := sa.Namespace
+		if ns == "" {
+			ns = store.Metadata.Namespace
+		}
+		c.esoSA = ns + "/" + sa.Name
+	}
+	if len(es.Spec.Data) == 0 {
+		return nil, fmt.Sprintf("%s has no data entries", name)
+	}
+	for _, d := range es.Spec.Data {
+		key := d.RemoteRef.Key
+		if rest, ok := strings.CutPrefix(key, "secret/"); ok {
+			key = rest
+		} else if strings.HasPrefix(key, "cert/") || strings.HasPrefix(key, "key/") {
+			return nil, fmt.Sprintf("%s reads %s, a Key Vault certificate or key object: kvinject reads secrets (a certificate's backing secret has the same name)", name, key)
+		}
+		if err := spec.ValidateFileName(d.SecretKey); err != nil {
+			return nil, fmt.Sprintf("%s key %q cannot be a file name: %v", name, d.SecretKey, err)
+		}
+		text := key
+		if d.RemoteRef.Version != "" {
+			text += "/" + d.RemoteRef.Version
+		}
+		if p := d.RemoteRef.Property; p != "" {
+			if strings.ContainsAny(p, `*?|#@\`) {
+				return nil, fmt.Sprintf("%s property %q uses gjson syntax beyond dot paths: name the property as a plain dot path", name, p)
+			}
+			text += "#" + p
+		}
+		ref, err := spec.ParseRef(text, vault, cloud)
+		if err != nil {
+			return nil, fmt.Sprintf("%s key %q: %v", name, d.SecretKey, err)
+		}
+		switch d.RemoteRef.DecodingStrategy {
+		case "", "None":
+			c.files = append(c.files, file{key: d.SecretKey, ref: ref})
+		case "Base64":
+			c.files = append(c.files, file{key: d.SecretKey, ref: ref, b64: true})
+		default:
+			return nil, fmt.Sprintf("%s key %q uses decodingStrategy %s: decode explicitly with a template and b64dec", name, d.SecretKey, d.RemoteRef.DecodingStrategy)
+		}
+	}
+	return c, ""
+}
+
+// vaultAnnotation is the shortest way to write a vault: its name on its cloud.
+func vaultAnnotation(vaultURL string, cloud spec.Cloud) string {
+	host := strings.TrimPrefix(vaultURL, "https://")
+	if name, ok := strings.CutSuffix(host, "."+cloud.VaultSuffix); ok {
+		return name
+	}
+	return vaultURL
+}
+
+// refText writes a ref as short as the shared vault allows.
+func refText(r spec.Ref, sharedVault string) string {
+	if r.Vault != sharedVault {
+		return r.String()
+	}
+	s := r.Name
+	if r.Version != "" {
+		s += "/" + r.Version
+	}
+	if r.Path != "" {
+		s += "#" + r.Path
+	}
+	return s
+}
+
+func containsPtr(cs []*converted, c *converted) bool {
+	for _, x := range cs {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// closest suggests the Secret name most like a broken reference.
+func closest(name string, candidates []string) string {
+	if best, ok := suggest.Closest(name, candidates, 3); ok {
+		return " (did you mean " + best + "?)"
+	}
+	return ""
+}

@@ -1,0 +1,89 @@
+package esoconvert
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+func TestConvertGolden(t *testing.T) {
+	reference := []string{"clustersecretstore.yaml", "serviceaccount.yaml", "externalsecret-pgsql.yaml", "externalsecret-registry.yaml"}
+	tests := []struct {
+		name         string
+		files        []string
+		opts         Options
+		wantProblems int
+	}{
+		{name: "reference", files: append(reference, "deployment-dbreaderapp.yaml")},
+		{name: "reference-typo", files: append(reference, "deployment-dbreaderapp-typo.yaml"), wantProblems: 1,
+			opts: Options{Issuer: "https://homelabissuer.z6.web.core.windows.net/", IdentityName: "eso-identity", ResourceGroup: "homelab-rg"}},
+		{name: "no-workload", files: reference},
+		{name: "edge-cases", files: []string{"edge-cases.yaml"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var in Input
+			for _, f := range tt.files {
+				r, err := os.Open(filepath.Join("testdata", f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := in.Read(r, f); err != nil {
+					t.Fatal(err)
+				}
+				r.Close()
+			}
+			res := Convert(&in)
+			if len(res.Problems) != tt.wantProblems {
+				t.Errorf("problems = %q, want %d", res.Problems, tt.wantProblems)
+			}
+			var out bytes.Buffer
+			if err := Write(&out, res, tt.opts); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", tt.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update)", err)
+			}
+			if diff := cmp.Diff(string(want), out.String()); diff != "" {
+				t.Errorf("%s (-want +got):\n%s", path, diff)
+			}
+		})
+	}
+}
+
+// FuzzRead feeds arbitrary YAML to the reader and the conversion: errors are
+// fine, panics are not.
+func FuzzRead(f *testing.F) {
+	for _, name := range []string{"edge-cases.yaml", "externalsecret-pgsql.yaml", "deployment-dbreaderapp.yaml"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var in Input
+		if err := in.Read(bytes.NewReader(b), "fuzz"); err != nil {
+			return
+		}
+		res := Convert(&in)
+		var out bytes.Buffer
+		if err := Write(&out, res, Options{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

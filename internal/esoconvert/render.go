@@ -1,0 +1,118 @@
+package esoconvert
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Write prints the plan: for each workload, the pod template's annotations,
+// the ServiceAccount's, the federated credential to create, and what to
+// delete afterwards; then what cannot move and what is broken.
+func Write(w io.Writer, res Result, o Options) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# kvinject convert-eso: %d workload(s) can move, %d thing(s) cannot, %d problem(s)\n", len(res.Moves), len(res.CannotMove), len(res.Problems))
+	for _, m := range res.Moves {
+		fmt.Fprintf(&b, "\n# ---- %s (ServiceAccount %s), replacing %s\n", m.Workload, m.ServiceAccount, strings.Join(m.From, ", "))
+		b.WriteString("# 1. Add to its pod template:\n")
+		b.WriteString("metadata:\n  labels:\n    " + spec.LabelInject + ": \"true\"\n  annotations:\n")
+		keys := make([]string, 0, len(m.Annotations))
+		for k := range m.Annotations {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			// The vault first, then the files by name.
+			if (keys[i] == spec.AnnotationVault) != (keys[j] == spec.AnnotationVault) {
+				return keys[i] == spec.AnnotationVault
+			}
+			return keys[i] < keys[j]
+		})
+		for _, k := range keys {
+			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
+		}
+		if len(m.Notes) > 0 {
+			b.WriteString("#    The app then reads files, not the Secret:\n")
+			for _, n := range m.Notes {
+				b.WriteString("#    - " + n + "\n")
+			}
+		}
+		fmt.Fprintf(&b, "# 2. Annotate ServiceAccount %s/%s:\n", m.Namespace, m.ServiceAccount)
+		clientID := m.ClientID
+		if clientID == "" {
+			clientID = "<client id of the identity ESO uses>"
+		}
+		b.WriteString("metadata:\n  annotations:\n")
+		fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationClientID, clientID)
+		if m.TenantID != "" {
+			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationTenantID, m.TenantID)
+		}
+		if m.ServiceAccount == "default" {
+			b.WriteString("#    (it uses the namespace's default ServiceAccount: a dedicated one keeps other pods from this identity)\n")
+		}
+		subject := "system:serviceaccount:" + m.Namespace + ":" + m.ServiceAccount
+		fmt.Fprintf(&b, "# 3. Let the pod's own token in (ESO's credential is for %s):\n", esoSubject(m.ESOServiceAcct))
+		fmt.Fprintf(&b, "az identity federated-credential create --name %s --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
+			credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
+			orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
+		fmt.Fprintf(&b, "# 4. Once its pods run with the files: delete %s and %s.\n", strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+	}
+	if len(res.CannotMove) > 0 {
+		b.WriteString("\n# Cannot move (stays with ESO, or needs a hand):\n")
+		for _, s := range res.CannotMove {
+			b.WriteString("# - " + s + "\n")
+		}
+	}
+	if len(res.Problems) > 0 {
+		b.WriteString("\n# Problems in the input:\n")
+		for _, s := range res.Problems {
+			b.WriteString("# - " + s + "\n")
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func esoSubject(sa string) string {
+	if sa == "" {
+		return "its own ServiceAccount"
+	}
+	ns, name, _ := strings.Cut(sa, "/")
+	return "system:serviceaccount:" + ns + ":" + name
+}
+
+// credentialName is a federated credential name Azure accepts: 3-120
+// characters of letters, digits, '-' and '_'.
+func credentialName(ns, sa string) string {
+	n := "kvinject-" + ns + "-" + sa
+	n = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, n)
+	if len(n) > 120 {
+		n = n[:120]
+	}
+	return n
+}
+
+func orPlaceholder(v, placeholder string) string {
+	if v == "" {
+		return placeholder
+	}
+	return v
+}
+
+// yamlScalar writes a value as YAML would, quoted only when needed.
+func yamlScalar(s string) string {
+	b, err := yaml.Marshal(s)
+	if err != nil {
+		return fmt.Sprintf("%q", s)
+	}
+	return strings.TrimSuffix(string(b), "\n")
+}
