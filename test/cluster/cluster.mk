@@ -1,0 +1,21 @@
+# Local real Kubernetes for tests (see test/cluster/README.md). Included from the root Makefile:
+#   include test/cluster/cluster.mk
+CLUSTER_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+
+.PHONY: cluster-binaries cluster-up cluster-down cluster-smoke
+
+## cluster-binaries: build kube-*/kubelet/kubectl/etcd from the Go module proxy (cached in bin/k8s/) and the cluster tools
+cluster-binaries:
+	$(CLUSTER_DIR)/build-binaries.sh
+
+## cluster-up: start the local single-node cluster (state in _out/cluster; then: source _out/cluster/env)
+cluster-up: cluster-binaries
+	$(CLUSTER_DIR)/up.sh
+
+## cluster-down: stop it (exactly the processes, containers and mounts it made)
+cluster-down:
+	$(CLUSTER_DIR)/down.sh
+
+## cluster-smoke: run a token-checking Deployment on the running cluster
+cluster-smoke:
+	$(CLUSTER_DIR)/smoke.sh

@@ -1,0 +1,14 @@
+// Small helper programs of the local test cluster (test/cluster): image building without Docker,
+// the sandbox ("pause") program and the static HTTPS site that serves the service-account issuer.
+// A separate module so that the product module does not depend on go-containerregistry.
+module github.com/kvinject/kvinject/test/cluster/tools
+
+go 1.26.0
+
+require github.com/google/go-containerregistry v0.22.1
+
+require (
+	github.com/klauspost/compress v1.19.2 // indirect
+	github.com/opencontainers/go-digest v1.0.0 // indirect
+	github.com/opencontainers/image-spec v1.1.1 // indirect
+)
