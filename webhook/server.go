@@ -20,6 +20,8 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/kvinject/kvinject/internal/selfcert"
 )
 
 // ServerOptions configure `kvinject webhook`.
@@ -35,6 +37,9 @@ type ServerOptions struct {
 	ProbeAddr   string
 	// Kubeconfig is an explicit kubeconfig path; else KUBECONFIG, else in-cluster.
 	Kubeconfig string
+	// SelfSigned, when set, makes the webhook make, rotate and serve its own certificate in
+	// CertDir and keep its webhook configuration's caBundle current (internal/selfcert).
+	SelfSigned *selfcert.Options
 }
 
 // DefaultServerOptions are the webhook server's defaults, before flags.
@@ -59,6 +64,12 @@ func (o *ServerOptions) Validate() error {
 	}
 	if o.CertDir == "" {
 		errs = append(errs, errors.New("--cert-dir is empty"))
+	}
+	if o.SelfSigned != nil {
+		o.SelfSigned.CertDir = o.CertDir
+		if err := o.SelfSigned.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -128,6 +139,22 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		return nil
 	}); err != nil {
 		return fmt.Errorf("add readyz check: %w", err)
+	}
+	if o.SelfSigned != nil {
+		certs, err := selfcert.New(cfg, o.SelfSigned)
+		if err != nil {
+			return err
+		}
+		// The webhook server loads the files when it starts: make them first.
+		if err := certs.EnsureCertificate(ctx); err != nil {
+			return err
+		}
+		if err := mgr.Add(certs); err != nil {
+			return fmt.Errorf("add self-signed certificate: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("self-signed-cert", certs.ReadyChecker()); err != nil {
+			return fmt.Errorf("add readyz check: %w", err)
+		}
 	}
 	ctrl.LoggerFrom(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
 		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName)

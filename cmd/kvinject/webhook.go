@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/kvinject/kvinject/internal/selfcert"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/webhook"
 )
@@ -44,9 +45,14 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics, or 0 to disable")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file (default: KUBECONFIG, else in-cluster)")
+	selfSigned := selfcert.DefaultOptions()
+	selfSigned.AddFlags(fs)
 	verbose := fs.Bool("v", false, "log every admission")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if selfSigned.Enabled() {
+		o.SelfSigned = &selfSigned
 	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)

@@ -27,7 +27,9 @@ import (
 type Options struct {
 	Config Config
 	// ProxyAddr is where the HTTPS_PROXY listener binds; default
-	// "127.0.0.1:0". It must be a loopback address.
+	// "127.0.0.1:0". It must be a loopback address or, so that a local
+	// cluster's pods can use it, an address of this machine's own
+	// interfaces (the node IP or the pod bridge's gateway).
 	ProxyAddr string
 	// AdminAddr, when set, starts the admin HTTP API there (loopback only).
 	AdminAddr string
@@ -128,11 +130,13 @@ func Start(opts Options) (*Emulator, error) {
 	if opts.ClockSkew == 0 {
 		opts.ClockSkew = 5 * time.Minute
 	}
-	for _, a := range []string{opts.ProxyAddr, opts.AdminAddr} {
-		if a == "" {
-			continue
+	if opts.ProxyAddr != "" {
+		if err := requireLocal(opts.ProxyAddr); err != nil {
+			return nil, err
 		}
-		if err := requireLoopback(a); err != nil {
+	}
+	if opts.AdminAddr != "" {
+		if err := requireLoopback(opts.AdminAddr); err != nil {
 			return nil, err
 		}
 	}
@@ -214,6 +218,26 @@ func requireLoopback(addr string) error {
 		return fmt.Errorf("%w: address %q is not loopback; the emulator serves fake credentials and must not be reachable from elsewhere", ErrInvalidConfig, addr)
 	}
 	return nil
+}
+
+// requireLocal accepts loopback and the addresses of this machine's own
+// interfaces, never a wildcard: the proxy must not answer other machines.
+func requireLocal(addr string) error {
+	if requireLoopback(addr) == nil {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	if ip != nil && !ip.IsUnspecified() {
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("%w: address %q is neither loopback nor an address of this machine; the emulator serves fake credentials and must not be reachable from elsewhere", ErrInvalidConfig, addr)
 }
 
 func (e *Emulator) serve(srv *http.Server, ln net.Listener, tlsOn bool) {

@@ -35,7 +35,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var (
 		configPath  = fs.String("config", "", "YAML or JSON config file (required)")
-		listen      = fs.String("listen", "127.0.0.1:0", "HTTPS_PROXY listen address (loopback only)")
+		listen      = fs.String("listen", "127.0.0.1:0", "HTTPS_PROXY listen address: loopback, or this machine's own address for a local cluster's pods")
 		caDir       = fs.String("ca-dir", "", "directory for ca.crt/ca.key, kept across restarts (default: a temporary directory)")
 		adminListen = fs.String("admin-listen", "127.0.0.1:0", "admin API listen address (loopback only; empty disables)")
 		latency     = fs.Duration("latency", 0, "latency added to every request")

@@ -182,6 +182,10 @@ func ValidateFileName(n string) error {
 			return fmt.Errorf("file name %q has %q: use letters, digits, '.', '_' and '-' only", n, string(rune(c)))
 		}
 	}
+	if strings.HasPrefix(n, "..") {
+		// ..data and ..kvinject_* are the agent's (like the kubelet's AtomicWriter).
+		return fmt.Errorf("file name %q starts with \"..\", which is reserved for the agent's atomic update", n)
+	}
 	return nil
 }
 

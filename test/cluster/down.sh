@@ -10,6 +10,15 @@ did=0
 had_kubelet=0
 [[ -f "$PID_DIR/kubelet.pid" ]] && had_kubelet=1
 
+# 0. processes the tests or the demo started beside the cluster (the Azure emulator), recorded in
+#    PID_DIR like the components
+for f in "$PID_DIR"/extra-*.pid; do
+  [[ -e "$f" ]] || continue
+  c="$(basename "$f" .pid)"
+  if pid="$(pid_of "$c")"; then stop_pid "$c" "$pid" 10; did=1; fi
+  rm -f "$f"
+done
+
 # 1. kubelet and kube-proxy first, so nothing restarts containers or rewrites rules meanwhile
 for c in kubelet kube-proxy; do
   if pid="$(pid_of "$c")"; then stop_pid "$c" "$pid" 15; did=1; fi

@@ -1,0 +1,17 @@
+# One image for both roles: `kvinject webhook` (the admission server) and `kvinject agent`
+# (the init container it injects). Build:
+#   docker build --build-arg VERSION=v0.1.0 -t kvinject:v0.1.0 .
+# Without Docker (local test cluster): `make image` (test/cluster/tools mkimage, same layout).
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/kvinject ./cmd/kvinject
+
+# Static binary, CA certificates (Entra ID, Key Vault), user 65532 (nonroot), no shell.
+FROM gcr.io/distroless/static:nonroot
+COPY --from=build /out/kvinject /kvinject
+USER 65532:65532
+ENTRYPOINT ["/kvinject"]

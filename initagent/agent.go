@@ -1,0 +1,335 @@
+package initagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Run fetches, renders and writes. It returns nil when every file was
+// written, ErrFailed when problems were reported on Options.Err (one line
+// each), or another error for a broken setup.
+func (a *Agent) Run(ctx context.Context) error {
+	o := a.o
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	ids := o.Spec.SecretIDs()
+	vaults := distinctVaults(ids)
+	o.Logger.Info("starting", "files", len(o.Spec.Files), "secrets", len(ids), "vaults", hosts(vaults),
+		"clientID", a.identity.clientID, "tenantID", a.identity.tenantID, "dir", o.Dir, "timeout", o.Timeout.String())
+
+	dc := a.diagContext()
+	var getters map[string]SecretGetter
+	var requests func() int64
+	if o.NewGetter != nil {
+		getters = map[string]SecretGetter{}
+		for _, v := range vaults {
+			g, err := o.NewGetter(v)
+			if err != nil {
+				return err
+			}
+			getters[v] = g
+		}
+	} else {
+		if ps := a.identity.problems(o.Spec, o.Env); len(ps) > 0 {
+			var problems []Problem
+			for _, p := range ps {
+				problems = append(problems, Problem{Cause: p})
+			}
+			return a.report(problems)
+		}
+		az, err := a.newAzure(vaults)
+		if err != nil {
+			return a.report([]Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}})
+		}
+		defer az.close()
+		requests = az.transport.requests.Load
+		// Open the vault connections while the token exchange runs.
+		for _, v := range vaults {
+			az.dialer.Warm(ctx, hostOf(v))
+		}
+		t0 := time.Now()
+		if err := az.token(ctx); err != nil {
+			p := dc.diagnoseAuth(err)
+			if ctx.Err() != nil {
+				// azidentity flattens the context's error into its message.
+				p = dc.diagnoseTransport(ctx.Err(), hostOf(a.identity.authorityHost))
+			}
+			var problems []Problem
+			for _, v := range vaults {
+				q := p
+				q.Vault, q.Secret = v, secretsOf(ids, v)
+				problems = append(problems, q)
+			}
+			return a.report(problems)
+		}
+		o.Logger.Info("signed in", "authority", a.identity.authorityHost, "durationMs", time.Since(t0).Milliseconds())
+		getters = az.clients
+	}
+
+	results := a.fetch(ctx, getters, ids)
+	var problems []Problem
+	for _, id := range ids {
+		if r := results[id]; r.err != nil {
+			problems = append(problems, dc.diagnoseFetch(id, r.err, r.at))
+		}
+	}
+	// Extract and render what was fetched, so that one run reports every
+	// problem, not just the first kind.
+	files, more := a.resolve(results)
+	problems = append(problems, more...)
+	if len(problems) > 0 {
+		return a.report(problems)
+	}
+	res, err := WriteFiles(o.Dir, files, o.Now())
+	if err != nil {
+		return a.report([]Problem{writeProblem(o.Dir, err)})
+	}
+	for _, w := range res.Warnings {
+		o.Logger.Info("cleanup after the switch failed", "problem", w)
+	}
+	kv := []any{"dir", o.Dir, "files", len(files), "durationMs", time.Since(start).Milliseconds()}
+	if requests != nil {
+		kv = append(kv, "httpsRequests", requests())
+	}
+	if rss := peakRSSKiB(); rss > 0 {
+		kv = append(kv, "peakRSSKiB", rss)
+	}
+	o.Logger.Info("wrote files", kv...)
+	return nil
+}
+
+func (a *Agent) diagContext() diagContext {
+	id := a.identity
+	return diagContext{
+		clientID: id.clientID, tenantID: id.tenantID, tokenFile: id.tokenFile,
+		authorityHost: id.authorityHost, timeout: a.o.Timeout, now: a.o.Now,
+		claims: func() (TokenClaims, error) { return ReadTokenClaims(id.tokenFile) },
+	}
+}
+
+// report prints one line per problem and returns ErrFailed.
+func (a *Agent) report(problems []Problem) error {
+	var b strings.Builder
+	for _, p := range problems {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	_, _ = fmt.Fprint(a.o.Err, b.String())
+	if a.o.TerminationLog != "" {
+		writeTerminationLog(a.o.TerminationLog, b.String())
+	}
+	a.o.Logger.Info("failed: no file written", "problems", len(problems))
+	return ErrFailed
+}
+
+type fetchResult struct {
+	secret Secret
+	err    error
+	at     *attempts
+}
+
+// fetch reads every secret version once, at most Concurrency at a time.
+func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids []spec.SecretID) map[spec.SecretID]*fetchResult {
+	results := make(map[spec.SecretID]*fetchResult, len(ids))
+	for _, id := range ids {
+		results[id] = &fetchResult{at: &attempts{}}
+	}
+	sem := make(chan struct{}, a.o.Concurrency)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		r := results[id]
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				r.err = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			t0 := time.Now()
+			s, err := getters[id.Vault].GetSecret(context.WithValue(ctx, attemptsKey{}, r.at), id.Name, id.Version)
+			if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+				// The deadline ended the retries: say so, with what the
+				// tries got (r.at), rather than a bare transport error.
+				err = ctx.Err()
+			}
+			r.secret, r.err = s, err
+			if err == nil {
+				a.o.Logger.Info("fetched secret", "vault", hostOf(id.Vault), "name", id.Name,
+					"version", s.Version, "bytes", len(s.Value), "durationMs", time.Since(t0).Milliseconds())
+			}
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// resolve turns fetched values into file contents: properties extracted,
+// templates rendered. Problems are reported once per reference.
+func (a *Agent) resolve(results map[spec.SecretID]*fetchResult) ([]FileData, []Problem) {
+	type extracted struct {
+		data []byte
+		err  error
+	}
+	cache := map[spec.Ref]extracted{}
+	lookup := func(r spec.Ref) ([]byte, error) {
+		if e, ok := cache[r]; ok {
+			return e.data, e.err
+		}
+		res := results[r.ID()]
+		if res == nil || res.err != nil {
+			return nil, errNotFetched
+		}
+		d, err := Extract(res.secret.Value, r.Path)
+		cache[r] = extracted{d, err}
+		return d, err
+	}
+	byRef := map[spec.Ref]*Problem{}
+	var order []spec.Ref
+	var problems []Problem
+	addRefProblem := func(r spec.Ref, file, cause, fix string) {
+		if p := byRef[r]; p != nil {
+			p.Files = append(p.Files, file)
+			return
+		}
+		label := secretLabel(r.ID())
+		if r.Path != "" {
+			label += "#" + r.Path
+		}
+		byRef[r] = &Problem{Vault: r.Vault, Secret: label, Files: []string{file}, Cause: cause, Fix: fix}
+		order = append(order, r)
+	}
+	var files []FileData
+	for _, f := range a.o.Spec.Files {
+		mode, err := f.FileMode()
+		if err != nil { // Decode validated it
+			problems = append(problems, Problem{Files: []string{f.Name}, Cause: err.Error()})
+			continue
+		}
+		var data []byte
+		if f.Secret != nil {
+			data, err = lookup(*f.Secret)
+			if errors.Is(err, errNotFetched) {
+				continue // reported by the fetch
+			}
+			if err != nil {
+				var pe *PropertyError
+				if errors.As(err, &pe) {
+					addRefProblem(*f.Secret, f.Name, pe.Problem, pe.Fix)
+				} else {
+					addRefProblem(*f.Secret, f.Name, err.Error(), "")
+				}
+				continue
+			}
+		} else {
+			if !allFetched(results, f.Refs) {
+				continue // reported by the fetch
+			}
+			data, err = Render(f, lookup)
+			if err != nil {
+				var re *RenderError
+				if errors.As(err, &re) && re.Ref != nil {
+					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Fix)
+				} else if re != nil {
+					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
+				} else {
+					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: does not render"})
+				}
+				continue
+			}
+		}
+		files = append(files, FileData{Name: f.Name, Mode: mode, Data: data})
+	}
+	for _, r := range order {
+		problems = append(problems, *byRef[r])
+	}
+	return files, problems
+}
+
+func allFetched(results map[spec.SecretID]*fetchResult, refs map[string]spec.Ref) bool {
+	for _, r := range refs {
+		if res := results[r.ID()]; res == nil || res.err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// maxTerminationMessage is what the kubelet keeps of a termination message.
+const maxTerminationMessage = 4096
+
+// writeTerminationLog replaces the termination message with the problem
+// lines that fit, whole, in the kubelet's limit. A missing file is left
+// missing: outside Kubernetes there is none.
+func writeTerminationLog(path, lines string) {
+	if len(lines) > maxTerminationMessage {
+		cut := strings.LastIndexByte(lines[:maxTerminationMessage], '\n')
+		lines = lines[:cut+1]
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return
+	}
+	_, _ = f.WriteString(lines)
+	_ = f.Close()
+}
+
+// errNotFetched marks a reference whose secret failed to fetch.
+var errNotFetched = errors.New("the secret was not fetched")
+
+func writeProblem(dir string, err error) Problem {
+	p := Problem{Cause: "cannot write the files into " + dir + ": " + firstLine(err.Error())}
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		p.Fix = fmt.Sprintf("the agent runs as uid %d gid %d and needs write access to the %s emptyDir mounted at %s (an emptyDir is world-writable unless something changed its mode)",
+			os.Getuid(), os.Getgid(), spec.SecretsVolumeName, dir)
+	case errors.Is(err, fs.ErrNotExist):
+		p.Fix = fmt.Sprintf("mount the %s emptyDir at %s in the agent container", spec.SecretsVolumeName, dir)
+	default:
+		p.Fix = fmt.Sprintf("check the %s emptyDir at %s (its sizeLimit, and that only the agent writes there)", spec.SecretsVolumeName, dir)
+	}
+	return p
+}
+
+func distinctVaults(ids []spec.SecretID) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range ids {
+		if !seen[id.Vault] {
+			seen[id.Vault] = true
+			out = append(out, id.Vault)
+		}
+	}
+	return out
+}
+
+func hosts(vaults []string) []string {
+	out := make([]string, len(vaults))
+	for i, v := range vaults {
+		out[i] = hostOf(v)
+	}
+	return out
+}
+
+// secretsOf lists the secrets read from vault, for a sign-in problem.
+func secretsOf(ids []spec.SecretID, vault string) string {
+	var names []string
+	for _, id := range ids {
+		if id.Vault == vault {
+			names = append(names, secretLabel(id))
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,181 @@
+package initagent
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// retryOptions bound each request: azcore retries 408, 429, 500, 502, 503,
+// 504 and transport errors, honouring Retry-After (and retry-after-ms), with
+// exponential backoff; the agent's overall deadline bounds the sum.
+var retryOptions = policy.RetryOptions{
+	MaxRetries:    5,
+	TryTimeout:    30 * time.Second,
+	RetryDelay:    800 * time.Millisecond,
+	MaxRetryDelay: 30 * time.Second,
+}
+
+// azureClients is the production wiring: one transport, one credential,
+// one azsecrets client per vault.
+type azureClients struct {
+	dialer    *dialer
+	transport *countingTransport
+	cred      azcore.TokenCredential
+	tro       policy.TokenRequestOptions // for the cloud's vaults
+	suffix    string                     // the cloud's vault host suffix, e.g. vault.azure.net
+	clients   map[string]SecretGetter    // by vault URL
+}
+
+func (a *Agent) newAzure(vaults []string) (*azureClients, error) {
+	d := newDialer(nil)
+	ct := &countingTransport{next: newTransport(d)}
+	hc := &http.Client{Transport: ct}
+	id := a.identity
+	base := azcore.ClientOptions{
+		Transport: hc,
+		Retry:     retryOptions,
+		Telemetry: policy.TelemetryOptions{ApplicationID: "kvinject"},
+	}
+	credOpts := &azidentity.WorkloadIdentityCredentialOptions{
+		ClientOptions: base,
+		ClientID:      id.clientID,
+		TenantID:      id.tenantID,
+		TokenFilePath: id.tokenFile,
+		// MSAL asks login.microsoftonline.com which hosts are Entra ID
+		// authorities; for the known clouds the answer is known.
+		DisableInstanceDiscovery: id.knownCloud,
+	}
+	credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: id.authorityHost}
+	cred, err := azidentity.NewWorkloadIdentityCredential(credOpts)
+	if err != nil {
+		return nil, err
+	}
+	az := &azureClients{
+		dialer:    d,
+		transport: ct,
+		cred:      cred,
+		suffix:    strings.ToLower(a.o.Cloud.VaultSuffix),
+		tro: policy.TokenRequestOptions{
+			Scopes:    []string{"https://" + a.o.Cloud.VaultSuffix + "/.default"},
+			EnableCAE: true, // as azsecrets asks, so both share MSAL's cache
+		},
+		clients: map[string]SecretGetter{},
+	}
+	for _, v := range vaults {
+		co := &azsecrets.ClientOptions{ClientOptions: base}
+		co.PerRetryPolicies = []policy.Policy{recorderPolicy{}, &preauthPolicy{az: az}}
+		c, err := azsecrets.NewClient(v, cred, co)
+		if err != nil {
+			return nil, err
+		}
+		az.clients[v] = azGetter{c}
+	}
+	return az, nil
+}
+
+func (az *azureClients) close() {
+	az.dialer.Close()
+	az.transport.next.CloseIdleConnections()
+}
+
+// token acquires the Key Vault access token once, before the fetches.
+func (az *azureClients) token(ctx context.Context) error {
+	_, err := az.cred.GetToken(ctx, az.tro)
+	return err
+}
+
+// preauthPolicy saves Key Vault's 401 challenge round trip. azsecrets'
+// challenge policy sends the first request of a client without a token to
+// learn the tenant and scope from the 401; both are known here (the
+// credential's tenant, and https://<cloud vault suffix>/.default). The
+// policy runs after the challenge policy in the pipeline (ClientOptions
+// per-retry policies come after the client's own), so it only adds a token
+// to requests that have none, and only for hosts of the cloud's vault
+// suffix, so no token ever goes elsewhere. Should Key Vault still answer
+// 401 with a challenge (e.g. a vault in another tenant), the SDK's
+// challenge handling takes over unchanged.
+type preauthPolicy struct{ az *azureClients }
+
+func (p *preauthPolicy) Do(req *policy.Request) (*http.Response, error) {
+	raw := req.Raw()
+	if raw.Header.Get("Authorization") == "" && raw.URL.Scheme == "https" && hostHasSuffix(strings.ToLower(raw.URL.Hostname()), p.az.suffix) {
+		tk, err := p.az.cred.GetToken(raw.Context(), p.az.tro)
+		if err != nil {
+			return nil, err // *AuthenticationFailedError is NonRetriable
+		}
+		raw.Header.Set("Authorization", "Bearer "+tk.Token)
+	}
+	return req.Next()
+}
+
+type attemptsKey struct{}
+
+// recorderPolicy counts the tries of a request and keeps the last status
+// and error code, for a timeout's diagnostic.
+type recorderPolicy struct{}
+
+func (recorderPolicy) Do(req *policy.Request) (*http.Response, error) {
+	resp, err := req.Next()
+	if at, ok := req.Raw().Context().Value(attemptsKey{}).(*attempts); ok {
+		at.n++
+		if resp != nil {
+			at.lastStatus = resp.StatusCode
+			at.lastCode = resp.Header.Get("x-ms-error-code")
+			if at.lastCode == "" && resp.StatusCode >= 400 {
+				// An error body, never a secret bundle: read its code.
+				var body kvError
+				if b, err := runtime.Payload(resp); err == nil && json.Unmarshal(b, &body) == nil {
+					at.lastCode = body.Error.Code
+				}
+			}
+		}
+	}
+	return resp, err
+}
+
+type azGetter struct{ c *azsecrets.Client }
+
+func (g azGetter) GetSecret(ctx context.Context, name, version string) (Secret, error) {
+	resp, err := g.c.GetSecret(ctx, name, version, nil)
+	if err != nil {
+		return Secret{}, err
+	}
+	var s Secret
+	if resp.Value != nil {
+		s.Value = *resp.Value
+	}
+	if resp.ID != nil {
+		s.Version = resp.ID.Version()
+	}
+	if resp.ContentType != nil {
+		s.ContentType = *resp.ContentType
+	}
+	return s, nil
+}
+
+// countingTransport counts HTTP requests, for the final log line.
+type countingTransport struct {
+	next     *http.Transport
+	requests atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.requests.Add(1)
+	return t.next.RoundTrip(r)
+}
+
+// scopeFor is the token scope of a cloud's vaults.
+func scopeFor(c spec.Cloud) string { return "https://" + c.VaultSuffix + "/.default" }

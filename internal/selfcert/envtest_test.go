@@ -1,0 +1,423 @@
+package selfcert
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	k8sVersion = "v1.37.2"
+	namespace  = "kvinject-system"
+	saName     = "kvinject-webhook"
+	// The names the overlay's RBAC allows (resourceNames).
+	secretName = "kvinject-webhook-cert"
+	configName = "kvinject"
+)
+
+var (
+	envOnce sync.Once
+	envCfg  *rest.Config
+	envErr  error
+	envStop func()
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if envStop != nil {
+		envStop()
+	}
+	os.Exit(code)
+}
+
+// apiServer starts (once per test binary) a real kube-apiserver and etcd from the binaries
+// test/cluster/build-binaries.sh puts in bin/k8s/. Missing binaries skip the test, or fail it
+// when CI=true.
+func apiServer(t *testing.T) *rest.Config {
+	t.Helper()
+	envOnce.Do(func() {
+		root, err := repoRoot()
+		if err != nil {
+			envErr = err
+			return
+		}
+		assets := filepath.Join(root, "bin", "k8s", k8sVersion)
+		etcds, _ := filepath.Glob(filepath.Join(root, "bin", "k8s", "etcd-*", "etcd"))
+		if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil || len(etcds) == 0 {
+			envErr = fmt.Errorf("%w: kube-apiserver in %s or etcd in bin/k8s/etcd-*/ missing; build them with test/cluster/build-binaries.sh", errNoBinaries, assets)
+			return
+		}
+		env := &envtest.Environment{BinaryAssetsDirectory: assets}
+		env.ControlPlane.GetAPIServer().Path = filepath.Join(assets, "kube-apiserver")
+		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcds[len(etcds)-1]}
+		envCfg, envErr = env.Start()
+		if envErr == nil {
+			envStop = func() { _ = env.Stop() }
+		}
+	})
+	if envErr != nil {
+		if strings.Contains(envErr.Error(), errNoBinaries.Error()) && os.Getenv("CI") != "true" {
+			t.Skip(envErr)
+		}
+		t.Fatal(envErr)
+	}
+	return rest.CopyConfig(envCfg)
+}
+
+var errNoBinaries = fmt.Errorf("envtest binaries not built")
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// fixture makes the namespace, the webhook's ServiceAccount with exactly the self-signed
+// overlay's RBAC, and a webhook configuration; it returns a config impersonating the webhook.
+func fixture(t *testing.T, admin client.Client, cfg *rest.Config) *rest.Config {
+	t.Helper()
+	ctx := context.Background()
+	create := func(o client.Object) {
+		t.Helper()
+		if err := admin.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+	create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
+	create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: saName}})
+	// The RBAC of manifests/overlays/self-signed, as shipped.
+	root, _ := repoRoot()
+	rbacYAML, err := os.ReadFile(filepath.Join(root, "manifests", "overlays", "self-signed", "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(rbacYAML), "\n---\n") {
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatal(err)
+		}
+		var obj client.Object
+		switch head.Kind {
+		case "Role":
+			obj = &rbacv1.Role{}
+		case "RoleBinding":
+			obj = &rbacv1.RoleBinding{}
+		case "ClusterRole":
+			obj = &rbacv1.ClusterRole{}
+		case "ClusterRoleBinding":
+			obj = &rbacv1.ClusterRoleBinding{}
+		default:
+			t.Fatalf("unexpected kind %q in rbac.yaml", head.Kind)
+		}
+		if err := yaml.UnmarshalStrict([]byte(doc), obj); err != nil {
+			t.Fatal(err)
+		}
+		// The shipped names bind the webhook's ServiceAccount; re-running is fine.
+		create(obj)
+	}
+	none := admissionregistrationv1.SideEffectClassNone
+	create(&admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: configName},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    "pods.kvinject.io",
+			AdmissionReviewVersions: []string{"v1"},
+			SideEffects:             &none,
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
+				Namespace: namespace, Name: saName, Path: ptr.To("/mutate-v1-pod"), Port: ptr.To[int32](443),
+			}},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kvinject.io/inject": "true"}},
+		}},
+	})
+	// Start from no Secret and an empty caBundle.
+	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName}}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	wipeCABundle(t, admin)
+	imp := rest.CopyConfig(cfg)
+	imp.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + namespace + ":" + saName,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}
+	return imp
+}
+
+func wipeCABundle(t *testing.T, admin client.Client) {
+	t.Helper()
+	patch := []byte(`{"webhooks":[{"name":"pods.kvinject.io","clientConfig":{"caBundle":null}}]}`)
+	var whc admissionregistrationv1.MutatingWebhookConfiguration
+	whc.Name = configName
+	if err := admin.Patch(context.Background(), &whc, client.RawPatch(types.StrategicMergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func replicaOptions(t *testing.T) *Options {
+	t.Helper()
+	o := DefaultOptions()
+	o.SecretName, o.Namespace, o.WebhookConfigName, o.ServiceName = secretName, namespace, configName, saName
+	o.CertDir = filepath.Join(t.TempDir(), "certs")
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &o
+}
+
+func adminClient(t *testing.T, cfg *rest.Config) client.Client {
+	t.Helper()
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func caBundle(t *testing.T, c client.Client) []byte {
+	t.Helper()
+	var cfg admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(context.Background(), types.NamespacedName{Name: configName}, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Webhooks[0].ClientConfig.CABundle
+}
+
+// servedVerifies checks the certificate in a replica's cert dir against a caBundle, as the API
+// server would when it calls the webhook through the Service.
+func servedVerifies(certDir string, bundle []byte, now time.Time) error {
+	b, err := os.ReadFile(filepath.Join(certDir, KeyTLSCert))
+	if err != nil {
+		return err
+	}
+	c, err := parseCert(b)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(bundle) {
+		return fmt.Errorf("caBundle is empty")
+	}
+	_, err = c.Verify(x509.VerifyOptions{Roots: roots, DNSName: saName + "." + namespace + ".svc", CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return err
+}
+
+// Two replicas start at once, with only the overlay's RBAC: they agree on one certificate.
+func TestReplicasRacingAgree(t *testing.T) {
+	cfg := apiServer(t)
+	admin := adminClient(t, cfg)
+	for round := range 5 {
+		imp := fixture(t, admin, cfg)
+		var replicas []*Options
+		var wg sync.WaitGroup
+		errs := make([]error, 3)
+		for i := range 3 {
+			o := replicaOptions(t)
+			replicas = append(replicas, o)
+			r, err := New(imp, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				errs[i] = r.EnsureCertificate(ctx)
+				if errs[i] == nil {
+					errs[i] = r.ReadyChecker()(nil)
+				}
+			})
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d replica %d: %v", round, i, err)
+			}
+		}
+		first, _ := os.ReadFile(filepath.Join(replicas[0].CertDir, KeyTLSCert))
+		var s corev1.Secret
+		if err := admin.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: secretName}, &s); err != nil {
+			t.Fatal(err)
+		}
+		if string(s.Data[KeyTLSCert]) != string(first) || s.Type != corev1.SecretTypeTLS {
+			t.Fatalf("round %d: replica 0 serves another certificate than the Secret's", round)
+		}
+		for i, o := range replicas[1:] {
+			b, _ := os.ReadFile(filepath.Join(o.CertDir, KeyTLSCert))
+			if string(b) != string(first) {
+				t.Fatalf("round %d: replica %d serves another certificate", round, i+1)
+			}
+			if err := servedVerifies(o.CertDir, caBundle(t, admin), time.Now()); err != nil {
+				t.Fatalf("round %d: replica %d: %v", round, i+1, err)
+			}
+		}
+	}
+}
+
+// With short lifetimes, replicas rotate the serving certificate and the CA several times; at
+// every moment every replica's certificate verifies against the caBundle, the old CA stays in
+// the caBundle through the switch, and leaves it afterwards.
+func TestRotationNeverBreaksAdmission(t *testing.T) {
+	cfg := apiServer(t)
+	admin := adminClient(t, cfg)
+	imp := fixture(t, admin, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var replicas []*Options
+	var runners []*Runnable
+	var wg sync.WaitGroup
+	for range 2 {
+		o := replicaOptions(t)
+		o.CAValidity, o.CertValidity, o.ResyncInterval = 6*time.Second, 3*time.Second, 5*time.Second
+		r, err := New(imp, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.EnsureCertificate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		replicas, runners = append(replicas, o), append(runners, r)
+		wg.Go(func() { _ = r.Start(ctx) })
+	}
+	defer wg.Wait()
+	defer cancel()
+
+	cas := map[string]bool{}     // every CA seen in the caBundle
+	serving := map[string]bool{} // every serving certificate seen on disk
+	sawTwo, sawOneAfterTwo := false, false
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		// Files first, then the caBundle: a replica patches the caBundle before it writes files.
+		var files [][]byte
+		for _, o := range replicas {
+			b, err := os.ReadFile(filepath.Join(o.CertDir, KeyTLSCert))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, b)
+		}
+		now := time.Now()
+		bundle := caBundle(t, admin)
+		for i, o := range replicas {
+			if err := servedVerifies(o.CertDir, bundle, now); err != nil {
+				// Re-read: the file may have been replaced after we read the bundle.
+				if b, _ := os.ReadFile(filepath.Join(o.CertDir, KeyTLSCert)); string(b) == string(files[i]) {
+					t.Fatalf("replica %d serves a certificate the caBundle does not trust: %v", i, err)
+				}
+			}
+			serving[string(files[i])] = true
+			if err := runners[i].ReadyChecker()(nil); err != nil {
+				t.Fatalf("replica %d not ready: %v", i, err)
+			}
+		}
+		certs, _ := parseCerts(bundle)
+		for _, c := range certs {
+			cas[string(c.Raw)] = true
+		}
+		if len(certs) >= 2 {
+			sawTwo = true
+		} else if sawTwo {
+			sawOneAfterTwo = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(cas) < 3 {
+		t.Errorf("saw %d CAs in 15 s, want at least 3 (CA lifetime 6 s, renewed at 4 s)", len(cas))
+	}
+	if len(serving) < 5 {
+		t.Errorf("saw %d serving certificates in 15 s, want at least 5", len(serving))
+	}
+	if !sawTwo || !sawOneAfterTwo {
+		t.Errorf("caBundle never held old and new CA (%v) or never dropped the old one (%v)", sawTwo, sawOneAfterTwo)
+	}
+}
+
+// Someone wipes the caBundle (e.g. re-creating the webhook configuration): the watch brings it
+// back long before the resync interval.
+func TestCABundleRestoredPromptly(t *testing.T) {
+	cfg := apiServer(t)
+	admin := adminClient(t, cfg)
+	imp := fixture(t, admin, cfg)
+	o := replicaOptions(t)
+	o.ResyncInterval = time.Hour
+	r, err := New(imp, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := r.EnsureCertificate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond) // let it reach its watch
+	wipeCABundle(t, admin)
+	deadline := time.Now().Add(5 * time.Second)
+	for servedVerifies(o.CertDir, caBundle(t, admin), time.Now()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("caBundle not restored within 5 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A Secret of that name that kvinject did not make is never overwritten.
+func TestForeignSecretLeftAlone(t *testing.T) {
+	cfg := apiServer(t)
+	admin := adminClient(t, cfg)
+	imp := fixture(t, admin, cfg)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: secretName}, StringData: map[string]string{"x": "y"}}
+	if err := admin.Create(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = admin.Delete(context.Background(), foreign) }()
+	o := replicaOptions(t)
+	r, err := New(imp, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err = r.EnsureCertificate(ctx)
+	if err == nil || !strings.Contains(err.Error(), "not managed by kvinject") {
+		t.Fatalf("EnsureCertificate = %v, want a refusal", err)
+	}
+	if r.ReadyChecker()(nil) == nil {
+		t.Error("ready without a certificate")
+	}
+	var s corev1.Secret
+	_ = admin.Get(context.Background(), client.ObjectKeyFromObject(foreign), &s)
+	if string(s.Data["x"]) != "y" || len(s.Data) != 1 {
+		t.Error("foreign Secret was modified")
+	}
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/kvinject/kvinject/webhook"
+)
+
+const (
+	beginMarker = "<!-- admission:begin -->"
+	endMarker   = "<!-- admission:end -->"
+
+	targetCPURatio = 1.3
+	targetRSSMB    = 30.0
+)
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func field(rs []result, f func(result) float64) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = f(r)
+	}
+	return median(xs)
+}
+
+// pairRatio is the median over repetitions of a/b, each repetition's cells
+// having run next to each other.
+func pairRatio(a, b []result, f func(result) float64) float64 {
+	var xs []float64
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if f(b[i]) > 0 {
+			xs = append(xs, f(a[i])/f(b[i]))
+		}
+	}
+	return median(xs)
+}
+
+func cpuPerReq(r result) float64 { return r.CPUPerReqUs }
+func hwmMB(r result) float64     { return float64(r.HWMKiB) / 1024 }
+
+var serverDescriptions = map[string]string{
+	"floor":           "`test/bench/floor`: net/http + crypto/tls, encoding/json into the `admission/v1` and `core/v1` types, a one-operation patch",
+	"kvinject":        "the real `kvinject webhook` binary (manager, ServiceAccount informer, metrics off) against envtest's kube-apiserver, the ServiceAccount in its cache",
+	"kvinject-static": "`test/bench/kvstatic`: `webhook.NewAdmissionWebhook` on controller-runtime's webhook server with a static ServiceAccount (no manager, no informer)",
+}
+
+func report(root string, c config, results map[cellKey][]result, bd []breakdownRow) (string, error) {
+	model, nproc, goVersion := machine()
+	rev, _ := exec.Command("git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
+	var w bytes.Buffer
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
+
+	p("%s\n## Admission\n\n", beginMarker)
+	p("_Written by `make bench` (`go run ./test/bench/admission`); do not edit by hand._\n\n")
+	p("- Run: %s, kvinject `%s`\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.TrimSpace(string(rev)))
+	p("- Machine: %s, nproc %d; %s\n", model, nproc, goVersion)
+	pin := "not pinned"
+	if c.serverCPU != "" {
+		pin = fmt.Sprintf("each server pinned to CPU %s (so GOMAXPROCS=1), the load generator to CPU %s", c.serverCPU, c.loadCPU)
+	}
+	p("- Method: a fresh server process per cell; a load generator process posts Pod CREATE AdmissionReviews (a Deployment's pod, %s KB of JSON: 3 containers with env, probes, resources and mounts, kvinject's label and 6 annotations) over loopback TLS with keep-alive; %s; %s warm-up, then %s measured; every cell %d times, interleaved; the table shows medians. CPU per request is the server's utime+stime (/proc/PID/stat) over the measured window divided by requests; peak RSS is the server's VmHWM.\n",
+		podKB(), pin, c.warmup, c.duration, c.reps)
+	p("- Servers:\n")
+	for _, s := range c.servers {
+		p("  - **%s**: %s\n", s, serverDescriptions[s])
+	}
+	p("\n| server | protocol | c | req/s | p50 µs | p99 µs | CPU µs/req | peak RSS MB | CPU/req ÷ floor | RSS ÷ floor |\n")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, proto := range c.protos {
+		for _, conc := range c.concs {
+			floor := results[cellKey{"floor", proto, conc}]
+			for _, s := range c.servers {
+				rs := results[cellKey{s, proto, conc}]
+				if len(rs) == 0 {
+					continue
+				}
+				cr, rr := "", ""
+				if s != "floor" && len(floor) > 0 {
+					cr = fmt.Sprintf("%.2f", pairRatio(rs, floor, cpuPerReq))
+					rr = fmt.Sprintf("%.2f", pairRatio(rs, floor, hwmMB))
+				}
+				p("| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.1f | %s | %s |\n", s, rs[0].Proto, conc,
+					field(rs, func(r result) float64 { return r.RPS }), field(rs, func(r result) float64 { return r.P50us }),
+					field(rs, func(r result) float64 { return r.P99us }), field(rs, cpuPerReq), field(rs, hwmMB), cr, rr)
+			}
+		}
+	}
+	p("\nRatios are medians of each repetition's kvinject cell over the floor cell run next to it.\n")
+
+	// Targets (issue 7): CPU per request within 1.3x the floor, peak RSS under 30 MB at c=16.
+	p("\n### Targets\n\n")
+	for _, s := range c.servers {
+		if s == "floor" {
+			continue
+		}
+		worstCPU, worstRSS := 0.0, 0.0
+		var worstCPUCell, worstRSSCell string
+		for _, proto := range c.protos {
+			for _, conc := range c.concs {
+				rs, floor := results[cellKey{s, proto, conc}], results[cellKey{"floor", proto, conc}]
+				if len(rs) == 0 || len(floor) == 0 {
+					continue
+				}
+				if r := pairRatio(rs, floor, cpuPerReq); r > worstCPU {
+					worstCPU, worstCPUCell = r, fmt.Sprintf("%s c=%d", proto, conc)
+				}
+				if conc == 16 {
+					if m := field(rs, hwmMB); m > worstRSS {
+						worstRSS, worstRSSCell = m, fmt.Sprintf("%s c=%d", proto, conc)
+					}
+				}
+			}
+		}
+		if worstCPUCell != "" {
+			p("- **%s** CPU per request ≤ %.1f× the floor's: %s (worst %.2f×, %s)\n", s, targetCPURatio,
+				verdict(worstCPU <= targetCPURatio, worstCPU/targetCPURatio), worstCPU, worstCPUCell)
+		}
+		if worstRSSCell != "" {
+			p("- **%s** peak RSS < %.0f MB at c=16: %s (worst %.1f MB, %s)\n", s, targetRSSMB,
+				verdict(worstRSS < targetRSSMB, worstRSS/targetRSSMB), worstRSS, worstRSSCell)
+		}
+	}
+	p("\nFor reference, from the issue (another 2-core machine, same method, not measured here): Azure Workload Identity's webhook 474-573 µs CPU per request and 46-51 MB RSS; the Vault Agent Injector 333-419 µs and 44-50 MB; the floor 150-175 µs and 15 MB.\n")
+
+	if len(bd) > 0 {
+		p("\n### Where the CPU goes\n\n")
+		p("In-process, one request at a time without TLS or HTTP (`testing.Benchmark` in the benchmark program, same pod):\n\n")
+		p("| step | µs/op | allocs/op | KB/op |\n|---|---:|---:|---:|\n")
+		for _, r := range bd {
+			p("| %s | %.1f | %d | %.1f |\n", r.name, r.usPerOp, r.allocs, r.kbPerOp)
+		}
+	}
+	p("\n%s\n", notes)
+	p("%s\n", endMarker)
+	return w.String(), nil
+}
+
+func verdict(met bool, ratio float64) string {
+	if met {
+		return "**met**"
+	}
+	return fmt.Sprintf("**missed** by %.0f%%", (ratio-1)*100)
+}
+
+func podKB() string {
+	b, err := json.Marshal(benchPod(0))
+	if err != nil {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f", float64(len(b))/1024)
+}
+
+// writeSection replaces the Admission section of path (between the
+// markers), keeping the rest of the file; it appends the section when the
+// file has none.
+func writeSection(path, section string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	s := string(old)
+	var out string
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	switch {
+	case i >= 0 && j > i:
+		out = s[:i] + strings.TrimSuffix(section, "\n") + s[j+len(endMarker):]
+	case len(strings.TrimSpace(s)) == 0:
+		out = "# Benchmarks\n\n" + section
+	default:
+		out = strings.TrimRight(s, "\n") + "\n\n" + section
+	}
+	if err := os.WriteFile(path, []byte(out), 0o644); err != nil {
+		return err
+	}
+	logf("wrote the Admission section of %s", path)
+	return nil
+}
+
+type breakdownRow struct {
+	name    string
+	usPerOp float64
+	allocs  int64
+	kbPerOp float64
+}
+
+// oneAnnotation is a Defaulter doing what the floor does, to price
+// controller-runtime's decode, copy, marshal and diff alone.
+type oneAnnotation struct{}
+
+func (oneAnnotation) Default(_ context.Context, pod *corev1.Pod) error {
+	pod.Annotations["kvinject.io/status"] = "injected"
+	return nil
+}
+
+type staticSA struct{}
+
+func (staticSA) GetServiceAccount(_ context.Context, namespace, name string) (webhook.ServiceAccount, error) {
+	return webhook.ServiceAccount{Namespace: namespace, Name: name,
+		Annotations: map[string]string{"azure.workload.identity/client-id": benchClientID}}, nil
+}
+
+// breakdown prices the steps of one admission in-process.
+func breakdown() ([]breakdownRow, error) {
+	body, err := benchReview(0)
+	if err != nil {
+		return nil, err
+	}
+	ctrllog.SetLogger(logr.Discard())
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	o := webhook.DefaultOptions()
+	o.AgentImage, o.TenantID = "ghcr.io/kvinject/kvinject:bench", benchTenant
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	kv := webhook.NewAdmissionWebhook(scheme, &webhook.PodInjector{Options: &o, ServiceAccounts: staticSA{}}, nil)
+	cr := admission.WithDefaulter[*corev1.Pod](scheme, oneAnnotation{})
+	serve := func(h http.Handler) func(b *testing.B) {
+		return func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				req := httptest.NewRequest(http.MethodPost, "/mutate-v1-pod", bytes.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"allowed":true`)) {
+					b.Fatalf("HTTP %d: %.300s", rec.Code, rec.Body.Bytes())
+				}
+			}
+		}
+	}
+	floorWork := func(b *testing.B) {
+		b.ReportAllocs()
+		patch := []byte(`[{"op":"add","path":"/metadata/annotations/kvinject.io~1status","value":"injected"}]`)
+		for i := 0; i < b.N; i++ {
+			var review admissionv1.AdmissionReview
+			if err := json.Unmarshal(body, &review); err != nil {
+				b.Fatal(err)
+			}
+			var pod corev1.Pod
+			if err := json.Unmarshal(review.Request.Object.Raw, &pod); err != nil {
+				b.Fatal(err)
+			}
+			pt := admissionv1.PatchTypeJSONPatch
+			out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: &admissionv1.AdmissionResponse{
+				UID: review.Request.UID, Allowed: true, PatchType: &pt, Patch: patch}})
+			if err != nil || len(out) == 0 {
+				b.Fatal(err)
+			}
+		}
+	}
+	pod := benchPod(0)
+	pod.Namespace = benchNamespace
+	sa, _ := staticSA{}.GetServiceAccount(context.Background(), benchNamespace, benchSA)
+	copyPod := func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_ = pod.DeepCopy()
+		}
+	}
+	mutate := func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := webhook.Mutate(pod.DeepCopy(), sa, &o); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	steps := []struct {
+		name string
+		f    func(*testing.B)
+	}{
+		{"the floor's work: encoding/json decode of review and pod, one-op patch response", floorWork},
+		{"controller-runtime typed Defaulter that only sets one annotation (decode, copy, marshal, diff)", serve(cr)},
+		{"kvinject's webhook handler (`NewAdmissionWebhook`, static ServiceAccount)", serve(kv)},
+		{"`Mutate` alone, on a decoded pod (includes a `DeepCopy`)", mutate},
+		{"`DeepCopy` of the pod alone", copyPod},
+	}
+	var rows []breakdownRow
+	for _, s := range steps {
+		r := testing.Benchmark(s.f)
+		if r.N == 0 {
+			return nil, fmt.Errorf("breakdown %q failed", s.name)
+		}
+		rows = append(rows, breakdownRow{name: s.name, usPerOp: float64(r.NsPerOp()) / 1e3, allocs: r.AllocsPerOp(), kbPerOp: float64(r.AllocedBytesPerOp()) / 1024})
+	}
+	return rows, nil
+}
+
+// notes explain the results; they are part of the generated section.
+const notes = `### Notes
+
+- The kvinject rows include what the floor does not: controller-runtime's admission decoding, a deep copy of the pod, ` + "`reflect.DeepEqual`" + `, a JSON marshal of the mutated pod and a JSON-patch diff (gomodules.xyz/jsonpatch) between the request's pod and it, the mutation itself (annotation parsing and validation, the agent spec as JSON), and Prometheus instrumentation.`

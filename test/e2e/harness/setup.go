@@ -1,0 +1,218 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Subject is a ServiceAccount given a federated credential in the emulator.
+type Subject struct{ Namespace, ServiceAccount string }
+
+// EmulatorConfig is the emulator's world: the reference setup's tenant,
+// identity and vault, with a federated credential for each subject on the
+// cluster's issuer, and the issuer's CA.
+func (c *Cluster) EmulatorConfig(subjects []Subject) ([]byte, error) {
+	type fedCred struct {
+		Name      string   `json:"name"`
+		Issuer    string   `json:"issuer"`
+		Subject   string   `json:"subject"`
+		Audiences []string `json:"audiences"`
+	}
+	creds := make([]fedCred, 0, len(subjects))
+	for _, s := range subjects {
+		creds = append(creds, fedCred{
+			Name:      "kvinject-" + s.Namespace + "-" + s.ServiceAccount,
+			Issuer:    c.IssuerURL,
+			Subject:   "system:serviceaccount:" + s.Namespace + ":" + s.ServiceAccount,
+			Audiences: []string{"api://AzureADTokenExchange"},
+		})
+	}
+	cfg := map[string]any{
+		"tenants": []any{map[string]any{"id": TenantID, "displayName": "homelab"}},
+		"identities": []any{map[string]any{
+			"clientID": ClientID, "tenant": TenantID, "displayName": "kvinject-apps",
+			"federatedCredentials": creds,
+		}},
+		"vaults": []any{map[string]any{
+			"name": Vault, "tenant": TenantID, "cloud": "AzurePublicCloud",
+			"roleAssignments": []any{map[string]any{"clientID": ClientID, "role": "Key Vault Secrets User"}},
+			"secrets": []any{map[string]any{
+				"name": DBSecret,
+				"versions": []any{map[string]any{
+					"value":       fmt.Sprintf(`{"username":%q,"password":%q}`, DBUsername, DBPassword),
+					"contentType": "application/json",
+				}},
+			}},
+		}},
+	}
+	return yaml.Marshal(cfg)
+}
+
+// BuildImages builds the kvinject and demo app binaries and their images
+// and imports them into the cluster's containerd.
+func (c *Cluster) BuildImages(ctx context.Context, tag string, log *os.File) (kvinject, app string, err error) {
+	bin := filepath.Join(c.Root, "bin")
+	kvinject, app = ImageRepo+":"+tag, AppImageRepo+":"+tag
+	steps := [][]string{
+		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", filepath.Join(bin, "kvinject"), "./cmd/kvinject"},
+		{"go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, "dbreader"), "./test/e2e/dbreader"},
+		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "kvinject-image.tar"), "-binary", filepath.Join(bin, "kvinject"),
+			"-ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "-tag", kvinject},
+		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "dbreader-image.tar"), "-binary", filepath.Join(bin, "dbreader"), "-tag", app},
+		{"test/cluster/load-image.sh", filepath.Join(bin, "kvinject-image.tar")},
+		{"test/cluster/load-image.sh", filepath.Join(bin, "dbreader-image.tar")},
+	}
+	for _, s := range steps {
+		if err := runEnv(ctx, c.Root, log, []string{"CGO_ENABLED=0", "STATE_DIR=" + c.StateDir}, s[0], s[1:]...); err != nil {
+			return "", "", err
+		}
+	}
+	return kvinject, app, nil
+}
+
+// Deploy installs kvinject from manifests/overlays/self-signed with a local
+// overlay: the images built here, the reference tenant, and egress through
+// the emulator with its CA, the way a cluster behind a proxy is set up.
+func (c *Cluster) Deploy(ctx context.Context, image string, emu *Emulator) error {
+	dir := filepath.Join(c.StateDir, "kvinject-overlay")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(dir, filepath.Join(c.Root, "manifests/overlays/self-signed"))
+	if err != nil {
+		return err
+	}
+	repo, tag, _ := strings.Cut(image, ":")
+	kustomization := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: kvinject
+    newName: %s
+    newTag: %s
+patches:
+  - target:
+      kind: Deployment
+      name: %s
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --tenant-id=%s
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --agent-https-proxy=%s
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --agent-ca-bundle=%s/%s
+  # images: above renames the webhook's image only; the agent's follows here.
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: %s
+        namespace: %s
+      spec:
+        template:
+          spec:
+            containers:
+              - name: webhook
+                env:
+                  - name: KVINJECT_AGENT_IMAGE
+                    value: %s
+`, rel, repo, tag, WebhookDeploy, TenantID, emu.ProxyURL, EgressCAConfig, EgressCAKey, WebhookDeploy, KvinjectNS, image)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		return err
+	}
+	if _, err := c.KubectlOut(ctx, nil, "apply", "--server-side", "--force-conflicts", "-k", dir); err != nil {
+		return err
+	}
+	if _, err := c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "restart", "deployment/"+WebhookDeploy); err != nil {
+		return err
+	}
+	_, err = c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "status", "deployment/"+WebhookDeploy, "--timeout=180s")
+	return err
+}
+
+// AppNamespace creates a namespace for apps, with the emulator's CA in the
+// ConfigMap the agents mount, and the given labels.
+func (c *Cluster) AppNamespace(ctx context.Context, name string, labels map[string]string, emu *Emulator) error {
+	ca, err := os.ReadFile(emu.CAFile)
+	if err != nil {
+		return err
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: EgressCAConfig, Namespace: name}, Data: map[string]string{EgressCAKey: string(ca)}}
+	if _, err := c.Client.CoreV1().ConfigMaps(name).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create ConfigMap %s/%s: %w", name, EgressCAConfig, err)
+		}
+		if _, err := c.Client.CoreV1().ConfigMaps(name).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	// The controller-manager makes the default ServiceAccount; pods wait for it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := c.Client.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("namespace %s has no default ServiceAccount after 30s", name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// ApplyDBReader applies manifests/examples/dbreaderapp with the app image
+// built here (the reference registry is not reachable) and without its image
+// pull Secret (the image is already on the node).
+func (c *Cluster) ApplyDBReader(ctx context.Context, appImage string) error {
+	dir := filepath.Join(c.StateDir, "dbreader-overlay")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(dir, filepath.Join(c.Root, "manifests/examples/dbreaderapp"))
+	if err != nil {
+		return err
+	}
+	repo, tag, _ := strings.Cut(appImage, ":")
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: mirror-registry.alishomelab.local:8443/docker/dbreader
+    newName: %s
+    newTag: %s
+patches:
+  - target:
+      kind: Deployment
+      name: dbreaderapp
+    patch: |-
+      - op: remove
+        path: /spec/template/spec/imagePullSecrets
+`, rel, repo, tag)
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		return err
+	}
+	_, err = c.KubectlOut(ctx, nil, "apply", "-k", dir)
+	return err
+}
+
+// RunLogged runs a command from the repository root with its output in log.
+func RunLogged(ctx context.Context, root string, log *os.File, name string, args ...string) error {
+	return runEnv(ctx, root, log, nil, name, args...)
+}
