@@ -6,7 +6,7 @@ IMAGE_TAG ?= $(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build test unit lint fmt vet clean
+.PHONY: help build test unit lint fmt vet clean demo e2e image manifests bench
 
 ## help: list the targets
 help:
@@ -30,6 +30,23 @@ lint: vet
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
+
+## demo: the main job: a local cluster, the Azure emulator and kvinject, then the reference DB reader, shown step by step
+demo:
+	$(GO) run ./test/e2e/demo
+
+## e2e: the end-to-end suite on the local cluster (brings it up; make cluster-down stops it)
+e2e: cluster-up
+	$(GO) test -tags e2e -count=1 -timeout 25m -v ./test/e2e/
+
+## image: bin/kvinject-image.tar (kvinject:$(IMAGE_TAG), both roles, user 65532) without Docker
+image: build cluster-binaries
+	bin/cluster-tools/mkimage -o bin/kvinject-image.tar -tag kvinject:$(IMAGE_TAG) -binary bin/kvinject -ca-bundle /etc/ssl/certs/ca-certificates.crt
+
+## manifests: render each overlay with kvinject:$(IMAGE_TAG) into _out/manifests/<overlay>.yaml
+manifests:
+	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
 
 ## fmt: format the Go code
 fmt:

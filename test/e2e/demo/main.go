@@ -38,7 +38,7 @@ func (t *timer) step(name string, f func() error) error {
 	start := time.Now()
 	err := f()
 	d := time.Since(start).Round(100 * time.Millisecond)
-	t.steps = append(t.steps, fmt.Sprintf("  %-52s %8s", name, d))
+	t.steps = append(t.steps, fmt.Sprintf("  %-66s %8s", name, d))
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
@@ -103,7 +103,13 @@ func run(ctx context.Context) error {
 			if err := c.AppNamespace(ctx, ns, nil, emu); err != nil {
 				return err
 			}
-			return c.ApplyDBReader(ctx, appImage)
+			if err := c.ApplyDBReader(ctx, appImage); err != nil {
+				return err
+			}
+			// On a second run the Deployment is unchanged: start a fresh pod
+			// so the demo shows this run's injection.
+			_, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "restart", "deployment/dbreaderapp")
+			return err
 		}},
 		{"Wait for the app to run", func() error {
 			_, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "status", "deployment/dbreaderapp", "--timeout=180s")

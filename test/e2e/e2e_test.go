@@ -1,0 +1,657 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/e2e/harness"
+)
+
+var (
+	cluster         *harness.Cluster
+	emu             *harness.Emulator
+	image, appImage string
+	testNamespaces  []string
+)
+
+// Every namespace the tests use, and the ServiceAccounts given a federated
+// credential. "e2e-nofed" has none: its pods must fail with AADSTS700213.
+var subjects = []harness.Subject{
+	{Namespace: "e2e-demo", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-scale", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-restricted", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-denied", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-down", ServiceAccount: "dbreader"},
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	root, err := harness.FindRoot()
+	if err == nil {
+		cluster, err = harness.Open(root)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	log, err := os.Create(filepath.Join(cluster.StateDir, "e2e-setup.log"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer log.Close()
+	step := func(name string, f func() error) bool {
+		start := time.Now()
+		if err := f(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e setup: %s: %v\n", name, err)
+			return false
+		}
+		fmt.Printf("e2e setup: %s (%s)\n", name, time.Since(start).Round(100*time.Millisecond))
+		return true
+	}
+	ok := step("images", func() error {
+		image, appImage, err = cluster.BuildImages(ctx, "e2e", log)
+		return err
+	}) && step("emulator", func() error {
+		cfg, err := cluster.EmulatorConfig(subjects)
+		if err != nil {
+			return err
+		}
+		emu, err = cluster.StartEmulator(ctx, filepath.Join(root, "bin/kvinject"), cfg)
+		return err
+	}) && step("deploy kvinject", func() error {
+		return cluster.Deploy(ctx, image, emu)
+	})
+	if !ok {
+		return 1
+	}
+	return m.Run()
+}
+
+// namespace makes a fresh test namespace with the emulator's CA and the
+// app's ServiceAccount, deleting what a previous run left.
+func namespace(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	c := cluster.Client.CoreV1()
+	if err := c.Namespaces().Delete(ctx, name, metav1.DeleteOptions{}); err == nil {
+		waitFor(t, 2*time.Minute, "namespace "+name+" deleted", func() (bool, error) {
+			_, err := c.Namespaces().Get(ctx, name, metav1.GetOptions{})
+			return apierrors.IsNotFound(err), nil
+		})
+	}
+	if err := cluster.AppNamespace(ctx, name, labels, emu); err != nil {
+		t.Fatal(err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "dbreader", Namespace: name,
+		Annotations: map[string]string{spec.SAAnnotationClientID: harness.ClientID}}}
+	if _, err := c.ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testNamespaces = append(testNamespaces, name)
+}
+
+// dbreader is the reference setup's reader moved to injection, as in
+// manifests/examples/dbreaderapp, with the image built here.
+func dbreader(ns, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	podLabels := map[string]string{"app": name, spec.LabelInject: "true"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: map[string]string{
+					spec.AnnotationVault:                     harness.Vault,
+					spec.AnnotationSecretPrefix + "username": harness.DBSecret + "#username",
+					spec.AnnotationSecretPrefix + "password": harness.DBSecret + "#password",
+				}},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            "dbreader",
+					TerminationGracePeriodSeconds: ptr.To(int64(2)),
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot:   ptr.To(true),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name: "secret-reader", Image: appImage, ImagePullPolicy: corev1.PullIfNotPresent,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+				},
+			},
+		},
+	}
+}
+
+func create(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	if _, err := cluster.Client.AppsV1().Deployments(d.Namespace).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create Deployment %s/%s: %v", d.Namespace, d.Name, err)
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return
+		}
+		if err != nil {
+			last = err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func pods(t *testing.T, ns, app string) []corev1.Pod {
+	t.Helper()
+	list, err := cluster.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+// waitRunning waits until n pods of the app run and are ready.
+func waitRunning(t *testing.T, ns, app string, n int) []corev1.Pod {
+	t.Helper()
+	var got []corev1.Pod
+	waitFor(t, 3*time.Minute, fmt.Sprintf("%d running pods of %s/%s", n, ns, app), func() (bool, error) {
+		got = nil
+		for _, p := range pods(t, ns, app) {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && ready(p) {
+				got = append(got, p)
+			}
+		}
+		if len(got) == n {
+			return true, nil
+		}
+		return false, fmt.Errorf("%d of %d running; %s", len(got), n, describePods(pods(t, ns, app)))
+	})
+	return got
+}
+
+func ready(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func describePods(ps []corev1.Pod) string {
+	var b strings.Builder
+	for _, p := range ps {
+		fmt.Fprintf(&b, "%s %s", p.Name, p.Status.Phase)
+		for _, s := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			switch {
+			case s.State.Waiting != nil:
+				fmt.Fprintf(&b, " %s:%s", s.Name, s.State.Waiting.Reason)
+			case s.State.Terminated != nil:
+				fmt.Fprintf(&b, " %s:exit %d", s.Name, s.State.Terminated.ExitCode)
+			}
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func logs(t *testing.T, ns, pod, container string, previous bool) string {
+	t.Helper()
+	args := []string{"-n", ns, "logs", pod, "-c", container}
+	if previous {
+		args = append(args, "--previous")
+	}
+	b, err := cluster.KubectlOut(context.Background(), nil, args...)
+	if err != nil {
+		t.Logf("logs %s/%s -c %s: %v", ns, pod, container, err)
+	}
+	return string(b)
+}
+
+// agentCount returns how many kvinject-agent init containers a pod has.
+func agentCount(p corev1.Pod) int {
+	n := 0
+	for _, c := range p.Spec.InitContainers {
+		if c.Name == spec.AgentContainerName {
+			n++
+		}
+	}
+	return n
+}
+
+// fingerprint is what the demo app prints of a value instead of the value.
+func fingerprint(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return hex.EncodeToString(sum[:])[:12]
+}
+
+// Scenario 1: the demo workload. The files hold the right values with the
+// right modes on a tmpfs, and the app container reads them.
+func TestDemoWorkload(t *testing.T) {
+	const ns = "e2e-demo"
+	namespace(t, ns, nil)
+	create(t, dbreader(ns, "dbreaderapp", 1))
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+	if agentCount(p) != 1 || p.Spec.InitContainers[0].Name != spec.AgentContainerName || p.Annotations[spec.AnnotationStatus] != spec.StatusInjected {
+		t.Errorf("pod not injected as the contract says: init containers %v, status %q", p.Spec.InitContainers, p.Annotations[spec.AnnotationStatus])
+	}
+	out := logs(t, ns, p.Name, "secret-reader", false)
+	for name, value := range map[string]string{"username": harness.DBUsername, "password": harness.DBPassword} {
+		want := fmt.Sprintf("dbreader: %s = %s (%d bytes, mode 0444, sha256 %s...)", name, value[:1]+strings.Repeat("*", len(value)-1), len(value), fingerprint(value))
+		if !strings.Contains(out, want) {
+			t.Errorf("app output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// On the node: the volume is a tmpfs holding exactly the two files.
+	dir := filepath.Join(cluster.StateDir, "kubelet/pods", string(p.UID), "volumes/kubernetes.io~empty-dir", spec.SecretsVolumeName)
+	if fs := mountType(t, dir); fs != "tmpfs" {
+		t.Errorf("%s is mounted as %q, want tmpfs", dir, fs)
+	}
+	for name, value := range map[string]string{"username": harness.DBUsername, "password": harness.DBPassword} {
+		path := filepath.Join(dir, name)
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != value {
+			t.Errorf("%s holds %d bytes, not the expected value", name, len(b))
+		}
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != 0o444 {
+			t.Errorf("%s has mode %04o, want 0444 (the app's user is not known at admission)", name, info.Mode().Perm())
+		}
+	}
+	agentLog := logs(t, ns, p.Name, spec.AgentContainerName, false)
+	if !strings.Contains(agentLog, `"msg":"fetched secret"`) || !strings.Contains(agentLog, `"name":"app-pgsql"`) {
+		t.Errorf("agent log lacks the fetched secret line:\n%s", agentLog)
+	}
+}
+
+// mountType returns the file system type mounted at dir, from /proc/mounts.
+func mountType(t *testing.T, dir string) string {
+	t.Helper()
+	f, err := os.Open("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 3 && fields[1] == dir {
+			return fields[2]
+		}
+	}
+	return ""
+}
+
+// Scenario 2: five replicas, each injected exactly once, all running.
+func TestScaleToFive(t *testing.T) {
+	const ns = "e2e-scale"
+	namespace(t, ns, nil)
+	create(t, dbreader(ns, "dbreaderapp", 5))
+	for _, p := range waitRunning(t, ns, "dbreaderapp", 5) {
+		if n := agentCount(p); n != 1 {
+			t.Errorf("pod %s has %d agents", p.Name, n)
+		}
+		if vols := countVolumes(p, spec.SecretsVolumeName) + countVolumes(p, spec.TokenVolumeName); vols != 2 {
+			t.Errorf("pod %s has %d kvinject volumes, want 2", p.Name, vols)
+		}
+	}
+}
+
+func countVolumes(p corev1.Pod, name string) int {
+	n := 0
+	for _, v := range p.Spec.Volumes {
+		if v.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+// Scenario 3: a namespace enforcing Pod Security "restricted" admits the
+// injected pods. The app runs as a known user, so the agent runs as that
+// user too and the files are 0400.
+func TestPodSecurityRestricted(t *testing.T) {
+	const ns = "e2e-restricted"
+	namespace(t, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	d := dbreader(ns, "dbreaderapp", 1)
+	d.Spec.Template.Spec.SecurityContext.RunAsUser = ptr.To(int64(1000))
+	d.Spec.Template.Spec.SecurityContext.RunAsGroup = ptr.To(int64(1000))
+	create(t, d)
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+	if u := p.Spec.InitContainers[0].SecurityContext.RunAsUser; u == nil || *u != 1000 {
+		t.Errorf("agent runAsUser = %v, want the app's 1000", u)
+	}
+	if out := logs(t, ns, p.Name, "secret-reader", false); !strings.Contains(out, "mode 0400") {
+		t.Errorf("files are not 0400 for a known user:\n%s", out)
+	}
+}
+
+// Scenario 4: a pod without the label never reaches the webhook.
+func TestUnlabelledPodUntouched(t *testing.T) {
+	const ns = "e2e-plain"
+	namespace(t, ns, nil)
+	before := admissions(t)
+	d := dbreader(ns, "plain", 1)
+	delete(d.Spec.Template.Labels, spec.LabelInject)
+	d.Spec.Template.Spec.Containers[0].Command = []string{"/dbreader", "-dir", "/", "-files", "dbreader"}
+	create(t, d)
+	p := waitRunning(t, ns, "plain", 1)[0]
+	if len(p.Spec.InitContainers) != 0 || p.Annotations[spec.AnnotationStatus] != "" || countVolumes(p, spec.SecretsVolumeName) != 0 {
+		t.Errorf("unlabelled pod was changed: %+v", p.Spec)
+	}
+	if after := admissions(t); after != before {
+		t.Errorf("the webhook saw %v admissions for an unlabelled pod", after-before)
+	}
+}
+
+var counterLine = regexp.MustCompile(`^kvinject_injections_total\{result="[a-z]+"\} ([0-9.e+]+)$`)
+
+// admissions sums kvinject_injections_total over the webhook's pods.
+func admissions(t *testing.T) float64 {
+	t.Helper()
+	list, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kvinject,app.kubernetes.io/component=webhook"})
+	if err != nil || len(list.Items) == 0 {
+		t.Fatalf("list webhook pods: %v (%d)", err, len(list.Items))
+	}
+	total := 0.0
+	for _, p := range list.Items {
+		if p.DeletionTimestamp != nil || !ready(p) {
+			continue // a replica of an earlier rollout, on its way out
+		}
+		resp, err := http.Get("http://" + p.Status.PodIP + ":8080/metrics")
+		if err != nil {
+			t.Fatalf("metrics of %s: %v", p.Name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if m := counterLine.FindStringSubmatch(line); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+// failedAgent waits for the app's pod to have a failed agent and returns the
+// pod and the agent's termination message and log.
+func failedAgent(t *testing.T, ns, app string) (corev1.Pod, string) {
+	t.Helper()
+	var pod corev1.Pod
+	var msg string
+	waitFor(t, 3*time.Minute, "the agent of "+ns+"/"+app+" to fail", func() (bool, error) {
+		for _, p := range pods(t, ns, app) {
+			for _, s := range p.Status.InitContainerStatuses {
+				if s.Name != spec.AgentContainerName {
+					continue
+				}
+				term := s.State.Terminated
+				if term == nil {
+					term = s.LastTerminationState.Terminated
+				}
+				if term != nil && term.ExitCode != 0 {
+					pod, msg = p, term.Message
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	for _, s := range pod.Status.ContainerStatuses {
+		if s.State.Running != nil || s.State.Terminated != nil || s.LastTerminationState.Terminated != nil {
+			t.Errorf("app container %s started although the agent failed", s.Name)
+		}
+	}
+	return pod, msg
+}
+
+// Scenario 5: no federated credential for the pod's ServiceAccount: the
+// agent fails with AADSTS700213 and the token's own subject, in the init
+// container's status and in its log; the app never starts.
+func TestNoFederatedCredential(t *testing.T) {
+	const ns = "e2e-nofed"
+	namespace(t, ns, nil)
+	create(t, dbreader(ns, "dbreaderapp", 1))
+	p, msg := failedAgent(t, ns, "dbreaderapp")
+	subject := "system:serviceaccount:" + ns + ":dbreader"
+	for _, want := range []string{"AADSTS700213", `sub="` + subject + `"`, `iss="` + cluster.IssuerURL + `"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("termination message lacks %q:\n%s", want, msg)
+		}
+	}
+	log := logs(t, ns, p.Name, spec.AgentContainerName, false) + logs(t, ns, p.Name, spec.AgentContainerName, true)
+	if !strings.Contains(log, "AADSTS700213") || !strings.Contains(log, subject) {
+		t.Errorf("agent log lacks the diagnostic:\n%s", log)
+	}
+}
+
+// Scenario 6a: a secret that does not exist: the diagnostic names it.
+func TestMissingSecret(t *testing.T) {
+	const ns = "e2e-missing"
+	namespace(t, ns, nil)
+	d := dbreader(ns, "dbreaderapp", 1)
+	d.Spec.Template.Annotations[spec.AnnotationSecretPrefix+"password"] = "app-pgsql-typo#password"
+	create(t, d)
+	_, msg := failedAgent(t, ns, "dbreaderapp")
+	if want := `secret app-pgsql-typo: no secret named "app-pgsql-typo" in the vault (404 SecretNotFound)`; !strings.Contains(msg, want) {
+		t.Errorf("termination message lacks %q:\n%s", want, msg)
+	}
+}
+
+// Scenario 6b: a burst of 429s from Key Vault: the agent retries and the
+// pod starts.
+func TestThrottledVault(t *testing.T) {
+	const ns = "e2e-throttled"
+	namespace(t, ns, nil)
+	ctx := context.Background()
+	if err := emu.Admin(ctx, "POST", "/faults", map[string]any{"class": "kv-get", "count": 3, "kind": "throttle", "retryAfter": "1s"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Admin(ctx, "POST", "/faults/clear", nil, nil) })
+	create(t, dbreader(ns, "dbreaderapp", 1))
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.Name == spec.AgentContainerName && s.RestartCount != 0 {
+			t.Errorf("the agent restarted %d times; the SDK's retries should have absorbed the 429s", s.RestartCount)
+		}
+	}
+	var stats struct {
+		Classes map[string]struct {
+			Status map[string]int `json:"status"`
+		} `json:"classes"`
+	}
+	if err := emu.Admin(ctx, "GET", "/stats", nil, &stats); err != nil {
+		t.Fatal(err)
+	}
+	if n := stats.Classes["kv-get"].Status["429"]; n < 3 {
+		t.Errorf("the emulator answered %d 429s, want at least 3 (stats %+v)", n, stats.Classes["kv-get"])
+	}
+}
+
+// Scenario 7: a bad annotation: the ReplicaSet's event carries the
+// webhook's denial naming the annotation.
+func TestBadAnnotationDenied(t *testing.T) {
+	const ns = "e2e-denied"
+	namespace(t, ns, nil)
+	d := dbreader(ns, "dbreaderapp", 1)
+	d.Spec.Template.Annotations["kvinject.io/secrets-password"] = "app-pgsql#password"
+	create(t, d)
+	want := "kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?"
+	waitFor(t, 2*time.Minute, "a FailedCreate event naming the annotation", func() (bool, error) {
+		return replicaSetEvent(t, ns, want), nil
+	})
+	if len(pods(t, ns, "dbreaderapp")) != 0 {
+		t.Errorf("a denied pod exists")
+	}
+}
+
+func replicaSetEvent(t *testing.T, ns, contains string) bool {
+	t.Helper()
+	evs, err := cluster.Client.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs.Items {
+		if e.InvolvedObject.Kind == "ReplicaSet" && e.Reason == "FailedCreate" && strings.Contains(e.Message, contains) {
+			return true
+		}
+	}
+	return false
+}
+
+// Scenario 8: the webhook down with failurePolicy Fail: opted-in pods are
+// refused, other pods start. Then it comes back.
+func TestWebhookDown(t *testing.T) {
+	const ns = "e2e-down"
+	namespace(t, ns, nil)
+	ctx := context.Background()
+	scale(t, 0)
+	t.Cleanup(func() { scale(t, 2) })
+	create(t, dbreader(ns, "dbreaderapp", 1))
+	plain := dbreader(ns, "plain", 1)
+	delete(plain.Spec.Template.Labels, spec.LabelInject)
+	plain.Spec.Template.Spec.Containers[0].Command = []string{"/dbreader", "-dir", "/", "-files", "dbreader"}
+	create(t, plain)
+	waitRunning(t, ns, "plain", 1)
+	waitFor(t, 2*time.Minute, "a FailedCreate event for the opted-in pod", func() (bool, error) {
+		return replicaSetEvent(t, ns, `failed calling webhook "pods.kvinject.io"`), nil
+	})
+	if len(pods(t, ns, "dbreaderapp")) != 0 {
+		t.Errorf("an opted-in pod was created while the webhook was down")
+	}
+	scale(t, 2)
+	// The ReplicaSet retries with back-off; once the webhook is back the pod comes.
+	if _, err := cluster.KubectlOut(ctx, nil, "-n", ns, "rollout", "restart", "deployment/dbreaderapp"); err != nil {
+		t.Fatal(err)
+	}
+	waitRunning(t, ns, "dbreaderapp", 1)
+}
+
+func scale(t *testing.T, replicas int) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := cluster.KubectlOut(ctx, nil, "-n", harness.KvinjectNS, "scale", "deployment/"+harness.WebhookDeploy, "--replicas="+strconv.Itoa(replicas)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Minute, fmt.Sprintf("the webhook at %d replicas", replicas), func() (bool, error) {
+		d, err := cluster.Client.AppsV1().Deployments(harness.KvinjectNS).Get(ctx, harness.WebhookDeploy, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		list, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=kvinject,app.kubernetes.io/component=webhook"})
+		if err != nil {
+			return false, err
+		}
+		return int(d.Status.ReadyReplicas) == replicas && len(list.Items) == replicas, nil
+	})
+}
+
+// Scenario 9, last: no Kubernetes Secret in any test namespace, and no
+// planted secret value in any log of the run.
+func TestZNoSecretsAnywhere(t *testing.T) {
+	ctx := context.Background()
+	for _, ns := range testNamespaces {
+		list, err := cluster.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) != 0 {
+			t.Errorf("namespace %s has %d Secrets", ns, len(list.Items))
+		}
+	}
+	logsToCheck := map[string]string{"emulator": emu.LogFile}
+	for _, dir := range []string{"logs", "pod-logs"} {
+		filepath.Walk(filepath.Join(cluster.StateDir, dir), func(path string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				logsToCheck[path] = path
+			}
+			return nil
+		})
+	}
+	// Logs through the API too (webhook and agents), as a user reads them.
+	for _, ns := range append([]string{harness.KvinjectNS}, testNamespaces...) {
+		list, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+				b, err := cluster.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
+				if err != nil {
+					continue // not started: nothing logged
+				}
+				path := filepath.Join(t.TempDir(), p.Name+"-"+c.Name+".log")
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				logsToCheck["kubectl logs -n "+ns+" "+p.Name+" -c "+c.Name] = path
+			}
+		}
+	}
+	checked := 0
+	for name, path := range logsToCheck {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		checked++
+		for _, v := range []string{harness.DBPassword, harness.DBUsername} {
+			if strings.Contains(string(b), v) {
+				t.Errorf("%s (%s) contains a planted secret value", name, path)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Errorf("only %d logs checked", checked)
+	}
+}
