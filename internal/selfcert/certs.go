@@ -81,6 +81,9 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 	case !fresh(ca.cert, now):
 		reasons = append(reasons, "CA due for renewal (valid until "+ca.cert.NotAfter.UTC().Format(time.RFC3339)+")")
 		ca = nil
+	case outlives(ca.cert, o.CAValidity):
+		reasons = append(reasons, "CA lives longer than the configured "+o.CAValidity.String())
+		ca = nil
 	}
 	if ca == nil {
 		if ca, err = newCA(o.CAValidity, now); err != nil {
@@ -109,6 +112,9 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 		srv = nil
 	case !fresh(srv.cert, now):
 		reasons = append(reasons, "serving certificate due for renewal (valid until "+srv.cert.NotAfter.UTC().Format(time.RFC3339)+")")
+		srv = nil
+	case outlives(srv.cert, o.CertValidity):
+		reasons = append(reasons, "serving certificate lives longer than the configured "+o.CertValidity.String())
 		srv = nil
 	}
 	if srv == nil {
@@ -168,6 +174,12 @@ func sameNames(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// outlives tells whether c was issued for longer than validity: a shortened
+// validity takes effect at once, not when the old certificate is due.
+func outlives(c *x509.Certificate, validity time.Duration) bool {
+	return c.NotAfter.Sub(c.NotBefore) > validity+backdate(validity)+time.Second
 }
 
 // backdate allows for clock skew between replicas and the API server.

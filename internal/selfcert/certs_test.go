@@ -106,6 +106,35 @@ func TestPlanRenewsServingAtTwoThirds(t *testing.T) {
 	}
 }
 
+// A shortened validity takes effect at once: certificates issued for longer
+// are replaced, the old CA staying in the bundle.
+func TestPlanShortenedValidity(t *testing.T) {
+	o := testOptions(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st, _, _ := plan(nil, o, now)
+	data := st.data()
+	short := *o
+	short.CAValidity, short.CertValidity = 2*time.Minute, 45*time.Second
+	st2, reasons, err := plan(data, &short, now.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"CA lives longer than the configured 2m0s", "serving certificate not signed by the current CA"}
+	if strings.Join(reasons, "; ") != strings.Join(want, "; ") {
+		t.Errorf("reasons %q, want %q", reasons, want)
+	}
+	if got := st2.serving.cert.NotAfter.Sub(now.Add(time.Minute)); got != short.CertValidity {
+		t.Errorf("new serving certificate lives %s, want %s", got, short.CertValidity)
+	}
+	if err := verify(t, data[KeyTLSCert], st2.data()[KeyCABundle], now.Add(time.Minute)); err != nil {
+		t.Errorf("the old serving certificate is no longer trusted by the new bundle: %v", err)
+	}
+	// Reissued for the short validity, they are kept until due.
+	if _, reasons, _ := plan(st2.data(), &short, now.Add(time.Minute+time.Second)); len(reasons) != 0 {
+		t.Errorf("short-lived certificates replaced again: %v", reasons)
+	}
+}
+
 func TestPlanRotatesCAKeepingTheOldOne(t *testing.T) {
 	o := testOptions(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

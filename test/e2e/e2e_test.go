@@ -46,6 +46,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-denied", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-down", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-rotation", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {
@@ -56,44 +57,24 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	root, err := harness.FindRoot()
-	if err == nil {
-		cluster, err = harness.Open(root)
-	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	log, err := os.Create(filepath.Join(cluster.StateDir, "e2e-setup.log"))
+	log, err := os.Create(filepath.Join(harness.StateDir(root), "e2e-setup.log"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
 	defer log.Close()
-	step := func(name string, f func() error) bool {
-		start := time.Now()
-		if err := f(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e setup: %s: %v\n", name, err)
-			return false
-		}
-		fmt.Printf("e2e setup: %s (%s)\n", name, time.Since(start).Round(100*time.Millisecond))
-		return true
-	}
-	ok := step("images", func() error {
-		image, appImage, err = cluster.BuildImages(ctx, "e2e", log)
-		return err
-	}) && step("emulator", func() error {
-		cfg, err := cluster.EmulatorConfig(subjects)
-		if err != nil {
-			return err
-		}
-		emu, err = cluster.StartEmulator(ctx, filepath.Join(root, "bin/kvinject"), cfg)
-		return err
-	}) && step("deploy kvinject", func() error {
-		return cluster.Deploy(ctx, image, emu)
+	env, err := harness.Up(ctx, root, "e2e", subjects, log, func(name string, d time.Duration) {
+		fmt.Printf("e2e setup: %s (%s)\n", name, d.Round(100*time.Millisecond))
 	})
-	if !ok {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
 		return 1
 	}
+	cluster, emu, image, appImage = env.Cluster, env.Emulator, env.Image, env.AppImage
 	return m.Run()
 }
 
@@ -547,6 +528,59 @@ func replicaSetEvent(t *testing.T, ns, contains string) bool {
 		}
 	}
 	return false
+}
+
+// The self-signed certificate rotates while pods are admitted: with a
+// serving certificate of 45s (renewed every 30s) and a CA of 2m (renewed at
+// 80s), both are replaced during 100s of admissions, and none fails.
+func TestCertificateRotation(t *testing.T) {
+	const ns = "e2e-rotation"
+	namespace(t, ns, nil)
+	ctx := context.Background()
+	patch := `[{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--self-signed-cert-validity=45s"},` +
+		`{"op":"add","path":"/spec/template/spec/containers/0/args/-","value":"--self-signed-ca-validity=2m"}]`
+	if _, err := cluster.KubectlOut(ctx, nil, "-n", harness.KvinjectNS, "patch", "deployment/"+harness.WebhookDeploy, "--type=json", "-p", patch); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := cluster.Deploy(context.Background(), image, emu); err != nil {
+			t.Errorf("restore kvinject: %v", err)
+		}
+	})
+	if _, err := cluster.KubectlOut(ctx, nil, "-n", harness.KvinjectNS, "rollout", "status", "deployment/"+harness.WebhookDeploy, "--timeout=180s"); err != nil {
+		t.Fatal(err)
+	}
+	certs := func() (serving, ca string) {
+		sec, err := cluster.Client.CoreV1().Secrets(harness.KvinjectNS).Get(ctx, "kvinject-webhook-cert", metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("read the webhook's certificate Secret: %v", err)
+		}
+		return fingerprint(string(sec.Data["tls.crt"])), fingerprint(string(sec.Data["ca.crt"]))
+	}
+	servingSeen, caSeen := map[string]bool{}, map[string]bool{}
+	pod := dbreader(ns, "rotation", 1).Spec.Template
+	admitted, failed := 0, 0
+	for end := time.Now().Add(100 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		p := &corev1.Pod{ObjectMeta: *pod.ObjectMeta.DeepCopy(), Spec: *pod.Spec.DeepCopy()}
+		p.GenerateName = "rotation-"
+		got, err := cluster.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err != nil:
+			failed++
+			t.Errorf("admission failed during rotation: %v", err)
+		case got.Annotations[spec.AnnotationStatus] != spec.StatusInjected:
+			failed++
+			t.Errorf("pod admitted without injection")
+		default:
+			admitted++
+		}
+		s, c := certs()
+		servingSeen[s], caSeen[c] = true, true
+	}
+	t.Logf("%d admissions, %d failed; %d serving certificates and %d CAs seen", admitted, failed, len(servingSeen), len(caSeen))
+	if len(servingSeen) < 2 || len(caSeen) < 2 {
+		t.Errorf("saw %d serving certificates and %d CAs in 100s, want a rotation of each", len(servingSeen), len(caSeen))
+	}
 }
 
 // Scenario 8: the webhook down with failurePolicy Fail: opted-in pods are

@@ -216,3 +216,49 @@ patches:
 func RunLogged(ctx context.Context, root string, log *os.File, name string, args ...string) error {
 	return runEnv(ctx, root, log, nil, name, args...)
 }
+
+// Env is kvinject running on the local cluster, ready for workloads.
+type Env struct {
+	Cluster         *Cluster
+	Emulator        *Emulator
+	Image, AppImage string
+}
+
+// Up builds the images, starts the emulator with federated credentials for
+// subjects and deploys kvinject on the running cluster, reporting each
+// step's duration to step.
+func Up(ctx context.Context, root, tag string, subjects []Subject, log *os.File, step func(name string, d time.Duration)) (*Env, error) {
+	c, err := Open(root)
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Cluster: c}
+	steps := []struct {
+		name string
+		f    func() error
+	}{
+		{"images", func() (err error) {
+			env.Image, env.AppImage, err = c.BuildImages(ctx, tag, log)
+			return err
+		}},
+		{"emulator", func() error {
+			cfg, err := c.EmulatorConfig(subjects)
+			if err != nil {
+				return err
+			}
+			env.Emulator, err = c.StartEmulator(ctx, filepath.Join(root, "bin/kvinject"), cfg)
+			return err
+		}},
+		{"deploy kvinject", func() error { return c.Deploy(ctx, env.Image, env.Emulator) }},
+	}
+	for _, s := range steps {
+		start := time.Now()
+		if err := s.f(); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+		if step != nil {
+			step(s.name, time.Since(start))
+		}
+	}
+	return env, nil
+}
