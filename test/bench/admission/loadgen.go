@@ -34,7 +34,9 @@ type result struct {
 	P99us       float64 `json:"p99_us"`
 	CPUus       float64 `json:"cpu_us"` // server user+system CPU during the measured window
 	CPUPerReqUs float64 `json:"cpu_per_req_us"`
-	HWMKiB      int64   `json:"hwm_kib"` // filled in by the driver
+	HWMKiB      int64   `json:"hwm_kib"`  // filled in by the driver, as are:
+	AnonKiB     int64   `json:"anon_kib"` // RssAnon at the end (heap, stacks)
+	FileKiB     int64   `json:"file_kib"` // RssFile at the end (the binary's pages)
 	FirstError  string  `json:"first_error,omitempty"`
 }
 
@@ -250,16 +252,25 @@ func procCPU(pid int) (int64, error) {
 	return ut + st, nil
 }
 
-// procHWM returns a process's peak resident set size (VmHWM) in KiB.
-func procHWM(pid int) (int64, error) {
+// procMem returns a process's peak resident set size (VmHWM) and its
+// current anonymous and file-backed resident sizes, in KiB.
+func procMem(pid int) (hwm, anon, file int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
+	fields := map[string]*int64{"VmHWM:": &hwm, "RssAnon:": &anon, "RssFile:": &file}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		for k, p := range fields {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				if *p, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+					return 0, 0, 0, err
+				}
+			}
 		}
 	}
-	return 0, errors.New("no VmHWM")
+	if hwm == 0 {
+		return 0, 0, 0, errors.New("no VmHWM")
+	}
+	return hwm, anon, file, nil
 }

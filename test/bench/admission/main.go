@@ -86,7 +86,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&c.reps, "reps", 3, "repetitions of every cell, interleaved; the table shows medians")
 	flag.StringVar(&concs, "c", "1,16", "concurrencies")
 	flag.StringVar(&protos, "protos", "http/1.1,h2", "protocols")
-	flag.StringVar(&servers, "servers", "floor,kvinject,kvinject-static", "servers: floor, kvinject (the real `kvinject webhook` against envtest), kvinject-static (the admission webhook alone, static ServiceAccount)")
+	flag.StringVar(&servers, "servers", "floor,cr-floor,kvinject,kvinject-static,kvinject+GOGC=200", "servers: floor, cr-floor (controller-runtime with a Defaulter that sets one annotation), kvinject (the real `kvinject webhook` against envtest), kvinject-static (kvinject's admission webhook alone, static ServiceAccount); NAME+VAR=value adds to a server's environment")
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "file whose Admission section is rewritten, or - for stdout")
 	flag.StringVar(&c.serverCPU, "server-cpu", "1", "CPU list the servers are pinned to (taskset -c), empty for none")
 	flag.StringVar(&c.loadCPU, "load-cpu", "0", "CPU list the load generator is pinned to, empty for none")
@@ -168,8 +168,8 @@ func run(ctx context.Context) error {
 					if err != nil {
 						return fmt.Errorf("%s %s c=%d: %w", srv, proto, conc, err)
 					}
-					logf("rep %d %-15s %-8s c=%-2d %7.0f req/s p50 %6.0fµs p99 %6.0fµs cpu/req %5.0fµs hwm %5.1f MB errors %d",
-						rep+1, srv, r.Proto, conc, r.RPS, r.P50us, r.P99us, r.CPUPerReqUs, float64(r.HWMKiB)/1024, r.Errors)
+					logf("rep %d %-15s %-8s c=%-2d %7.0f req/s p50 %6.0fµs p99 %6.0fµs cpu/req %5.0fµs hwm %5.1f MB (anon %4.1f file %4.1f)",
+						rep+1, srv, r.Proto, conc, r.RPS, r.P50us, r.P99us, r.CPUPerReqUs, float64(r.HWMKiB)/1024, float64(r.AnonKiB)/1024, float64(r.FileKiB)/1024)
 					k := cellKey{srv, proto, conc}
 					results[k] = append(results[k], r)
 				}
@@ -219,7 +219,13 @@ const (
 )
 
 // startServer starts one server process, pinned, and waits until it serves.
-func (b *bench) startServer(ctx context.Context, name string, extra ...string) (*proc, error) {
+func (b *bench) startServer(ctx context.Context, server string, extra ...string) (*proc, error) {
+	// "kvinject+GOGC=200" is kvinject with GOGC=200 in its environment.
+	name, envs, _ := strings.Cut(server, "+")
+	var env []string
+	if envs != "" {
+		env = strings.Split(envs, "+")
+	}
 	var args []string
 	var ready func() error
 	tlsReady := func() error {
@@ -233,9 +239,12 @@ func (b *bench) startServer(ctx context.Context, name string, extra ...string) (
 	case "floor":
 		args = []string{b.bins["floor"], "-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), "-cert-dir", b.certDir}
 		ready = tlsReady
-	case "kvinject-static":
+	case "kvinject-static", "cr-floor":
 		args = []string{b.bins["kvstatic"], "-port", strconv.Itoa(webhookPort), "-cert-dir", b.certDir,
 			"-sa-client-id", benchClientID, "-tenant-id", benchTenant}
+		if name == "cr-floor" {
+			args = append(args, "-one-annotation")
+		}
 		ready = tlsReady
 	case "kvinject":
 		args = []string{b.bins["kvinject"], "webhook", "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
@@ -260,7 +269,7 @@ func (b *bench) startServer(ctx context.Context, name string, extra ...string) (
 		args = append([]string{"taskset", "-c", b.c.serverCPU}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), b.c.serverEnv...)
+	cmd.Env = append(append(os.Environ(), b.c.serverEnv...), env...)
 	logFile, err := os.Create(filepath.Join(b.tmp, name+".log"))
 	if err != nil {
 		return nil, err
@@ -322,7 +331,7 @@ func (b *bench) cell(ctx context.Context, server, proto string, conc int) (resul
 	if err != nil {
 		return result{}, err
 	}
-	if r.HWMKiB, err = procHWM(pid); err != nil {
+	if r.HWMKiB, r.AnonKiB, r.FileKiB, err = procMem(pid); err != nil {
 		return result{}, err
 	}
 	if r.Errors > 0 {
@@ -333,7 +342,7 @@ func (b *bench) cell(ctx context.Context, server, proto string, conc int) (resul
 
 func (b *bench) load(ctx context.Context, pid int, server, proto string, conc int, d time.Duration) (result, error) {
 	expect := "kvinject-agent"
-	if server == "floor" {
+	if base, _, _ := strings.Cut(server, "+"); base == "floor" || base == "cr-floor" {
 		expect = "kvinject.io~1status"
 	}
 	args := []string{b.self, "loadgen", "-url", fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", webhookPort),

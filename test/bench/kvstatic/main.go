@@ -16,11 +16,13 @@ import (
 	"syscall"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/webhook"
@@ -32,11 +34,23 @@ func (a staticSA) GetServiceAccount(_ context.Context, namespace, name string) (
 	return webhook.ServiceAccount{Namespace: namespace, Name: name, Annotations: a}, nil
 }
 
+// statusOnly does what the floor does, through controller-runtime.
+type statusOnly struct{}
+
+func (statusOnly) Default(_ context.Context, pod *corev1.Pod) error {
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[spec.AnnotationStatus] = spec.StatusInjected
+	return nil
+}
+
 func main() {
 	port := flag.Int("port", 19443, "port on 127.0.0.1")
 	certDir := flag.String("cert-dir", "", "directory with tls.crt and tls.key")
 	clientID := flag.String("sa-client-id", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "client id on every ServiceAccount")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile here until SIGTERM")
+	oneAnnotation := flag.Bool("one-annotation", false, "serve a typed Defaulter that only sets kvinject.io/status instead of kvinject's (the framework's floor)")
 	o := webhook.DefaultOptions()
 	flag.StringVar(&o.AgentImage, "agent-image", "ghcr.io/kvinject/kvinject:bench", "agent image")
 	flag.StringVar(&o.TenantID, "tenant-id", "11111111-2222-3333-4444-555555555555", "tenant id")
@@ -74,7 +88,11 @@ func main() {
 		Host: "127.0.0.1", Port: *port, CertDir: *certDir, CertName: "tls.crt", KeyName: "tls.key",
 	})
 	injector := &webhook.PodInjector{Options: &o, ServiceAccounts: staticSA{spec.SAAnnotationClientID: *clientID}}
-	srv.Register(webhook.MutatePath, webhook.NewAdmissionWebhook(scheme, injector, counter))
+	if *oneAnnotation {
+		srv.Register(webhook.MutatePath, admission.WithDefaulter[*corev1.Pod](scheme, statusOnly{}))
+	} else {
+		srv.Register(webhook.MutatePath, webhook.NewAdmissionWebhook(scheme, injector, counter))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
