@@ -6,7 +6,7 @@ IMAGE_TAG ?= $(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 
-.PHONY: help build test unit lint fmt vet clean demo e2e image manifests bench
+.PHONY: help build test unit lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-scale
 
 ## help: list the targets
 help:
@@ -47,6 +47,21 @@ image: build cluster-binaries
 ## manifests: render each overlay with kvinject:$(IMAGE_TAG) into _out/manifests/<overlay>.yaml
 manifests:
 	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
+
+## bench: every benchmark (under 15 minutes); each rewrites its section of docs/benchmarks.md
+bench: bench-admission bench-podstart bench-scale
+
+## bench-admission: admission speed and memory, kvinject against a minimal standard-library webhook
+bench-admission: cluster-binaries
+	$(GO) run ./test/bench/admission -reps 2 -duration 4s
+
+## bench-podstart: the agent's time to files, requests and bytes, against naive SDK use, on fast and 200 kbit/s links
+bench-podstart:
+	$(GO) run ./test/bench/podstart
+
+## bench-scale: a Deployment from 0 to 50 replicas on the local cluster, with and without injection
+bench-scale: cluster-up
+	$(GO) run ./test/bench/scale
 
 ## fmt: format the Go code
 fmt:

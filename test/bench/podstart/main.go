@@ -1,0 +1,363 @@
+// Command podstart is benchmark 2 of issue 7, "Pod start": the cost of
+// kvinject's init container (`kvinject agent`, the real CGO_ENABLED=0 binary
+// run as a subprocess with production wiring: HTTPS_PROXY, SSL_CERT_FILE and
+// the AZURE_* variables) against the Entra ID + Key Vault emulator, beside a
+// baseline that uses the Azure SDK the obvious way (./naive: instance
+// discovery on, the Key Vault challenge flow, one GET after another).
+//
+// For 1, 10 and 50 secrets on four links (no added latency; 50 ms per round
+// trip, charged on every request and every new connection; 200 kbit/s each
+// way; both) it measures time to files, HTTPS requests, TLS handshakes,
+// bytes each way on the wire (TLS records, headers included: the emulator's
+// raw connection counters) and in HTTP bodies, and the process's peak memory
+// (VmHWM, plus RssAnon and RssFile peaks sampled from /proc/PID/status).
+// Cells are interleaved, repeated, and reported as medians.
+//
+// It also measures what External Secrets Operator's azurekv provider does per
+// refresh (see eso.go) and the reference pod's start, and writes them into a
+// generated block of docs/eso-comparison.md.
+//
+//	go run ./test/bench/podstart                  # rewrites the two sections
+//	go run ./test/bench/podstart -out - -eso-out - # prints them instead
+//
+// Everything listens on loopback. Linux only (/proc).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kvinject/kvinject/internal/azemu"
+	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+const (
+	tenantID  = "11111111-2222-3333-4444-555555555555"
+	clientID  = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	namespace = "group1"
+	saName    = "dbreaderapp"
+	vaultName = "homelab-kv"
+	vaultURL  = "https://homelab-kv.vault.azure.net"
+	authority = "https://login.microsoftonline.com/"
+
+	// The reference setup's secrets (/work/shared/examples/eso). The
+	// registry credential is made up, with a realistic size.
+	pgsqlName     = "app-pgsql"
+	pgsqlValue    = `{"username":"superman","password":"louiselane"}`
+	registryName  = "mirror-registry-cred"
+	registryValue = `{"auths":{"mirror-registry.alishomelab.local:8443":{"username":"mirror-pull","password":"Zx8rT2pq9LmV4nB7cK1sW6yH","auth":"bWlycm9yLXB1bGw6Wng4clQycHE5TG1WNG5CN2NLMXNXNnlI"}}}`
+)
+
+// link is one network condition.
+type link struct {
+	Name    string
+	Latency time.Duration // per request and per new connection
+	BPS     int64         // each direction of every connection; 0 unlimited
+}
+
+var links = []link{
+	{"0 ms", 0, 0},
+	{"50 ms", 50 * time.Millisecond, 0},
+	{"200 kbit/s", 0, 200_000},
+	{"200 kbit/s + 50 ms", 50 * time.Millisecond, 200_000},
+}
+
+type config struct {
+	reps        int
+	sizes       []int
+	out         string
+	esoOut      string
+	agentBin    string
+	cellTimeout time.Duration
+	budget      time.Duration
+	seed        uint64
+}
+
+func main() {
+	log.SetFlags(0)
+	log.SetPrefix("podstart: ")
+	var c config
+	var sizes string
+	flag.IntVar(&c.reps, "reps", 7, "repetitions of every cell (medians are reported)")
+	flag.StringVar(&sizes, "secrets", "1,10,50", "secret counts")
+	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "file whose podstart section is rewritten, or - for stdout")
+	flag.StringVar(&c.esoOut, "eso-out", "docs/eso-comparison.md", "file whose generated podstart-eso block is rewritten, - for stdout, empty to skip")
+	flag.StringVar(&c.agentBin, "agent-bin", "", "kvinject binary to run as the agent (default: build ./cmd/kvinject as the Dockerfile does)")
+	flag.DurationVar(&c.cellTimeout, "cell-timeout", 60*time.Second, "time limit of one run of one cell")
+	flag.DurationVar(&c.budget, "budget", 3*time.Minute+30*time.Second, "stop starting new repetitions after this long (at least 3 are kept)")
+	flag.Uint64Var(&c.seed, "seed", 7, "seed of the cell order")
+	flag.Parse()
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 || n > 100 {
+			log.Fatalf("-secrets: bad count %q", s)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	if c.reps < 1 {
+		log.Fatal("-reps must be at least 1")
+	}
+	if runtime.GOOS != "linux" {
+		log.Fatal("needs Linux (/proc/PID/status for memory)")
+	}
+	if err := run(c); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// bench holds the running emulator, issuer and binaries.
+type bench struct {
+	c         config
+	emu       *azemu.Emulator
+	iss       *oidctest.Issuer
+	tmp       string
+	tokenFile string
+	agentBin  string
+	naiveBin  string
+	env       []string
+}
+
+func run(c config) error {
+	started := time.Now()
+	tmp, err := os.MkdirTemp("", "podstart-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b := &bench{c: c, tmp: tmp}
+	if err := b.build(); err != nil {
+		return err
+	}
+	if b.iss, err = oidctest.New(oidctest.Options{}); err != nil {
+		return err
+	}
+	defer b.iss.Close()
+	if b.emu, err = azemu.Start(azemu.Options{Config: b.config(), IssuerCAPEM: b.iss.CAPEM(), Seed: 1}); err != nil {
+		return err
+	}
+	defer b.emu.Close()
+	b.tokenFile = filepath.Join(tmp, "token")
+	// Longer than the run: the emulator allows 5 minutes of skew only.
+	if _, err := b.iss.WriteToken(b.tokenFile, oidctest.Claims{Namespace: namespace, ServiceAccount: saName, Lifetime: 2 * time.Hour}); err != nil {
+		return err
+	}
+	b.env = []string{
+		"HTTPS_PROXY=" + b.emu.ProxyURL(),
+		"SSL_CERT_FILE=" + b.emu.CAFile(),
+		spec.EnvClientID + "=" + clientID,
+		spec.EnvTenantID + "=" + tenantID,
+		spec.EnvFederatedTokenFile + "=" + b.tokenFile,
+		spec.EnvAuthorityHost + "=" + authority,
+	}
+
+	// Warm up the page cache, the emulator's JWKS cache and both programs.
+	for _, p := range []string{progAgent, progNaive} {
+		if _, err := b.runCell(cell{prog: p, n: 1, link: links[0]}); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+
+	var cells []cell
+	for _, l := range links {
+		for _, n := range c.sizes {
+			for _, p := range []string{progAgent, progNaive} {
+				cells = append(cells, cell{prog: p, n: n, link: l})
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(c.seed, 1))
+	samples := map[cell][]sample{}
+	reps := 0
+	for rep := range c.reps {
+		if rep >= 3 && time.Since(started) > c.budget {
+			log.Printf("budget of %v reached after %d repetitions", c.budget, rep)
+			break
+		}
+		order := append([]cell(nil), cells...)
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, ce := range order {
+			s, err := b.runCell(ce)
+			if err != nil {
+				return fmt.Errorf("%s, %d secrets, %s: %w", ce.prog, ce.n, ce.link.Name, err)
+			}
+			samples[ce] = append(samples[ce], s)
+		}
+		reps++
+		log.Printf("repetition %d/%d done (%v)", rep+1, c.reps, time.Since(started).Round(time.Second))
+	}
+
+	// The reference pod (dbreaderapp: two files from app-pgsql) and ESO's
+	// work per refresh, interleaved, on the unlimited link (bytes do not
+	// depend on latency or bandwidth).
+	var ref []sample
+	eso := map[string][]sample{}
+	for range reps {
+		s, err := b.runCell(cell{prog: progAgent, ref: true, link: links[0]})
+		if err != nil {
+			return fmt.Errorf("reference pod: %w", err)
+		}
+		ref = append(ref, s)
+		for _, op := range esoOps {
+			s, err := b.runESO(op)
+			if err != nil {
+				return fmt.Errorf("ESO %s: %w", op.name, err)
+			}
+			eso[op.name] = append(eso[op.name], s)
+		}
+	}
+	// The reference pod's start on the reference link, for its duration.
+	var refSlow []sample
+	for range reps {
+		s, err := b.runCell(cell{prog: progAgent, ref: true, link: links[3]})
+		if err != nil {
+			return fmt.Errorf("reference pod: %w", err)
+		}
+		refSlow = append(refSlow, s)
+	}
+
+	r := &results{
+		when: time.Now().UTC(), took: time.Since(started), reps: reps, sizes: c.sizes,
+		cells: map[cell]sample{}, ref: median(ref), refSlow: median(refSlow), eso: map[string]sample{},
+		agentSize: fileSize(b.agentBin), naiveSize: fileSize(b.naiveBin), cellTimeout: c.cellTimeout,
+	}
+	for k, v := range samples {
+		r.cells[k] = median(v)
+	}
+	for k, v := range eso {
+		r.eso[k] = median(v)
+	}
+	r.spread = map[cell][2]float64{}
+	for k, v := range samples {
+		lo, hi := v[0].ms, v[0].ms
+		for _, s := range v {
+			lo, hi = min(lo, s.ms), max(hi, s.ms)
+		}
+		r.spread[k] = [2]float64{lo, hi}
+	}
+	if err := writeSection(c.out, beginMarker, endMarker, r.benchmarksSection()); err != nil {
+		return err
+	}
+	if c.esoOut != "" {
+		if err := writeSection(c.esoOut, esoBeginMarker, esoEndMarker, r.esoSection()); err != nil {
+			return err
+		}
+	}
+	log.Printf("done in %v", time.Since(started).Round(time.Second))
+	return nil
+}
+
+// build compiles the agent as the Dockerfile does (unless -agent-bin) and
+// the naive baseline the same way.
+func (b *bench) build() error {
+	b.agentBin = b.c.agentBin
+	if b.agentBin == "" {
+		b.agentBin = filepath.Join(b.tmp, "kvinject")
+		if err := goBuild(b.agentBin, "./cmd/kvinject"); err != nil {
+			return err
+		}
+	}
+	b.naiveBin = filepath.Join(b.tmp, "naive")
+	return goBuild(b.naiveBin, "./test/bench/podstart/naive")
+}
+
+func goBuild(out, pkg string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("go build %s (run from the module root): %w", pkg, err)
+	}
+	return nil
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// config is the emulator's world: one tenant, the identity with a federated
+// credential for the pod's ServiceAccount and one for ESO's, and the vault
+// with the reference secrets and s00..s99.
+func (b *bench) config() azemu.Config {
+	iss := b.iss.URL()
+	secrets := []azemu.Secret{
+		{Name: pgsqlName, Versions: []azemu.SecretVersion{{Value: pgsqlValue, ContentType: "application/json"}}},
+		{Name: registryName, Versions: []azemu.SecretVersion{{Value: registryValue}}},
+	}
+	for i := range 100 {
+		secrets = append(secrets, azemu.Secret{Name: sweepName(i), Versions: []azemu.SecretVersion{{Value: sweepValue(i), ContentType: "application/json"}}})
+	}
+	return azemu.Config{
+		Tenants: []azemu.Tenant{{ID: tenantID, DisplayName: "homelab"}},
+		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
+			{Name: "pod", Issuer: iss, Subject: "system:serviceaccount:" + namespace + ":" + saName},
+			{Name: "eso", Issuer: iss, Subject: "system:serviceaccount:external-secrets:eso-az-sa"},
+		}}},
+		Vaults: []azemu.Vault{{
+			Name: vaultName, Tenant: tenantID,
+			RoleAssignments: []azemu.RoleAssignment{{ClientID: clientID, Role: azemu.RoleSecretsUser}},
+			Secrets:         secrets,
+		}},
+	}
+}
+
+func sweepName(i int) string { return fmt.Sprintf("bench-secret-%02d", i) }
+
+// sweepValue is a 64-byte JSON value: a typical password or API key.
+func sweepValue(i int) string {
+	body := fmt.Sprintf("%02d-%s", i, strings.Repeat("k7Qx", 14))[:56]
+	return `{"v":"` + body + `"}`
+}
+
+// specFor is the agent's spec for n secrets, one file each (a property of
+// the JSON value), or the reference pod's two files from app-pgsql.
+func specFor(n int, reference bool) (string, error) {
+	cl, _ := spec.LookupCloud("AzurePublicCloud")
+	s := &spec.Spec{Version: spec.Version, Vault: vaultURL, MountPath: spec.DefaultMountPath,
+		Identity: spec.Identity{ClientID: clientID, TenantID: tenantID, TokenExpirationSeconds: 3600}}
+	add := func(file, ref string) error {
+		r, err := spec.ParseRef(ref, vaultURL, cl)
+		if err != nil {
+			return err
+		}
+		s.Files = append(s.Files, spec.File{Name: file, Mode: "0400", Secret: &r})
+		return nil
+	}
+	if reference {
+		if err := add("username", pgsqlName+"#username"); err != nil {
+			return "", err
+		}
+		if err := add("password", pgsqlName+"#password"); err != nil {
+			return "", err
+		}
+	} else {
+		for i := range n {
+			if err := add(sweepName(i), sweepName(i)+"#v"); err != nil {
+				return "", err
+			}
+		}
+	}
+	if err := s.Validate(); err != nil {
+		return "", err
+	}
+	return s.Encode()
+}
+
+// timeoutCtx bounds one run.
+func (b *bench) timeoutCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.c.cellTimeout)
+}
