@@ -51,7 +51,7 @@ const (
 	vaultURL  = "https://homelab-kv.vault.azure.net"
 	authority = "https://login.microsoftonline.com/"
 
-	// The reference setup's secrets (/work/shared/examples/eso). The
+	// The reference setup's secrets (copied in internal/esoconvert/testdata). The
 	// registry credential is made up, with a realistic size.
 	pgsqlName     = "app-pgsql"
 	pgsqlValue    = `{"username":"superman","password":"louiselane"}`
