@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -25,10 +23,11 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/webhook"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
 )
 
 // objects renders dir and decodes every object: typed for built-in kinds, unstructured otherwise.
@@ -598,55 +597,15 @@ func mutatedPods(t *testing.T, dir string) []*corev1.Pod {
 
 // ---- the real API server (envtest) ----
 
-var (
-	envOnce sync.Once
-	envCfg  *rest.Config
-	envErr  error
-	envStop func()
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if envStop != nil {
-		envStop()
-	}
+	k8stest.StopShared()
 	os.Exit(code)
 }
 
-const missingBinaries = "envtest binaries not built"
-
-// apiServer starts (once) kube-apiserver and etcd from bin/k8s/ (test/cluster/build-binaries.sh).
-// Missing binaries skip the test, or fail it when CI=true.
-func apiServer(t *testing.T) *rest.Config {
-	t.Helper()
-	envOnce.Do(func() {
-		root, err := filepath.Abs("..")
-		if err != nil {
-			envErr = err
-			return
-		}
-		assets := filepath.Join(root, "bin", "k8s", "v1.37.2")
-		etcds, _ := filepath.Glob(filepath.Join(root, "bin", "k8s", "etcd-*", "etcd"))
-		if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil || len(etcds) == 0 {
-			envErr = fmt.Errorf("%s: kube-apiserver in %s or etcd in bin/k8s/etcd-*/ missing; build them with test/cluster/build-binaries.sh", missingBinaries, assets)
-			return
-		}
-		env := &envtest.Environment{BinaryAssetsDirectory: assets}
-		env.ControlPlane.GetAPIServer().Path = filepath.Join(assets, "kube-apiserver")
-		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcds[len(etcds)-1]}
-		envCfg, envErr = env.Start()
-		if envErr == nil {
-			envStop = func() { _ = env.Stop() }
-		}
-	})
-	if envErr != nil {
-		if strings.HasPrefix(envErr.Error(), missingBinaries) && os.Getenv("CI") != "true" {
-			t.Skip(envErr)
-		}
-		t.Fatal(envErr)
-	}
-	return rest.CopyConfig(envCfg)
-}
+// apiServer is a real kube-apiserver and etcd (once per test binary) from bin/k8s/
+// (test/cluster/build-binaries.sh). Missing binaries skip the test, or fail it under CI.
+func apiServer(t *testing.T) *rest.Config { return k8stest.Shared(t) }
 
 // Every object of every overlay and example is accepted by the real API server (server-side
 // apply, dry run). cert-manager.io objects are not: envtest has no cert-manager CRDs, so they are

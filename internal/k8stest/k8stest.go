@@ -1,9 +1,12 @@
 package k8stest
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"testing"
 
 	"k8s.io/client-go/rest"
@@ -16,44 +19,69 @@ type Binaries struct {
 	APIServer, Etcd, Kubectl string
 }
 
-// RepoRoot returns the directory holding go.mod, walking up from the working directory.
-func RepoRoot(t testing.TB) string {
-	t.Helper()
+// ErrNoBinaries says test/cluster/build-binaries.sh has not run.
+var ErrNoBinaries = errors.New("Kubernetes binaries not built: run make cluster-binaries (or make test)")
+
+// FindRoot returns the repository root: the directory holding go.mod, above
+// the working directory.
+func FindRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
+			return "", errors.New("no go.mod above the working directory")
 		}
 		dir = parent
 	}
 }
 
-// Find returns the binaries, or skips the test (fails it under CI) when
-// they have not been built.
-func Find(t testing.TB) Binaries {
+// RepoRoot is FindRoot for tests.
+func RepoRoot(t testing.TB) string {
 	t.Helper()
-	root := RepoRoot(t)
+	root, err := FindRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// Locate returns the binaries under root/bin/k8s, or ErrNoBinaries.
+func Locate(root string) (Binaries, error) {
 	b := Binaries{
 		APIServer: newest(filepath.Join(root, "bin/k8s/v*/kube-apiserver")),
 		Kubectl:   newest(filepath.Join(root, "bin/k8s/v*/kubectl")),
 		Etcd:      newest(filepath.Join(root, "bin/k8s/etcd-*/etcd")),
 	}
 	if b.APIServer == "" || b.Etcd == "" || b.Kubectl == "" {
-		msg := "Kubernetes binaries not built: run make cluster-binaries (or make test)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		return Binaries{}, fmt.Errorf("%w (looked in %s)", ErrNoBinaries, filepath.Join(root, "bin/k8s"))
 	}
 	b.Dir = filepath.Dir(b.APIServer)
+	return b, nil
+}
+
+// Find returns the binaries, or skips the test (fails it under CI) when
+// they have not been built.
+func Find(t testing.TB) Binaries {
+	t.Helper()
+	b, err := Locate(RepoRoot(t))
+	if err != nil {
+		skipOrFail(t, err)
+	}
 	return b
+}
+
+func skipOrFail(t testing.TB, err error) {
+	t.Helper()
+	if errors.Is(err, ErrNoBinaries) && os.Getenv("CI") == "" {
+		t.Skip(err)
+	}
+	t.Fatal(err)
 }
 
 // newest returns the last match of a glob in lexical order (the highest
@@ -67,14 +95,19 @@ func newest(pattern string) string {
 	return m[len(m)-1]
 }
 
+// Environment points env at the local binaries.
+func Environment(env *envtest.Environment, b Binaries) {
+	env.BinaryAssetsDirectory = b.Dir
+	env.ControlPlane.GetAPIServer().Path = b.APIServer
+	env.ControlPlane.Etcd = &envtest.Etcd{Path: b.Etcd}
+	env.ControlPlane.KubectlPath = b.Kubectl
+}
+
 // Start runs env (a zero Environment is fine) on the local binaries and stops
 // it when the test ends.
 func Start(t testing.TB, env *envtest.Environment) *rest.Config {
 	t.Helper()
-	b := Find(t)
-	env.ControlPlane.GetAPIServer().Path = b.APIServer
-	env.ControlPlane.Etcd = &envtest.Etcd{Path: b.Etcd}
-	env.ControlPlane.KubectlPath = b.Kubectl
+	Environment(env, Find(t))
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start envtest: %v", err)
@@ -85,4 +118,47 @@ func Start(t testing.TB, env *envtest.Environment) *rest.Config {
 		}
 	})
 	return cfg
+}
+
+// shared is one API server for all tests of a package that need no
+// isolation: started by the first Shared call, stopped by StopShared.
+var shared struct {
+	once sync.Once
+	env  *envtest.Environment
+	cfg  *rest.Config
+	err  error
+}
+
+// Shared returns a config for the package's shared API server. Call
+// StopShared from TestMain after m.Run.
+func Shared(t testing.TB) *rest.Config {
+	t.Helper()
+	shared.once.Do(func() {
+		root, err := FindRoot()
+		if err != nil {
+			shared.err = err
+			return
+		}
+		b, err := Locate(root)
+		if err != nil {
+			shared.err = err
+			return
+		}
+		env := &envtest.Environment{}
+		Environment(env, b)
+		if shared.cfg, shared.err = env.Start(); shared.err == nil {
+			shared.env = env
+		}
+	})
+	if shared.err != nil {
+		skipOrFail(t, shared.err)
+	}
+	return rest.CopyConfig(shared.cfg)
+}
+
+// StopShared stops the shared API server, if one was started.
+func StopShared() {
+	if shared.env != nil {
+		_ = shared.env.Stop()
+	}
 }

@@ -20,8 +20,9 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
 )
 
 const (
@@ -33,73 +34,16 @@ const (
 	configName = "kvinject"
 )
 
-var (
-	envOnce sync.Once
-	envCfg  *rest.Config
-	envErr  error
-	envStop func()
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if envStop != nil {
-		envStop()
-	}
+	k8stest.StopShared()
 	os.Exit(code)
 }
 
-// apiServer starts (once per test binary) a real kube-apiserver and etcd from the binaries
+// apiServer is a real kube-apiserver and etcd (once per test binary) from the binaries
 // test/cluster/build-binaries.sh puts in bin/k8s/. Missing binaries skip the test, or fail it
-// when CI=true.
-func apiServer(t *testing.T) *rest.Config {
-	t.Helper()
-	envOnce.Do(func() {
-		root, err := repoRoot()
-		if err != nil {
-			envErr = err
-			return
-		}
-		assets := filepath.Join(root, "bin", "k8s", k8sVersion)
-		etcds, _ := filepath.Glob(filepath.Join(root, "bin", "k8s", "etcd-*", "etcd"))
-		if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil || len(etcds) == 0 {
-			envErr = fmt.Errorf("%w: kube-apiserver in %s or etcd in bin/k8s/etcd-*/ missing; build them with test/cluster/build-binaries.sh", errNoBinaries, assets)
-			return
-		}
-		env := &envtest.Environment{BinaryAssetsDirectory: assets}
-		env.ControlPlane.GetAPIServer().Path = filepath.Join(assets, "kube-apiserver")
-		env.ControlPlane.Etcd = &envtest.Etcd{Path: etcds[len(etcds)-1]}
-		envCfg, envErr = env.Start()
-		if envErr == nil {
-			envStop = func() { _ = env.Stop() }
-		}
-	})
-	if envErr != nil {
-		if strings.Contains(envErr.Error(), errNoBinaries.Error()) && os.Getenv("CI") != "true" {
-			t.Skip(envErr)
-		}
-		t.Fatal(envErr)
-	}
-	return rest.CopyConfig(envCfg)
-}
-
-var errNoBinaries = fmt.Errorf("envtest binaries not built")
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
+// under CI.
+func apiServer(t *testing.T) *rest.Config { return k8stest.Shared(t) }
 
 // fixture makes the namespace, the webhook's ServiceAccount with exactly the self-signed
 // overlay's RBAC, and a webhook configuration; it returns a config impersonating the webhook.
@@ -115,7 +59,7 @@ func fixture(t *testing.T, admin client.Client, cfg *rest.Config) *rest.Config {
 	create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})
 	create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: saName}})
 	// The RBAC of manifests/overlays/self-signed, as shipped.
-	root, _ := repoRoot()
+	root := k8stest.RepoRoot(t)
 	rbacYAML, err := os.ReadFile(filepath.Join(root, "manifests", "overlays", "self-signed", "rbac.yaml"))
 	if err != nil {
 		t.Fatal(err)

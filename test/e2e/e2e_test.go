@@ -26,6 +26,8 @@ import (
 
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/test/e2e/harness"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
 )
 
 var (
@@ -56,7 +58,7 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	root, err := harness.FindRoot()
+	root, err := k8stest.FindRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1

@@ -45,6 +45,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
 )
 
 func main() {
@@ -107,7 +109,7 @@ func run(ctx context.Context) error {
 	c.protos = strings.Split(protos, ",")
 	c.servers = strings.Split(servers, ",")
 
-	root, err := repoRoot()
+	root, err := k8stest.FindRoot()
 	if err != nil {
 		return err
 	}
@@ -468,23 +470,6 @@ func writeCert(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func logf(format string, args ...any) {

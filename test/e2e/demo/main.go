@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kvinject/kvinject/test/e2e/harness"
+
+	"github.com/kvinject/kvinject/internal/k8stest"
 )
 
 func main() {
@@ -47,7 +49,7 @@ func (t *timer) step(name string, f func() error) error {
 }
 
 func run(ctx context.Context) error {
-	root, err := harness.FindRoot()
+	root, err := k8stest.FindRoot()
 	if err != nil {
 		return err
 	}

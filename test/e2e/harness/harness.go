@@ -51,24 +51,6 @@ type Cluster struct {
 	Client       kubernetes.Interface
 }
 
-// FindRoot returns the repository root (the directory holding go.mod).
-func FindRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // StateDir is where test/cluster keeps the cluster's state.
 func StateDir(root string) string {
 	if d := os.Getenv("STATE_DIR"); d != "" {
