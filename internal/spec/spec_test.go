@@ -245,3 +245,27 @@ func FuzzParseTemplate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecode feeds arbitrary KVINJECT_SPEC values to the agent's decoder:
+// whatever it accepts is valid and encodes back to an equal spec.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(`{"version":"v1","vault":"https://homelab-kv.vault.azure.net","mountPath":"/var/run/secrets/kvinject","containers":["app"],"identity":{"clientID":"c","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"username","mode":"0444","secret":{"vault":"https://homelab-kv.vault.azure.net","name":"app-pgsql","path":"username"}}]}`))
+	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s, err := Decode(b)
+		if err != nil {
+			return
+		}
+		enc, err := s.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Decode([]byte(enc))
+		if err != nil {
+			t.Fatalf("re-encoded spec does not decode: %v", err)
+		}
+		if diff := cmp.Diff(s, again); diff != "" {
+			t.Fatalf("round trip (-first +second):\n%s", diff)
+		}
+	})
+}
