@@ -53,11 +53,11 @@ bench: bench-admission bench-podstart bench-scale
 
 ## bench-admission: admission speed and memory, kvinject against a minimal standard-library webhook
 bench-admission: cluster-binaries
-	$(GO) run ./test/bench/admission -reps 2 -duration 4s
+	$(GO) run ./test/bench/admission -reps 2 -duration 3s
 
 ## bench-podstart: the agent's time to files, requests and bytes, against naive SDK use, on fast and 200 kbit/s links
 bench-podstart:
-	$(GO) run ./test/bench/podstart
+	$(GO) run ./test/bench/podstart -budget 2m
 
 ## bench-scale: a Deployment from 0 to 50 replicas on the local cluster, with and without injection
 bench-scale: cluster-up
