@@ -12,6 +12,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -100,7 +101,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		}),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:  o.ProbeAddr,
-		GracefulShutdownTimeout: durationPtr(25 * time.Second),
+		GracefulShutdownTimeout: ptr.To(25 * time.Second),
 		Cache: cache.Options{
 			// Only ServiceAccounts' metadata is read; keep no managed fields.
 			DefaultTransform: cache.TransformStripManagedFields(),
@@ -160,5 +161,3 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName)
 	return mgr.Start(ctx)
 }
-
-func durationPtr(d time.Duration) *time.Duration { return &d }

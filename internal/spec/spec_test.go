@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"text/template"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -268,4 +269,22 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip (-first +second):\n%s", diff)
 		}
 	})
+}
+
+// TestBuiltinFuncs keeps builtinFuncs true to text/template: ParseTemplate
+// accepts a function only if the agent's template.Parse will.
+func TestBuiltinFuncs(t *testing.T) {
+	for _, name := range builtinFuncs {
+		if _, err := template.New("t").Parse("{{ " + name + " }}"); err != nil {
+			t.Errorf("%s is not a text/template builtin: %v", name, err)
+		}
+	}
+	if _, err := template.New("t").Parse("{{ notABuiltin }}"); err == nil {
+		t.Error("text/template accepts an undefined function: the check above proves nothing")
+	}
+	for name := range knownFuncs {
+		if _, err := template.New("t").Funcs(TemplateFuncs(nil)).Parse("{{ " + name + " }}"); err != nil {
+			t.Errorf("ParseTemplate accepts %s, which the agent's parser rejects: %v", name, err)
+		}
+	}
 }
