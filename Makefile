@@ -51,9 +51,11 @@ manifests:
 ## bench: every benchmark (under 15 minutes); each rewrites its section of docs/benchmarks.md
 bench: bench-admission bench-podstart bench-scale
 
-## bench-admission: admission speed and memory, kvinject against a minimal standard-library webhook
+## bench-admission: admission speed and memory: kvinject, a minimal standard-library webhook, vault-k8s and azwi (AZWI=, VAULT_K8S= point at their binaries; missing ones are skipped)
+AZWI ?= bin/peers/azwi-webhook
+VAULT_K8S ?= bin/peers/vault-k8s
 bench-admission: cluster-binaries
-	$(GO) run ./test/bench/admission -reps 2 -duration 3s
+	$(GO) run ./test/bench/admission -reps 2 -duration 3s -azwi '$(AZWI)' -vault-k8s '$(VAULT_K8S)'
 
 ## bench-podstart: the agent's time to files, requests and bytes, against naive SDK use, on fast and 200 kbit/s links
 bench-podstart:

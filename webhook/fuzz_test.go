@@ -1,9 +1,7 @@
 package webhook
 
 import (
-	"bytes"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -44,36 +42,13 @@ func FuzzMutate(f *testing.F) {
 			return
 		}
 		checkInjected(t, pod)
+		checkPatch(t, before, sa)
 		again := pod.DeepCopy()
 		if err := Mutate(again, sa, o); err != nil {
 			t.Fatalf("second mutation: %v", err)
 		}
 		if diff := cmp.Diff(pod, again); diff != "" {
 			t.Fatalf("second mutation changed the pod:\n%s", diff)
-		}
-	})
-}
-
-// FuzzPreview feeds arbitrary YAML to `kvinject inject`'s reader: errors and
-// denials are fine, panics are not, and what it prints parses again.
-func FuzzPreview(f *testing.F) {
-	for _, name := range []string{"db-example", "multi-container", "openshift-scc"} {
-		b, err := os.ReadFile("testdata/mutate/" + name + ".in.yaml")
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Add([]byte("kind: Deployment\nspec:\n  template: 3\n---\nkind: CronJob\n"))
-	f.Fuzz(func(t *testing.T, doc []byte) {
-		o := testOptions(t)
-		var out, errOut bytes.Buffer
-		if err := Preview(bytes.NewReader(doc), &out, &errOut, PreviewOptions{Mutation: o, Namespace: "ns"}); err != nil {
-			return
-		}
-		var again bytes.Buffer
-		if err := Preview(bytes.NewReader(out.Bytes()), &again, &errOut, PreviewOptions{Mutation: o, Namespace: "ns"}); err != nil {
-			t.Fatalf("the preview's own output does not preview again: %v", err)
 		}
 	})
 }

@@ -3,6 +3,7 @@ package webhook
 import (
 	"path"
 
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
 
@@ -22,51 +23,50 @@ const (
 // cannot, leaving pod untouched. It is a pure function of its arguments;
 // mutating an injected pod again changes nothing.
 func Mutate(pod *corev1.Pod, sa ServiceAccount, o *Options) error {
-	in, err := parse(pod, sa, o)
+	a, err := plan(pod, sa, o)
 	if err != nil {
 		return err
+	}
+	a.apply(pod)
+	return nil
+}
+
+// Patch returns the JSON patch operations that inject kvinject into the raw
+// form of pod (the object the API server sent, which pod was decoded from),
+// or a *Denial. pod is not changed. Applying the operations to the raw
+// object gives exactly what Mutate makes of pod, keeping every field kvinject
+// does not own, known to this build or not. No operations: already injected.
+func Patch(pod *corev1.Pod, sa ServiceAccount, o *Options) ([]jsonpatch.Operation, error) {
+	a, err := plan(pod, sa, o)
+	if err != nil {
+		return nil, err
+	}
+	return a.patch(pod), nil
+}
+
+// plan parses the pod's annotations and says what kvinject adds to it.
+func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
+	in, err := parse(pod, sa, o)
+	if err != nil {
+		return nil, err
 	}
 	agent, err := agentContainer(in, o)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
+	a := &additions{
+		annotations: map[string]string{spec.AnnotationStatus: spec.StatusInjected},
+		volumes:     []corev1.Volume{secretsVolume(o), tokenVolume(in.tokenExpiration)},
+		// The agent runs first, so that init containers listed in
+		// kvinject.io/containers find their files too.
+		initContainers: []corev1.Container{agent},
+		mounts:         []corev1.VolumeMount{{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}},
+		targets:        in.targets,
 	}
-	pod.Annotations[spec.AnnotationStatus] = spec.StatusInjected
-
-	upsertVolume(&pod.Spec.Volumes, secretsVolume(o))
-	upsertVolume(&pod.Spec.Volumes, tokenVolume(in.tokenExpiration))
 	if o.caConfigMap != "" {
-		upsertVolume(&pod.Spec.Volumes, caVolume(o))
+		a.volumes = append(a.volumes, caVolume(o))
 	}
-
-	// The agent runs first, so that init containers listed in
-	// kvinject.io/containers find their files too.
-	inits := make([]corev1.Container, 0, len(pod.Spec.InitContainers)+1)
-	inits = append(inits, agent)
-	for _, c := range pod.Spec.InitContainers {
-		if c.Name != spec.AgentContainerName {
-			inits = append(inits, c)
-		}
-	}
-	pod.Spec.InitContainers = inits
-
-	mount := corev1.VolumeMount{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}
-	for i := range pod.Spec.InitContainers[1:] {
-		c := &pod.Spec.InitContainers[i+1]
-		if in.targets[c.Name] {
-			upsertMount(&c.VolumeMounts, mount)
-		}
-	}
-	for i := range pod.Spec.Containers {
-		c := &pod.Spec.Containers[i]
-		if in.targets[c.Name] {
-			upsertMount(&c.VolumeMounts, mount)
-		}
-	}
-	return nil
+	return a, nil
 }
 
 func agentContainer(in *injection, o *Options) (corev1.Container, error) {
@@ -84,6 +84,11 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 	mounts := []corev1.VolumeMount{
 		{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath},
 		{Name: spec.TokenVolumeName, MountPath: spec.TokenMountPath, ReadOnly: true},
+		// The agent needs no Kubernetes API token. A mount at the API
+		// token's path keeps the ServiceAccount admission plugin from adding
+		// one (it skips containers that have a mount there), and so from
+		// changing the pod after the webhook, which would call it again.
+		{Name: spec.TokenVolumeName, MountPath: spec.APITokenMountPath, ReadOnly: true},
 	}
 	if o.AgentHTTPSProxy != "" {
 		env = append(env, corev1.EnvVar{Name: envHTTPSProxy, Value: o.AgentHTTPSProxy})
@@ -148,26 +153,4 @@ func caVolume(o *Options) corev1.Volume {
 			DefaultMode:          ptr.To(corev1.ConfigMapVolumeSourceDefaultMode),
 		},
 	}}
-}
-
-// upsertVolume replaces the volume of the same name or appends it.
-func upsertVolume(vs *[]corev1.Volume, v corev1.Volume) {
-	for i := range *vs {
-		if (*vs)[i].Name == v.Name {
-			(*vs)[i] = v
-			return
-		}
-	}
-	*vs = append(*vs, v)
-}
-
-// upsertMount replaces the mount of the same volume or appends it.
-func upsertMount(ms *[]corev1.VolumeMount, m corev1.VolumeMount) {
-	for i := range *ms {
-		if (*ms)[i].Name == m.Name {
-			(*ms)[i] = m
-			return
-		}
-	}
-	*ms = append(*ms, m)
 }

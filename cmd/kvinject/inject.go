@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/kvinject/kvinject/internal/preview"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/webhook"
 )
@@ -49,7 +50,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 	if *saTenantID != "" {
 		sa[spec.SAAnnotationTenantID] = *saTenantID
 	}
-	err = webhook.Preview(in, io.out, io.err, webhook.PreviewOptions{Mutation: &o, Namespace: *ns, ServiceAccountAnnotations: sa})
+	err = preview.Preview(in, io.out, io.err, preview.Options{Mutation: &o, Namespace: *ns, ServiceAccountAnnotations: sa})
 	if err != nil {
 		fmt.Fprintf(io.err, "kvinject inject: %v\n", err)
 		return 1

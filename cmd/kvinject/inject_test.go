@@ -47,6 +47,7 @@ func TestInject(t *testing.T) {
 	}{
 		{name: "workloads", in: "testdata/inject/workloads.yaml"},
 		{name: "stdin", in: "testdata/inject/workloads.yaml", stdin: true},
+		{name: "init containers, several containers, Jobs, CronJobs", in: "testdata/inject/init-containers.yaml"},
 		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
 				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},

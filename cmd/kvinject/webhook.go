@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/selfcert"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/webhookserver"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -36,7 +37,7 @@ func mutationFlags(fs *flag.FlagSet, o *webhook.Options) {
 }
 
 func runWebhook(ctx context.Context, args []string, io stdio) int {
-	o := webhook.DefaultServerOptions()
+	o := webhookserver.DefaultServerOptions()
 	fs := flag.NewFlagSet("kvinject webhook", flag.ContinueOnError)
 	fs.SetOutput(io.err)
 	mutationFlags(fs, &o.Mutation)
@@ -65,12 +66,12 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
 	ctrl.SetLogger(log)
 	ctx = logr.NewContext(ctx, log)
-	cfg, err := webhook.RestConfig(o.Kubeconfig)
+	cfg, err := webhookserver.RestConfig(o.Kubeconfig)
 	if err != nil {
 		log.Error(err, "cannot start")
 		return 1
 	}
-	if err := webhook.Serve(ctx, o, cfg); err != nil {
+	if err := webhookserver.Serve(ctx, o, cfg); err != nil {
 		log.Error(err, "webhook stopped")
 		return 1
 	}

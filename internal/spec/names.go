@@ -45,6 +45,11 @@ const (
 	TokenMountPath = "/var/run/secrets/kvinject.io/token"
 	TokenFileName  = "azure-identity-token"
 
+	// APITokenMountPath is where Kubernetes mounts a container's API
+	// token. The agent's projected token volume covers it, so the agent
+	// holds no token the API server accepts.
+	APITokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
 	DefaultMountPath = "/var/run/secrets/kvinject"
 
 	// TokenAudience is the audience Entra ID requires of federated tokens.

@@ -34,9 +34,10 @@ type result struct {
 	P99us       float64 `json:"p99_us"`
 	CPUus       float64 `json:"cpu_us"` // server user+system CPU during the measured window
 	CPUPerReqUs float64 `json:"cpu_per_req_us"`
-	HWMKiB      int64   `json:"hwm_kib"`  // filled in by the driver, as are:
-	AnonKiB     int64   `json:"anon_kib"` // RssAnon at the end (heap, stacks)
-	FileKiB     int64   `json:"file_kib"` // RssFile at the end (the binary's pages)
+	HWMKiB      int64   `json:"hwm_kib"`     // filled in by the driver, as are:
+	AnonKiB     int64   `json:"anon_kib"`    // RssAnon at the end (heap, stacks)
+	FileKiB     int64   `json:"file_kib"`    // RssFile at the end (the binary's pages)
+	PatchBytes  int     `json:"patch_bytes"` // the first response's JSONPatch
 	FirstError  string  `json:"first_error,omitempty"`
 }
 
@@ -54,12 +55,13 @@ func runLoadgen(args []string) error {
 	pid := fs.Int("pid", 0, "server process whose CPU is measured")
 	caFile := fs.String("ca", "", "PEM CA of the server certificate")
 	expect := fs.String("expect", "", "the first response's patch must contain this")
+	optIn := fs.String("optin", optInKvinject, "the injector whose opt-in the pods carry: kvinject, azwi or vault-k8s")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	bodies := make([][]byte, numBodies)
 	for i := range bodies {
-		b, err := benchReview(i)
+		b, err := benchReview(i, *optIn)
 		if err != nil {
 			return err
 		}
@@ -92,7 +94,7 @@ func runLoadgen(args []string) error {
 	defer tr.CloseIdleConnections()
 
 	// One checked request first: the server answers what we expect.
-	negotiated, err := check(client, *url, bodies[0], *expect)
+	negotiated, patchBytes, err := check(client, *url, bodies[0], *expect)
 	if err != nil {
 		return err
 	}
@@ -161,7 +163,7 @@ func runLoadgen(args []string) error {
 	slices.Sort(lat)
 	r := result{
 		Proto: negotiated, Conc: *conc, Requests: len(lat), Errors: nerr, Seconds: el.Seconds(),
-		CPUus: float64(cpu1-cpu0) * 1e6 / clockTicks, FirstError: firstErr,
+		CPUus: float64(cpu1-cpu0) * 1e6 / clockTicks, FirstError: firstErr, PatchBytes: patchBytes,
 	}
 	if len(lat) > 0 {
 		r.RPS = float64(len(lat)) / el.Seconds()
@@ -197,38 +199,39 @@ func post(client *http.Client, url string, body []byte, buf *bytes.Buffer) error
 }
 
 // check sends one request and checks the whole response.
-func check(client *http.Client, url string, body []byte, expect string) (proto string, err error) {
+// It returns the negotiated protocol and the size of the patch.
+func check(client *http.Client, url string, body []byte, expect string) (proto string, patchBytes int, err error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	var in, out admissionv1.AdmissionReview
 	if err := json.Unmarshal(body, &in); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if err := json.Unmarshal(b, &out); err != nil || out.Response == nil {
-		return "", fmt.Errorf("HTTP %d, not an AdmissionReview: %.300s", resp.StatusCode, b)
+		return "", 0, fmt.Errorf("HTTP %d, not an AdmissionReview: %.300s", resp.StatusCode, b)
 	}
 	r := out.Response
 	switch {
 	case r.UID != in.Request.UID:
-		return "", fmt.Errorf("response uid %q, want %q", r.UID, in.Request.UID)
+		return "", 0, fmt.Errorf("response uid %q, want %q", r.UID, in.Request.UID)
 	case !r.Allowed:
-		return "", fmt.Errorf("denied: %+v", r.Result)
+		return "", 0, fmt.Errorf("denied: %+v", r.Result)
 	case r.PatchType == nil || *r.PatchType != admissionv1.PatchTypeJSONPatch || !strings.Contains(string(r.Patch), expect):
-		return "", fmt.Errorf("patch has no %q: %.300s", expect, r.Patch)
+		return "", 0, fmt.Errorf("patch has no %q: %.300s", expect, r.Patch)
 	}
-	return resp.Proto, nil
+	return resp.Proto, len(r.Patch), nil
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on Linux.

@@ -1,34 +1,53 @@
-// Command admission is kvinject's admission benchmark (issue 7, benchmark
-// 1). It builds the servers, starts each as its own process pinned to one
-// CPU, drives it from a load generator process pinned to another CPU with
-// realistic Pod CREATE AdmissionReviews over loopback TLS with keep-alive
-// (HTTP/1.1 and HTTP/2, concurrency 1 and 16), and writes the Admission
-// section of docs/benchmarks.md, with kvinject's ratios to the floor (a
-// minimal standard-library webhook) measured in the same run.
+// Command admission is kvinject's admission benchmark. It runs, in the same
+// run, a minimal standard-library webhook (the floor), the two webhooks
+// users pick instead of kvinject (the Vault Agent Injector, vault-k8s, and
+// the Azure Workload Identity webhook, azwi) and the real `kvinject webhook`,
+// the last three against envtest's kube-apiserver. It starts each server as
+// a fresh process per cell, pinned to one CPU, drives it from a load
+// generator process pinned to another CPU with Pod CREATE AdmissionReviews
+// it really mutates (each injector's opt-in on the same base pod) over
+// loopback TLS with keep-alive (HTTP/1.1 and HTTP/2, concurrency 1 and 16),
+// and writes the Admission section of docs/benchmarks.md with ratios and
+// verdicts computed from that run.
 //
-//	go run ./test/bench/admission            # the whole run, rewrites docs/benchmarks.md
-//	go run ./test/bench/admission -out -     # print the section only
-//	go run ./test/bench/admission -profile /tmp/kv.pprof   # CPU profile of kvinject under load
+// The azwi webhook listens on :9443 (every address; it has no flag to
+// change that) and vault-k8s reads its API server credentials only from
+// /var/run/secrets/kubernetes.io/serviceaccount. So when a peer runs, the
+// benchmark re-executes itself in private network and mount namespaces
+// (unshare; needs root), where only loopback exists and a tmpfs over /run
+// holds those credentials: nothing outside the temporary directory changes
+// and nothing listens on the machine's network. A peer whose binary is
+// missing, or that cannot run for want of root or unshare, is skipped with a
+// note in the report.
+//
+//	go run ./test/bench/admission                         # the whole run, rewrites docs/benchmarks.md
+//	go run ./test/bench/admission -out -                  # print the section only
+//	go run ./test/bench/admission -servers floor,kvinject # without the peers
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -41,13 +60,20 @@ import (
 	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kvinject/kvinject/internal/k8stest"
 )
+
+// nsCommand is the hidden subcommand the benchmark re-executes itself with
+// inside the private namespaces.
+const nsCommand = "in-namespaces"
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
@@ -58,7 +84,12 @@ func main() {
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == nsCommand {
+		err = runInNamespaces(ctx, os.Args[2:])
+	} else {
+		err = run(ctx, os.Args[1:])
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "admission benchmark:", err)
@@ -75,40 +106,88 @@ type config struct {
 	out              string
 	serverCPU        string
 	loadCPU          string
-	profile          string
-	breakdown        bool
 	serverEnv        []string
+	azwi, vaultK8s   string // peer binaries as given (empty: bin/peers/... under the root)
+	azwiVersion      string
+	vaultK8sVersion  string
 }
 
-func run(ctx context.Context) error {
+func parseFlags(args []string) (config, error) {
 	var c config
-	var concs, protos, servers string
-	flag.DurationVar(&c.duration, "duration", 5*time.Second, "measured time per cell")
-	flag.DurationVar(&c.warmup, "warmup", time.Second, "warm-up time per cell, not measured")
-	flag.IntVar(&c.reps, "reps", 3, "repetitions of every cell, interleaved; the table shows medians")
-	flag.StringVar(&concs, "c", "1,16", "concurrencies")
-	flag.StringVar(&protos, "protos", "http/1.1,h2", "protocols")
-	flag.StringVar(&servers, "servers", "floor,cr-floor,kvinject,kvinject-static,kvinject+GOGC=200", "servers: floor, cr-floor (controller-runtime with a Defaulter that sets one annotation), kvinject (the real `kvinject webhook` against envtest), kvinject-static (kvinject's admission webhook alone, static ServiceAccount); NAME+VAR=value adds to a server's environment")
-	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "file whose Admission section is rewritten, or - for stdout")
-	flag.StringVar(&c.serverCPU, "server-cpu", "1", "CPU list the servers are pinned to (taskset -c), empty for none")
-	flag.StringVar(&c.loadCPU, "load-cpu", "0", "CPU list the load generator is pinned to, empty for none")
-	flag.StringVar(&c.profile, "profile", "", "only write a CPU profile of kvinject-static under h2 c=16 load to this file")
-	flag.BoolVar(&c.breakdown, "breakdown", true, "also measure in-process where kvinject's CPU goes")
-	serverEnv := flag.String("server-env", "", "comma-separated VAR=value added to the servers' environment (experiments, e.g. GOGC=200)")
-	flag.Parse()
-	if *serverEnv != "" {
-		c.serverEnv = strings.Split(*serverEnv, ",")
+	var concs, protos, servers, serverEnv string
+	fs := flag.NewFlagSet("admission", flag.ContinueOnError)
+	fs.DurationVar(&c.duration, "duration", 5*time.Second, "measured time per cell")
+	fs.DurationVar(&c.warmup, "warmup", time.Second, "warm-up time per cell, not measured")
+	fs.IntVar(&c.reps, "reps", 3, "repetitions of every cell, interleaved; the tables show medians")
+	fs.StringVar(&concs, "c", "1,16", "concurrencies")
+	fs.StringVar(&protos, "protos", "http/1.1,h2", "protocols")
+	fs.StringVar(&servers, "servers", "floor,vault-k8s,azwi,kvinject", "servers, in table order: floor (test/bench/floor), vault-k8s (the Vault Agent Injector), azwi (the Azure Workload Identity webhook), kvinject (the real `kvinject webhook` against envtest)")
+	fs.StringVar(&c.out, "out", "docs/benchmarks.md", "file whose Admission section is rewritten, or - for stdout")
+	fs.StringVar(&c.serverCPU, "server-cpu", "1", "CPU list the servers are pinned to (taskset -c), empty for none")
+	fs.StringVar(&c.loadCPU, "load-cpu", "0", "CPU list the load generator is pinned to, empty for none")
+	fs.StringVar(&serverEnv, "server-env", "", "comma-separated VAR=value added to every server's environment (experiments, e.g. GOGC=200)")
+	fs.StringVar(&c.azwi, "azwi", "", "the Azure Workload Identity webhook binary, or a .gz of it (default bin/peers/azwi-webhook under the repository root)")
+	fs.StringVar(&c.vaultK8s, "vault-k8s", "", "the vault-k8s binary, or a .gz of it (default bin/peers/vault-k8s under the repository root)")
+	fs.StringVar(&c.azwiVersion, "azwi-version", "v1.6.0", "the azwi version the binary was built from, for the report")
+	fs.StringVar(&c.vaultK8sVersion, "vault-k8s-version", "v1.7.6", "the vault-k8s version the binary was built from, for the report")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if serverEnv != "" {
+		c.serverEnv = strings.Split(serverEnv, ",")
 	}
 	for _, s := range strings.Split(concs, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			return fmt.Errorf("-c %q", concs)
+			return c, fmt.Errorf("-c %q", concs)
 		}
 		c.concs = append(c.concs, n)
 	}
 	c.protos = strings.Split(protos, ",")
 	c.servers = strings.Split(servers, ",")
+	for _, s := range c.servers {
+		if _, ok := specs[s]; !ok {
+			return c, fmt.Errorf("unknown server %q", s)
+		}
+	}
+	if c.reps < 1 {
+		return c, errors.New("-reps must be at least 1")
+	}
+	return c, nil
+}
 
+// plan is what the outer process prepared: the servers that run, their
+// binaries, and notes on the ones skipped. It is handed to the process in
+// the private namespaces as a JSON file.
+type plan struct {
+	Root        string            `json:"root"`
+	Tmp         string            `json:"tmp"`
+	Servers     []string          `json:"servers"`
+	Bins        map[string]string `json:"bins"`
+	Notes       []string          `json:"notes"`
+	Isolated    bool              `json:"isolated"` // runs in private network and mount namespaces
+	OuterMntNS  string            `json:"outer_mnt_ns"`
+	OuterNetNS  string            `json:"outer_net_ns"`
+	PeerSHA256  map[string]string `json:"peer_sha256"`
+	DeadlineUTC time.Time         `json:"deadline"`
+	Start       time.Time         `json:"start"`
+}
+
+var peerBuild = map[string]string{
+	"azwi":      "`github.com/Azure/azure-workload-identity` at tag v1.6.0, package `./cmd/webhook`",
+	"vault-k8s": "`github.com/hashicorp/vault-k8s` at tag v1.7.6, the module root",
+}
+
+func isPeer(s string) bool { return s == "azwi" || s == "vault-k8s" }
+
+func run(ctx context.Context, args []string) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
 	root, err := k8stest.FindRoot()
 	if err != nil {
 		return err
@@ -122,10 +201,60 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pl := &plan{Root: root, Tmp: tmp, Bins: map[string]string{}, PeerSHA256: map[string]string{}, Start: time.Now()}
+	// A bound on the whole run: every cell at its worst, plus envtest and builds.
+	cells := len(c.servers) * len(c.protos) * len(c.concs) * c.reps
+	bound := 10*time.Minute + time.Duration(cells)*(c.warmup+c.duration+45*time.Second)
+	pl.DeadlineUTC = time.Now().Add(bound).UTC()
+	ctx, cancel := context.WithDeadline(ctx, pl.DeadlineUTC)
+	defer cancel()
+
+	// The peers: present, decompressed, and runnable in private namespaces.
+	for _, s := range c.servers {
+		if !isPeer(s) {
+			continue
+		}
+		given := map[string]string{"azwi": c.azwi, "vault-k8s": c.vaultK8s}[s]
+		def := map[string]string{"azwi": "bin/peers/azwi-webhook", "vault-k8s": "bin/peers/vault-k8s"}[s]
+		path := given
+		if path == "" {
+			path = filepath.Join(root, def)
+		}
+		bin, sum, err := preparePeer(path, filepath.Join(tmp, s))
+		if err != nil {
+			flagName := "-" + s
+			pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %v. Build it from %s with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`, then put it at `%s` or pass `%s PATH` (`make bench-admission %s=PATH`).",
+				s, err, peerBuild[s], def, flagName, map[string]string{"azwi": "AZWI", "vault-k8s": "VAULT_K8S"}[s]))
+			continue
+		}
+		pl.Bins[s], pl.PeerSHA256[s] = bin, sum
+	}
+	if len(pl.Bins) > 0 {
+		if why := cannotIsolate(); why != "" {
+			for _, s := range c.servers {
+				if _, ok := pl.Bins[s]; ok && isPeer(s) {
+					pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %s; the peers run only in private network and mount namespaces (azwi listens on every address, vault-k8s reads credentials at a fixed system path).", s, why))
+					delete(pl.Bins, s)
+				}
+			}
+		} else {
+			pl.Isolated = true
+		}
+	}
+	for _, s := range c.servers {
+		if !isPeer(s) || pl.Bins[s] != "" {
+			pl.Servers = append(pl.Servers, s)
+		}
+	}
+	for _, n := range pl.Notes {
+		logf("note: %s", n)
+	}
 
 	logf("building the servers")
-	bins := map[string]string{"floor": "./test/bench/floor", "kvstatic": "./test/bench/kvstatic", "kvinject": "./cmd/kvinject"}
-	for name, pkg := range bins {
+	for name, pkg := range map[string]string{"floor": "./test/bench/floor", "kvinject": "./cmd/kvinject"} {
+		if !slices.Contains(pl.Servers, name) {
+			continue
+		}
 		out := filepath.Join(tmp, name)
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
@@ -133,21 +262,157 @@ func run(ctx context.Context) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("go build %s: %w", pkg, err)
 		}
-		bins[name] = out
+		pl.Bins[name] = out
 	}
-	certDir := filepath.Join(tmp, "certs")
+
+	if !pl.Isolated {
+		return measure(ctx, c, pl)
+	}
+	// Everything else runs in private network and mount namespaces.
+	if pl.OuterMntNS, err = os.Readlink("/proc/self/ns/mnt"); err != nil {
+		return err
+	}
+	if pl.OuterNetNS, err = os.Readlink("/proc/self/ns/net"); err != nil {
+		return err
+	}
+	planFile := filepath.Join(tmp, "plan.json")
+	b, err := json.Marshal(pl)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(planFile, b, 0o600); err != nil {
+		return err
+	}
+	logf("re-executing in private network and mount namespaces")
+	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--net", "--mount", "--propagation", "private", self, nsCommand, planFile}, args...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// unshare execs the benchmark: on cancellation it gets SIGTERM and
+	// stops what it started; SIGKILL only if it has not exited 60s later.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 60 * time.Second
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("benchmark in private namespaces: %w", err)
+	}
+	return nil
+}
+
+// runInNamespaces is the re-executed benchmark: args are the plan file and
+// the original flags.
+func runInNamespaces(ctx context.Context, args []string) error {
+	if len(args) < 1 {
+		return errors.New(nsCommand + ": no plan")
+	}
+	b, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	var pl plan
+	if err := json.Unmarshal(b, &pl); err != nil {
+		return err
+	}
+	c, err := parseFlags(args[1:])
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithDeadline(ctx, pl.DeadlineUTC.Add(-30*time.Second))
+	defer cancel()
+	mnt, err1 := os.Readlink("/proc/self/ns/mnt")
+	netns, err2 := os.Readlink("/proc/self/ns/net")
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	if mnt == pl.OuterMntNS || netns == pl.OuterNetNS {
+		return fmt.Errorf("%s: not in private namespaces (mnt %s, net %s)", nsCommand, mnt, netns)
+	}
+	if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link set lo up: %v: %s", err, out)
+	}
+	return measure(ctx, c, &pl)
+}
+
+// cannotIsolate says why the peers cannot run in private namespaces, or "".
+func cannotIsolate() string {
+	if runtime.GOOS != "linux" {
+		return "not Linux"
+	}
+	if os.Geteuid() != 0 {
+		return "not running as root (unshare --net --mount needs it)"
+	}
+	for _, tool := range []string{"unshare", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Sprintf("no `%s` in PATH", tool)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "unshare", "--net", "--mount", "--propagation", "private", "true").CombinedOutput(); err != nil {
+		return fmt.Sprintf("`unshare --net --mount` fails here (%v: %s)", err, strings.TrimSpace(string(out)))
+	}
+	return ""
+}
+
+// preparePeer checks a peer binary, decompressing a .gz into out, and
+// returns the executable's path and its SHA-256.
+func preparePeer(path, out string) (string, string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", "", fmt.Errorf("no binary at `%s`", path)
+	}
+	if st.IsDir() {
+		return "", "", fmt.Errorf("`%s` is a directory", path)
+	}
+	bin := path
+	if strings.HasSuffix(path, ".gz") {
+		in, err := os.Open(path)
+		if err != nil {
+			return "", "", err
+		}
+		defer in.Close()
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return "", "", fmt.Errorf("`%s`: %v", path, err)
+		}
+		f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+		if err != nil {
+			return "", "", err
+		}
+		if _, err := io.Copy(f, zr); err != nil {
+			f.Close()
+			return "", "", fmt.Errorf("`%s`: %v", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return "", "", err
+		}
+		bin = out
+	} else if st.Mode()&0o111 == 0 {
+		return "", "", fmt.Errorf("`%s` is not executable", path)
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", "", err
+	}
+	return bin, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// measure runs every cell and writes the report.
+func measure(ctx context.Context, c config, pl *plan) error {
+	certDir := filepath.Join(pl.Tmp, "certs")
 	if err := writeCert(certDir); err != nil {
 		return err
 	}
-	b := &bench{c: c, self: self, bins: bins, certDir: certDir, tmp: tmp}
-
-	if c.profile != "" {
-		return b.profileStatic(ctx, c.profile)
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
-
-	if slices.Contains(c.servers, "kvinject") {
+	b := &bench{c: c, pl: pl, self: self, certDir: certDir}
+	if slices.ContainsFunc(pl.Servers, func(s string) bool { return s != "floor" }) {
 		logf("starting envtest (kube-apiserver and etcd)")
-		stopEnv, err := b.startEnvtest(root)
+		stopEnv, err := b.startEnvtest(ctx)
 		if err != nil {
 			return err
 		}
@@ -158,7 +423,7 @@ func run(ctx context.Context) error {
 	for rep := 0; rep < c.reps; rep++ {
 		for _, proto := range c.protos {
 			for _, conc := range c.concs {
-				order := slices.Clone(c.servers)
+				order := slices.Clone(pl.Servers)
 				if rep%2 == 1 {
 					slices.Reverse(order)
 				}
@@ -170,8 +435,8 @@ func run(ctx context.Context) error {
 					if err != nil {
 						return fmt.Errorf("%s %s c=%d: %w", srv, proto, conc, err)
 					}
-					logf("rep %d %-15s %-8s c=%-2d %7.0f req/s p50 %6.0fµs p99 %6.0fµs cpu/req %5.0fµs hwm %5.1f MB (anon %4.1f file %4.1f)",
-						rep+1, srv, r.Proto, conc, r.RPS, r.P50us, r.P99us, r.CPUPerReqUs, float64(r.HWMKiB)/1024, float64(r.AnonKiB)/1024, float64(r.FileKiB)/1024)
+					logf("rep %d %-9s %-8s c=%-2d %6.0f req/s p50 %6.0fµs p99 %6.0fµs cpu/req %5.0fµs hwm %5.1f MB (anon %4.1f file %4.1f) patch %d B",
+						rep+1, srv, r.Proto, conc, r.RPS, r.P50us, r.P99us, r.CPUPerReqUs, float64(r.HWMKiB)/1024, float64(r.AnonKiB)/1024, float64(r.FileKiB)/1024, r.PatchBytes)
 					k := cellKey{srv, proto, conc}
 					results[k] = append(results[k], r)
 				}
@@ -179,14 +444,7 @@ func run(ctx context.Context) error {
 		}
 	}
 
-	var bd []breakdownRow
-	if c.breakdown {
-		logf("measuring the in-process breakdown")
-		if bd, err = breakdown(); err != nil {
-			return err
-		}
-	}
-	section, err := report(root, c, results, bd)
+	section, err := report(c, pl, results)
 	if err != nil {
 		return err
 	}
@@ -196,7 +454,7 @@ func run(ctx context.Context) error {
 	}
 	path := c.out
 	if !filepath.IsAbs(path) {
-		path = filepath.Join(root, path)
+		path = filepath.Join(pl.Root, path)
 	}
 	return writeSection(path, section)
 }
@@ -208,71 +466,97 @@ type cellKey struct {
 
 type bench struct {
 	c          config
+	pl         *plan
 	self       string
-	bins       map[string]string
 	certDir    string
-	tmp        string
 	kubeconfig string
+	apiHost    string // envtest's kube-apiserver, host and port
+	apiPort    string
+}
+
+// serverSpec is how the load generator talks to a server.
+type serverSpec struct {
+	port   int
+	path   string
+	optIn  string // the opt-in its pods carry
+	expect string // a string its patch must contain: proof it injected
 }
 
 const (
 	webhookPort = 19443
 	probePort   = 19081
+	metricsPort = 19082
+	azwiPort    = 9443 // fixed in azwi
 )
 
+var specs = map[string]serverSpec{
+	"floor":     {webhookPort, "/mutate-v1-pod", optInKvinject, "kvinject.io~1status"},
+	"kvinject":  {webhookPort, "/mutate-v1-pod", optInKvinject, "kvinject-agent"},
+	"azwi":      {azwiPort, "/mutate-v1-pod", optInAzwi, "azure-identity-token"},
+	"vault-k8s": {webhookPort, "/mutate", optInVault, "vault-agent-init"},
+}
+
 // startServer starts one server process, pinned, and waits until it serves.
-func (b *bench) startServer(ctx context.Context, server string, extra ...string) (*proc, error) {
-	// "kvinject+GOGC=200" is kvinject with GOGC=200 in its environment.
-	name, envs, _ := strings.Cut(server, "+")
-	var env []string
-	if envs != "" {
-		env = strings.Split(envs, "+")
-	}
-	var args []string
-	var ready func() error
-	tlsReady := func() error {
-		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), &tls.Config{InsecureSkipVerify: true})
-		if err == nil {
-			conn.Close()
-		}
-		return err
-	}
-	switch name {
-	case "floor":
-		args = []string{b.bins["floor"], "-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), "-cert-dir", b.certDir}
-		ready = tlsReady
-	case "kvinject-static", "cr-floor":
-		args = []string{b.bins["kvstatic"], "-port", strconv.Itoa(webhookPort), "-cert-dir", b.certDir,
-			"-sa-client-id", benchClientID, "-tenant-id", benchTenant}
-		if name == "cr-floor" {
-			args = append(args, "-one-annotation")
-		}
-		ready = tlsReady
-	case "kvinject":
-		args = []string{b.bins["kvinject"], "webhook", "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
-			"--port=" + strconv.Itoa(webhookPort), "--cert-dir=" + b.certDir, "--metrics-bind-address=0",
-			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort), "--kubeconfig=" + b.kubeconfig}
-		ready = func() error {
-			resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
+func (b *bench) startServer(ctx context.Context, name string) (*proc, error) {
+	spec := specs[name]
+	var args, env []string
+	httpReady := func(url string) func() error {
+		return func() error {
+			resp, err := http.Get(url)
 			if err != nil {
 				return err
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("readyz: %s", resp.Status)
+				return fmt.Errorf("%s: %s", url, resp.Status)
 			}
-			return tlsReady()
+			return nil
 		}
+	}
+	var ready func() error
+	tlsReady := func() error {
+		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(spec.port)), &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	}
+	bin := b.pl.Bins[name]
+	switch name {
+	case "floor":
+		args = []string{bin, "-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), "-cert-dir", b.certDir}
+	case "kvinject":
+		args = []string{bin, "webhook", "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
+			"--port=" + strconv.Itoa(webhookPort), "--cert-dir=" + b.certDir, "--metrics-bind-address=0",
+			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort), "--kubeconfig=" + b.kubeconfig}
+		ready = httpReady("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
+	case "azwi":
+		// Only in the private network namespace: it listens on :9443.
+		args = []string{bin, "--webhook-cert-dir", b.certDir, "--disable-cert-rotation",
+			"--health-addr", "127.0.0.1:" + strconv.Itoa(probePort), "--metrics-addr", "127.0.0.1:" + strconv.Itoa(metricsPort)}
+		env = []string{"AZURE_TENANT_ID=" + benchTenant, "KUBECONFIG=" + b.kubeconfig}
+		ready = httpReady("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
+	case "vault-k8s":
+		args = []string{bin, "agent-inject", "-listen", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)),
+			"-tls-cert-file", filepath.Join(b.certDir, "tls.crt"), "-tls-key-file", filepath.Join(b.certDir, "tls.key"),
+			"-vault-address", "https://vault.vault.svc:8200", "-telemetry-path", "/metrics"}
+		env = []string{"KUBERNETES_SERVICE_HOST=" + b.apiHost, "KUBERNETES_SERVICE_PORT=" + b.apiPort}
 	default:
 		return nil, fmt.Errorf("unknown server %q", name)
 	}
-	args = append(args, extra...)
+	if bin == "" {
+		return nil, fmt.Errorf("no binary for %s", name)
+	}
+	if isPeer(name) && !b.pl.Isolated {
+		return nil, fmt.Errorf("%s runs only in private namespaces", name)
+	}
 	if b.c.serverCPU != "" {
 		args = append([]string{"taskset", "-c", b.c.serverCPU}, args...)
 	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(append(os.Environ(), b.c.serverEnv...), env...)
-	logFile, err := os.Create(filepath.Join(b.tmp, name+".log"))
+	cmd.SysProcAttr = dieWithParent()
+	logFile, err := os.Create(filepath.Join(b.pl.Tmp, name+".log"))
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +569,10 @@ func (b *bench) startServer(ctx context.Context, server string, extra ...string)
 	go func() { _ = cmd.Wait(); logFile.Close(); close(p.done) }()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		err := ready()
+		err := tlsReady()
+		if err == nil && ready != nil {
+			err = ready()
+		}
 		if err == nil {
 			return p, nil
 		}
@@ -343,23 +630,22 @@ func (b *bench) cell(ctx context.Context, server, proto string, conc int) (resul
 }
 
 func (b *bench) load(ctx context.Context, pid int, server, proto string, conc int, d time.Duration) (result, error) {
-	expect := "kvinject-agent"
-	if base, _, _ := strings.Cut(server, "+"); base == "floor" || base == "cr-floor" {
-		expect = "kvinject.io~1status"
-	}
-	args := []string{b.self, "loadgen", "-url", fmt.Sprintf("https://127.0.0.1:%d/mutate-v1-pod", webhookPort),
+	spec := specs[server]
+	args := []string{b.self, "loadgen", "-url", fmt.Sprintf("https://127.0.0.1:%d%s", spec.port, spec.path),
 		"-proto", proto, "-c", strconv.Itoa(conc), "-duration", d.String(), "-warmup", b.c.warmup.String(),
-		"-pid", strconv.Itoa(pid), "-ca", filepath.Join(b.certDir, "tls.crt"), "-expect", expect}
+		"-pid", strconv.Itoa(pid), "-ca", filepath.Join(b.certDir, "tls.crt"), "-expect", spec.expect, "-optin", spec.optIn}
 	if b.c.loadCPU != "" {
 		args = append([]string{"taskset", "-c", b.c.loadCPU}, args...)
 	}
-	cctx, cancel := context.WithTimeout(ctx, d+b.c.warmup+60*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, d+b.c.warmup+30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, args[0], args[1:]...)
+	cmd.SysProcAttr = dieWithParent()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return result{}, fmt.Errorf("load generator: %v: %s", err, stderr.String())
+		log, _ := os.ReadFile(filepath.Join(b.pl.Tmp, server+".log"))
+		return result{}, fmt.Errorf("load generator: %v: %s\nserver log:\n%s", err, stderr.String(), tail(log, 1500))
 	}
 	var r result
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
@@ -368,28 +654,13 @@ func (b *bench) load(ctx context.Context, pid int, server, proto string, conc in
 	return r, nil
 }
 
-// profileStatic writes a CPU profile of kvinject-static under h2 c=16 load.
-func (b *bench) profileStatic(ctx context.Context, out string) error {
-	abs, err := filepath.Abs(out)
-	if err != nil {
-		return err
-	}
-	p, err := b.startServer(ctx, "kvinject-static", "-cpuprofile", abs)
-	if err != nil {
-		return err
-	}
-	r, err := b.load(ctx, p.cmd.Process.Pid, "kvinject-static", "h2", 16, b.c.duration)
-	p.stop()
-	if err != nil {
-		return err
-	}
-	logf("profiled %d requests (%.0f µs CPU each) into %s", r.Requests, r.CPUPerReqUs, abs)
-	return nil
-}
-
 // startEnvtest runs kube-apiserver and etcd, creates the benchmark's
-// namespace and ServiceAccount, and writes a kubeconfig for the webhook.
-func (b *bench) startEnvtest(root string) (stop func(), err error) {
+// namespace and ServiceAccount, and writes a kubeconfig for the webhooks.
+// For vault-k8s, which only reads the in-cluster configuration, it writes a
+// ServiceAccount token and the API server's CA to a tmpfs over /run (only in
+// the private mount namespace).
+func (b *bench) startEnvtest(ctx context.Context) (stop func(), err error) {
+	root := b.pl.Root
 	newest := func(pattern string) string {
 		m, _ := filepath.Glob(filepath.Join(root, pattern))
 		sort.Strings(m)
@@ -403,7 +674,7 @@ func (b *bench) startEnvtest(root string) (stop func(), err error) {
 	env.ControlPlane.Etcd = &envtest.Etcd{Path: newest("bin/k8s/etcd-*/etcd")}
 	env.ControlPlane.KubectlPath = newest("bin/k8s/v*/kubectl")
 	if env.ControlPlane.GetAPIServer().Path == "" || env.ControlPlane.Etcd.Path == "" {
-		return nil, errors.New("no Kubernetes binaries in bin/k8s: run make cluster-binaries, or pass -servers floor,kvinject-static")
+		return nil, errors.New("no Kubernetes binaries in bin/k8s: run make cluster-binaries, or pass -servers floor")
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -423,7 +694,7 @@ func (b *bench) startEnvtest(root string) (stop func(), err error) {
 	if err != nil {
 		return fail(err)
 	}
-	b.kubeconfig = filepath.Join(b.tmp, "kubeconfig")
+	b.kubeconfig = filepath.Join(b.pl.Tmp, "kubeconfig")
 	if err := os.WriteFile(b.kubeconfig, kc, 0o600); err != nil {
 		return fail(err)
 	}
@@ -431,7 +702,6 @@ func (b *bench) startEnvtest(root string) (stop func(), err error) {
 	if err != nil {
 		return fail(err)
 	}
-	ctx := context.Background()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{}); err != nil {
 		return fail(err)
 	}
@@ -440,7 +710,66 @@ func (b *bench) startEnvtest(root string) (stop func(), err error) {
 	if _, err := cs.CoreV1().ServiceAccounts(benchNamespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		return fail(err)
 	}
+	u, err := url.Parse(cfg.Host)
+	if err != nil {
+		return fail(err)
+	}
+	b.apiHost, b.apiPort = u.Hostname(), u.Port()
+	if slices.Contains(b.pl.Servers, "vault-k8s") {
+		if err := b.inClusterCredentials(ctx, cs, cfg.CAData); err != nil {
+			return fail(fmt.Errorf("vault-k8s credentials: %w", err))
+		}
+	}
 	return stop, nil
+}
+
+// inClusterCredentials gives vault-k8s what a pod has: a ServiceAccount
+// (bound to cluster-admin) token, the CA and the namespace under
+// /var/run/secrets/kubernetes.io/serviceaccount, on a tmpfs mounted over
+// /run in the private mount namespace.
+func (b *bench) inClusterCredentials(ctx context.Context, cs *kubernetes.Clientset, ca []byte) error {
+	if !b.pl.Isolated {
+		return errors.New("not in private namespaces")
+	}
+	mnt, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return err
+	}
+	if mnt == b.pl.OuterMntNS {
+		return errors.New("not in a private mount namespace")
+	}
+	const name = "vault-agent-injector"
+	if _, err := cs.CoreV1().ServiceAccounts(benchNamespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: benchNamespace}}}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(benchNamespace).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](24 * 3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		return err
+	}
+	run, err := filepath.EvalSymlinks("/var/run") // /run on most systems
+	if err != nil {
+		return err
+	}
+	if err := mountTmpfs(run); err != nil {
+		return fmt.Errorf("mount a tmpfs on %s: %w", run, err)
+	}
+	dir := "/var/run/secrets/kubernetes.io/serviceaccount"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for f, data := range map[string][]byte{"token": []byte(tr.Status.Token), "ca.crt": ca, "namespace": []byte(benchNamespace)} {
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1.

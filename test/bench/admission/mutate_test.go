@@ -7,6 +7,13 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
+type staticSA struct{}
+
+func (staticSA) GetServiceAccount(_ context.Context, namespace, name string) (webhook.ServiceAccount, error) {
+	return webhook.ServiceAccount{Namespace: namespace, Name: name,
+		Annotations: map[string]string{"azure.workload.identity/client-id": benchClientID}}, nil
+}
+
 // BenchmarkMutate prices kvinject's own work on the benchmark's pod:
 // go test ./test/bench/admission -run - -bench Mutate -benchmem
 func BenchmarkMutate(b *testing.B) {
@@ -15,7 +22,7 @@ func BenchmarkMutate(b *testing.B) {
 	if err := o.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	pod := benchPod(0)
+	pod := benchPod(0, optInKvinject)
 	pod.Namespace = benchNamespace
 	sa, _ := staticSA{}.GetServiceAccount(context.Background(), benchNamespace, benchSA)
 	b.ReportAllocs()

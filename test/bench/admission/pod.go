@@ -22,13 +22,24 @@ const (
 	benchTenant    = "11111111-2222-3333-4444-555555555555"
 )
 
+// Opt-ins: each injector's way of asking for injection, applied to the same
+// base pod.
+const (
+	optInKvinject = "kvinject"  // kvinject's label and annotations (the floor gets them too)
+	optInAzwi     = "azwi"      // Azure Workload Identity's pod label
+	optInVault    = "vault-k8s" // the Vault Agent Injector's annotations
+)
+
 // benchPod is a Deployment's pod as the API server sends it to a mutating
 // webhook: generateName and no name, defaults applied, the ServiceAccount
 // admission plugin's kube-api-access volume, an owner ReplicaSet, two
 // containers and an init container with env, probes, resources and mounts,
-// and kvinject's label and annotations (a vault, two secret properties and
-// a template with its mode).
-func benchPod(i int) *corev1.Pod {
+// plus one injector's opt-in (see optIn): for kvinject its label and
+// annotations (a vault, two secret properties and a template with its mode);
+// for Azure Workload Identity its label (the ServiceAccount carries the
+// client ID); for the Vault Agent Injector its annotations (a role, one
+// secret and a template for it).
+func benchPod(i int, optIn string) *corev1.Pod {
 	hash := fmt.Sprintf("7d9c8b6f%02x", i%256)
 	res := func(cpu, mem, cpuLim, memLim string) corev1.ResourceRequirements {
 		return corev1.ResourceRequirements{
@@ -111,30 +122,45 @@ func benchPod(i int) *corev1.Pod {
 	logs.LivenessProbe = probe("/api/v1/health", 2020, 10)
 	logs.VolumeMounts = []corev1.VolumeMount{{Name: "tmp", MountPath: "/var/log/app", ReadOnly: true}, apiAccess}
 
+	labels := map[string]string{
+		"app.kubernetes.io/name":      "orders-api",
+		"app.kubernetes.io/instance":  "orders-api",
+		"app.kubernetes.io/version":   "2.14.1",
+		"app.kubernetes.io/component": "api",
+		"app.kubernetes.io/part-of":   "orders",
+		"pod-template-hash":           hash,
+	}
+	annotations := map[string]string{
+		"kubectl.kubernetes.io/restartedAt": "2026-01-12T09:30:00Z",
+		"prometheus.io/scrape":              "true",
+		"prometheus.io/port":                "9090",
+	}
+	switch optIn {
+	case optInKvinject:
+		labels["kvinject.io/inject"] = "true"
+		annotations["kvinject.io/vault"] = "homelab-kv"
+		annotations["kvinject.io/secret-username"] = "app-pgsql#username"
+		annotations["kvinject.io/secret-password"] = "app-pgsql#password"
+		annotations["kvinject.io/template-config.yaml"] = "db:\n  user: {{ secret \"app-pgsql#username\" }}\n  password: {{ secret \"app-pgsql#password\" }}\napi_key: {{ secret \"orders-api-key\" }}\n"
+		annotations["kvinject.io/perms-config.yaml"] = "0440"
+		annotations["kvinject.io/containers"] = "migrate,orders-api"
+	case optInAzwi:
+		labels["azure.workload.identity/use"] = "true"
+	case optInVault:
+		annotations["vault.hashicorp.com/agent-inject"] = "true"
+		annotations["vault.hashicorp.com/role"] = "orders-api"
+		annotations["vault.hashicorp.com/agent-inject-secret-config.yaml"] = "secret/data/orders/app-pgsql"
+		annotations["vault.hashicorp.com/agent-inject-template-config.yaml"] = "{{- with secret \"secret/data/orders/app-pgsql\" -}}\ndb:\n  user: {{ .Data.data.username }}\n  password: {{ .Data.data.password }}\n{{- end }}\n"
+	default:
+		panic("unknown opt-in " + optIn)
+	}
+
 	return &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: "orders-api-" + hash + "-",
-			Labels: map[string]string{
-				"app.kubernetes.io/name":      "orders-api",
-				"app.kubernetes.io/instance":  "orders-api",
-				"app.kubernetes.io/version":   "2.14.1",
-				"app.kubernetes.io/component": "api",
-				"app.kubernetes.io/part-of":   "orders",
-				"pod-template-hash":           hash,
-				"kvinject.io/inject":          "true",
-			},
-			Annotations: map[string]string{
-				"kubectl.kubernetes.io/restartedAt": "2026-01-12T09:30:00Z",
-				"prometheus.io/scrape":              "true",
-				"prometheus.io/port":                "9090",
-				"kvinject.io/vault":                 "homelab-kv",
-				"kvinject.io/secret-username":       "app-pgsql#username",
-				"kvinject.io/secret-password":       "app-pgsql#password",
-				"kvinject.io/template-config.yaml":  "db:\n  user: {{ secret \"app-pgsql#username\" }}\n  password: {{ secret \"app-pgsql#password\" }}\napi_key: {{ secret \"orders-api-key\" }}\n",
-				"kvinject.io/perms-config.yaml":     "0440",
-				"kvinject.io/containers":            "migrate,orders-api",
-			},
+			Labels:       labels,
+			Annotations:  annotations,
 			OwnerReferences: []metav1.OwnerReference{{
 				APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "orders-api-" + hash,
 				UID: types.UID(fmt.Sprintf("5f0c6a1e-8a47-4c1b-9d3e-%012x", i)), Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
@@ -185,9 +211,9 @@ func benchPod(i int) *corev1.Pod {
 	}
 }
 
-// benchReview is a Pod CREATE AdmissionReview for benchPod(i), as JSON.
-func benchReview(i int) ([]byte, error) {
-	pod, err := json.Marshal(benchPod(i))
+// benchReview is a Pod CREATE AdmissionReview for benchPod(i, optIn), as JSON.
+func benchReview(i int, optIn string) ([]byte, error) {
+	pod, err := json.Marshal(benchPod(i, optIn))
 	if err != nil {
 		return nil, err
 	}

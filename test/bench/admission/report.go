@@ -2,37 +2,29 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
-	"testing"
 	"time"
-
-	"github.com/go-logr/logr"
-	admissionv1 "k8s.io/api/admission/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-
-	"github.com/kvinject/kvinject/webhook"
 )
 
 const (
 	beginMarker = "<!-- admission:begin -->"
 	endMarker   = "<!-- admission:end -->"
 
-	targetCPURatio = 1.3
-	targetRSSMB    = 30.0
+	// Targets (issue 10): kvinject's CPU per request within 1.5x the
+	// floor's and below both peers', its p99 at c=16 below both peers', its
+	// peak RSS at most 30 MB at c=16.
+	targetFloorRatio = 1.5
+	targetRSSMB      = 30.0
+	targetConc       = 16
 )
+
+var peers = []string{"vault-k8s", "azwi"}
 
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
@@ -67,130 +59,234 @@ func pairRatio(a, b []result, f func(result) float64) float64 {
 }
 
 func cpuPerReq(r result) float64 { return r.CPUPerReqUs }
+func p99ms(r result) float64     { return r.P99us / 1000 }
 func hwmMB(r result) float64     { return float64(r.HWMKiB) / 1024 }
 
-var serverDescriptions = map[string]string{
-	"floor":           "`test/bench/floor`: net/http + crypto/tls, encoding/json into the `admission/v1` and `core/v1` types, a one-operation patch",
-	"kvinject":        "the real `kvinject webhook` binary (manager, ServiceAccount informer, metrics off) against envtest's kube-apiserver, the ServiceAccount in its cache",
-	"cr-floor":        "`test/bench/kvstatic -one-annotation`: controller-runtime's webhook server and typed `Defaulter[*corev1.Pod]` path (decode, deep copy, marshal, JSON-patch diff) around a Defaulter that only sets `kvinject.io/status`: the floor of the framework kvinject must use",
-	"kvinject-static": "`test/bench/kvstatic`: `webhook.NewAdmissionWebhook` on controller-runtime's webhook server with a static ServiceAccount (no manager, no informer)",
+func describe(s string, c config, pl *plan) string {
+	sum := ""
+	if h := pl.PeerSHA256[s]; h != "" {
+		sum = fmt.Sprintf("; binary sha256 `%.12s…`", h)
+	}
+	switch s {
+	case "floor":
+		return "`test/bench/floor`, the least a pod-mutating webhook can do: net/http and crypto/tls, encoding/json into the `admission/v1` and `core/v1` types, a one-operation patch adding an annotation; no API server. Gets kvinject's pod."
+	case "vault-k8s":
+		return fmt.Sprintf("the HashiCorp Vault Agent Injector, vault-k8s %s, `vault-k8s agent-inject` with its defaults (it logs every request at info), TLS from files, the in-cluster configuration of a ServiceAccount bound to cluster-admin; opt-in: `vault.hashicorp.com/agent-inject`, `role`, one `agent-inject-secret-` and its `agent-inject-template-` annotation; injects an init container and a sidecar running Vault Agent%s.", c.vaultK8sVersion, sum)
+	case "azwi":
+		return fmt.Sprintf("the Azure Workload Identity mutating webhook %s with its defaults (a controller-runtime manager reading ServiceAccounts through its cache), certificate rotation off; opt-in: the `azure.workload.identity/use` label, the ServiceAccount's `azure.workload.identity/client-id`; injects the AZURE_* variables and a projected token volume%s.", c.azwiVersion, sum)
+	case "kvinject":
+		return "the real `kvinject webhook` binary (manager, ServiceAccount informer, metrics off); opt-in: kvinject's label and annotations (a vault, two secret properties, a template with its mode); injects the agent init container, its volumes and the mounts."
+	}
+	return ""
 }
 
-func report(root string, c config, results map[cellKey][]result, bd []breakdownRow) (string, error) {
+func report(c config, pl *plan, results map[cellKey][]result) (string, error) {
 	model, nproc, goVersion := machine()
-	rev, _ := exec.Command("git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
+	rev, _ := exec.Command("git", "-C", pl.Root, "describe", "--tags", "--always", "--dirty").Output()
 	var w bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
+	ran := func(s string) bool { return len(results[cellKey{s, c.protos[0], c.concs[0]}]) > 0 }
 
 	p("%s\n## Admission\n\n", beginMarker)
-	p("_Written by `make bench` (`go run ./test/bench/admission`); do not edit by hand._\n\n")
-	p("- Run: %s, kvinject `%s`\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), strings.TrimSpace(string(rev)))
-	p("- Machine: %s, nproc %d; %s\n", model, nproc, goVersion)
-	pin := "not pinned"
+	p("_Written by `make bench-admission` (`go run ./test/bench/admission`); do not edit by hand._\n\n")
+	p("- Run: %s, kvinject `%s`, %s in all (builds included).\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		strings.TrimSpace(string(rev)), time.Since(pl.Start).Round(time.Second))
+	p("- Machine: %s, nproc %d; %s.\n", model, nproc, goVersion)
+	pin := "nothing pinned"
 	if c.serverCPU != "" {
-		pin = fmt.Sprintf("each server pinned to CPU %s (so GOMAXPROCS=1), the load generator to CPU %s", c.serverCPU, c.loadCPU)
+		pin = fmt.Sprintf("every server pinned to CPU %s (so GOMAXPROCS=1 for all), the load generator to CPU %s", c.serverCPU, c.loadCPU)
 	}
-	p("- Method: a fresh server process per cell; a load generator process posts Pod CREATE AdmissionReviews (a Deployment's pod, %s KB of JSON: 3 containers with env, probes, resources and mounts, kvinject's label and 6 annotations) over loopback TLS with keep-alive; %s; %s warm-up, then %s measured; every cell %d times, interleaved; the table shows medians. CPU per request is the server's utime+stime (/proc/PID/stat) over the measured window divided by requests; peak RSS is the server's VmHWM.\n",
-		podKB(), pin, c.warmup, c.duration, c.reps)
+	isolated := ""
+	if pl.Isolated {
+		isolated = " envtest, the servers and the load generator ran in private network and mount namespaces (loopback only, a tmpfs over /run for vault-k8s's in-cluster credentials)."
+	}
+	p("- Method: a fresh server process per cell (server, protocol, concurrency), %s; a load generator process posts Pod CREATE AdmissionReviews over loopback TLS with keep-alive, c requests at a time, %s warm-up then %s measured; every cell %s, the servers interleaved (every other round in reverse order); the tables show medians, and a ratio is the median of the per-round ratios of cells run next to each other. CPU per request is the server's utime+stime (/proc/PID/stat) over the measured window divided by requests; p50 and p99 are latencies seen by the load generator; peak RSS is the server's VmHWM at the end.%s%s\n",
+		pin, c.warmup, c.duration, times(c.reps), apiServer(pl), isolated)
+	p("- Pods: one base pod for all, a Deployment's pod (generateName, defaults, an owner ReplicaSet, an init container and 2 containers with env, probes, resources and mounts, the kube-api-access volume), plus each injector's opt-in; every cell's first response is checked for the injection (`-expect`). Requests: %s.\n", podSizes(pl))
 	p("- Servers:\n")
-	for _, s := range c.servers {
-		base, env, _ := strings.Cut(s, "+")
-		d := serverDescriptions[base]
-		if env != "" {
-			d = fmt.Sprintf("as %s, with `%s` in its environment", base, strings.ReplaceAll(env, "+", " "))
-		}
-		p("  - **%s**: %s\n", s, d)
+	for _, s := range pl.Servers {
+		p("  - **%s**: %s\n", s, describe(s, c, pl))
 	}
-	p("\n| server | protocol | c | req/s | p50 µs | p99 µs | CPU µs/req | peak RSS MB | RSS anon + file MB | CPU/req ÷ floor | RSS ÷ floor | CPU/req ÷ cr-floor |\n")
-	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, n := range pl.Notes {
+		p("- %s\n", n)
+	}
+
+	p("\n| server | protocol | c | req/s | p50 ms | p99 ms | CPU µs/req | peak RSS MB | RSS anon + file MB | patch B | CPU ÷ floor | p99 ÷ floor | RSS ÷ floor |\n")
+	p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, proto := range c.protos {
 		for _, conc := range c.concs {
 			floor := results[cellKey{"floor", proto, conc}]
-			crFloor := results[cellKey{"cr-floor", proto, conc}]
-			for _, s := range c.servers {
+			for _, s := range pl.Servers {
 				rs := results[cellKey{s, proto, conc}]
 				if len(rs) == 0 {
 					continue
 				}
-				cr, rr, ccr := "", "", ""
+				var ratios [3]string
 				if s != "floor" && len(floor) > 0 {
-					cr = fmt.Sprintf("%.2f", pairRatio(rs, floor, cpuPerReq))
-					rr = fmt.Sprintf("%.2f", pairRatio(rs, floor, hwmMB))
-				}
-				if strings.HasPrefix(s, "kvinject") && len(crFloor) > 0 {
-					ccr = fmt.Sprintf("%.2f", pairRatio(rs, crFloor, cpuPerReq))
-				}
-				p("| %s | %s | %d | %.0f | %.0f | %.0f | %.0f | %.1f | %.1f + %.1f | %s | %s | %s |\n", s, rs[0].Proto, conc,
-					field(rs, func(r result) float64 { return r.RPS }), field(rs, func(r result) float64 { return r.P50us }),
-					field(rs, func(r result) float64 { return r.P99us }), field(rs, cpuPerReq), field(rs, hwmMB),
-					field(rs, func(r result) float64 { return float64(r.AnonKiB) / 1024 }),
-					field(rs, func(r result) float64 { return float64(r.FileKiB) / 1024 }), cr, rr, ccr)
-			}
-		}
-	}
-	p("\nRatios are medians of each repetition's kvinject cell over the floor cell run next to it.\n")
-
-	// Targets (issue 7): CPU per request within 1.3x the floor, peak RSS under 30 MB at c=16.
-	p("\n### Targets\n\n")
-	for _, s := range c.servers {
-		if !strings.HasPrefix(s, "kvinject") {
-			continue
-		}
-		worstCPU, worstRSS := 0.0, 0.0
-		var worstCPUCell, worstRSSCell string
-		for _, proto := range c.protos {
-			for _, conc := range c.concs {
-				rs, floor := results[cellKey{s, proto, conc}], results[cellKey{"floor", proto, conc}]
-				if len(rs) == 0 || len(floor) == 0 {
-					continue
-				}
-				if r := pairRatio(rs, floor, cpuPerReq); r > worstCPU {
-					worstCPU, worstCPUCell = r, fmt.Sprintf("%s c=%d", proto, conc)
-				}
-				if conc == 16 {
-					if m := field(rs, hwmMB); m > worstRSS {
-						worstRSS, worstRSSCell = m, fmt.Sprintf("%s c=%d", proto, conc)
+					for i, f := range []func(result) float64{cpuPerReq, p99ms, hwmMB} {
+						ratios[i] = fmt.Sprintf("%.2f", pairRatio(rs, floor, f))
 					}
 				}
+				p("| %s | %s | %d | %.0f | %.2f | %.2f | %.0f | %.1f | %.1f + %.1f | %.0f | %s | %s | %s |\n", s, rs[0].Proto, conc,
+					field(rs, func(r result) float64 { return r.RPS }), field(rs, func(r result) float64 { return r.P50us / 1000 }),
+					field(rs, p99ms), field(rs, cpuPerReq), field(rs, hwmMB),
+					field(rs, func(r result) float64 { return float64(r.AnonKiB) / 1024 }),
+					field(rs, func(r result) float64 { return float64(r.FileKiB) / 1024 }),
+					field(rs, func(r result) float64 { return float64(r.PatchBytes) }), ratios[0], ratios[1], ratios[2])
 			}
 		}
-		if worstCPUCell != "" {
-			p("- **%s** CPU per request ≤ %.1f× the floor's: %s (worst %.2f×, %s)\n", s, targetCPURatio,
-				verdict(worstCPU <= targetCPURatio, worstCPU/targetCPURatio), worstCPU, worstCPUCell)
-		}
-		if worstRSSCell != "" {
-			p("- **%s** peak RSS < %.0f MB at c=16: %s (worst %.1f MB, %s)\n", s, targetRSSMB,
-				verdict(worstRSS < targetRSSMB, worstRSS/targetRSSMB), worstRSS, worstRSSCell)
-		}
 	}
-	p("\nFor reference, from the issue (another 2-core machine, same method, not measured here): Azure Workload Identity's webhook 474-573 µs CPU per request and 46-51 MB RSS; the Vault Agent Injector 333-419 µs and 44-50 MB; the floor 150-175 µs and 15 MB.\n")
 
-	if len(bd) > 0 {
-		p("\n### Where the CPU goes\n\n")
-		p("In-process, one request at a time without TLS or HTTP (`testing.Benchmark` in the benchmark program, same pod):\n\n")
-		p("| step | µs/op | allocs/op | KB/op |\n|---|---:|---:|---:|\n")
-		for _, r := range bd {
-			p("| %s | %.1f | %d | %.1f |\n", r.name, r.usPerOp, r.allocs, r.kbPerOp)
+	var ranPeers []string
+	for _, pe := range peers {
+		if ran(pe) {
+			ranPeers = append(ranPeers, pe)
 		}
 	}
-	p("\n%s\n", notes(c, results, bd))
+	if ran("kvinject") && len(ranPeers) > 0 {
+		p("\nkvinject over each peer (below 1: kvinject uses less):\n\n| protocol | c |")
+		for _, m := range []string{"CPU", "p99", "RSS"} {
+			for _, pe := range ranPeers {
+				p(" %s ÷ %s |", m, pe)
+			}
+		}
+		p("\n|---|---:|%s\n", strings.Repeat("---:|", 3*len(ranPeers)))
+		for _, proto := range c.protos {
+			for _, conc := range c.concs {
+				kv := results[cellKey{"kvinject", proto, conc}]
+				p("| %s | %d |", kv[0].Proto, conc)
+				for _, f := range []func(result) float64{cpuPerReq, p99ms, hwmMB} {
+					for _, pe := range ranPeers {
+						p(" %.2f |", pairRatio(kv, results[cellKey{pe, proto, conc}], f))
+					}
+				}
+				p("\n")
+			}
+		}
+	}
+
+	p("\n### Targets\n\nComputed from this run; a target holds only if it holds in every cell it covers, and the worst cell is shown.\n\n")
+	for _, t := range targets(c, results, ran) {
+		p("- %s\n", t)
+	}
+
+	p("\n### Running it\n\n")
+	p("`make bench-admission` rewrites this section (`go run ./test/bench/admission -reps 2 -duration 3s`; `-out -` prints it instead). It needs the Kubernetes binaries (`make cluster-binaries`). The peers are optional: it runs them from `bin/peers/azwi-webhook` and `bin/peers/vault-k8s`, or from `make bench-admission AZWI=PATH VAULT_K8S=PATH` (`-azwi`, `-vault-k8s`; a `.gz` is decompressed), and only as root with `unshare`, since azwi listens on every address and vault-k8s reads credentials at a fixed path. Build them with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`: azwi from %s, vault-k8s from %s. A missing peer is skipped with a note here; `-servers floor,kvinject` leaves them out.\n",
+		peerBuild["azwi"], peerBuild["vault-k8s"])
 	p("%s\n", endMarker)
 	return w.String(), nil
 }
 
-func verdict(met bool, ratio float64) string {
-	if met {
-		return "**met**"
+// targets returns the targets with their verdicts.
+func targets(c config, results map[cellKey][]result, ran func(string) bool) []string {
+	if !ran("kvinject") {
+		return []string{"kvinject did not run: no verdicts."}
 	}
-	return fmt.Sprintf("**missed** by %.0f%%", (ratio-1)*100)
+	type worst struct {
+		v    float64
+		cell string
+		ok   bool
+	}
+	// over returns the worst (largest) f over the cells, c=16 only if only16.
+	over := func(only16 bool, f func(kv []result, proto string, conc int) (float64, bool)) worst {
+		var w worst
+		for _, proto := range c.protos {
+			for _, conc := range c.concs {
+				if only16 && conc != targetConc {
+					continue
+				}
+				kv := results[cellKey{"kvinject", proto, conc}]
+				if len(kv) == 0 {
+					continue
+				}
+				if v, ok := f(kv, proto, conc); ok && (!w.ok || v > w.v) {
+					w = worst{v, fmt.Sprintf("%s c=%d", kv[0].Proto, conc), true}
+				}
+			}
+		}
+		return w
+	}
+	ratioTo := func(base string, g func(result) float64, only16 bool) worst {
+		return over(only16, func(kv []result, proto string, conc int) (float64, bool) {
+			b := results[cellKey{base, proto, conc}]
+			if len(b) == 0 {
+				return 0, false
+			}
+			return pairRatio(kv, b, g), true
+		})
+	}
+	var out []string
+	line := func(what string, w worst, limit float64, strict bool, unit string, missing string) {
+		switch {
+		case !w.ok:
+			out = append(out, fmt.Sprintf("kvinject %s: **not measured** (%s).", what, missing))
+		default:
+			met := w.v <= limit
+			if strict {
+				met = w.v < limit
+			}
+			v := "**met**"
+			if !met {
+				v = fmt.Sprintf("**missed** by %.0f%%", (w.v/limit-1)*100)
+			}
+			out = append(out, fmt.Sprintf("kvinject %s: %s (worst %.2f%s, %s).", what, v, w.v, unit, w.cell))
+		}
+	}
+	line(fmt.Sprintf("CPU per request ≤ %.1f× the floor's", targetFloorRatio), ratioTo("floor", cpuPerReq, false), targetFloorRatio, false, "×", "the floor did not run")
+	for _, pe := range peers {
+		line("CPU per request below "+pe+"'s", ratioTo(pe, cpuPerReq, false), 1, true, "×", pe+" did not run")
+	}
+	for _, pe := range peers {
+		line(fmt.Sprintf("p99 at c=%d below %s's", targetConc, pe), ratioTo(pe, p99ms, true), 1, true, "×", fmt.Sprintf("%s or c=%d did not run", pe, targetConc))
+	}
+	line(fmt.Sprintf("peak RSS ≤ %.0f MB at c=%d", targetRSSMB, targetConc), over(true, func(kv []result, _ string, _ int) (float64, bool) {
+		return field(kv, hwmMB), true
+	}), targetRSSMB, false, " MB", fmt.Sprintf("no c=%d cell", targetConc))
+	return out
 }
 
-func podKB() string {
-	b, err := json.Marshal(benchPod(0))
-	if err != nil {
-		return "?"
+// podSizes lists the AdmissionReview size each server gets.
+func podSizes(pl *plan) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, s := range pl.Servers {
+		o := specs[s].optIn
+		if seen[o] {
+			continue
+		}
+		seen[o] = true
+		b, err := benchReview(0, o)
+		if err != nil {
+			return "?"
+		}
+		who := o
+		if o == optInKvinject && slices.Contains(pl.Servers, "floor") {
+			who = "kvinject and the floor"
+		}
+		parts = append(parts, fmt.Sprintf("%.1f KB of JSON for %s", float64(len(b))/1024, who))
 	}
-	return fmt.Sprintf("%.1f", float64(len(b))/1024)
+	return strings.Join(parts, ", ")
+}
+
+func times(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
+}
+
+// apiServer says which servers read envtest's kube-apiserver, and its
+// version (the name of its directory in bin/k8s).
+func apiServer(pl *plan) string {
+	if !slices.ContainsFunc(pl.Servers, func(s string) bool { return s != "floor" }) {
+		return ""
+	}
+	version := ""
+	if m, _ := filepath.Glob(filepath.Join(pl.Root, "bin/k8s/v*/kube-apiserver")); len(m) > 0 {
+		slices.Sort(m)
+		version = " " + filepath.Base(filepath.Dir(m[len(m)-1]))
+	}
+	return fmt.Sprintf(" All servers but the floor talk to envtest's kube-apiserver%s and etcd, started once for the run.", version)
 }
 
 // writeSection replaces the Admission section of path (between the
@@ -217,194 +313,4 @@ func writeSection(path, section string) error {
 	}
 	logf("wrote the Admission section of %s", path)
 	return nil
-}
-
-type breakdownRow struct {
-	name    string
-	usPerOp float64
-	allocs  int64
-	kbPerOp float64
-}
-
-// oneAnnotation is a Defaulter doing what the floor does, to price
-// controller-runtime's decode, copy, marshal and diff alone.
-type oneAnnotation struct{}
-
-func (oneAnnotation) Default(_ context.Context, pod *corev1.Pod) error {
-	pod.Annotations["kvinject.io/status"] = "injected"
-	return nil
-}
-
-type staticSA struct{}
-
-func (staticSA) GetServiceAccount(_ context.Context, namespace, name string) (webhook.ServiceAccount, error) {
-	return webhook.ServiceAccount{Namespace: namespace, Name: name,
-		Annotations: map[string]string{"azure.workload.identity/client-id": benchClientID}}, nil
-}
-
-// breakdown prices the steps of one admission in-process.
-func breakdown() ([]breakdownRow, error) {
-	body, err := benchReview(0)
-	if err != nil {
-		return nil, err
-	}
-	ctrllog.SetLogger(logr.Discard())
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	o := webhook.DefaultOptions()
-	o.AgentImage, o.TenantID = "ghcr.io/kvinject/kvinject:bench", benchTenant
-	if err := o.Validate(); err != nil {
-		return nil, err
-	}
-	kv := webhook.NewAdmissionWebhook(scheme, &webhook.PodInjector{Options: &o, ServiceAccounts: staticSA{}}, nil)
-	cr := admission.WithDefaulter[*corev1.Pod](scheme, oneAnnotation{})
-	serve := func(h http.Handler) func(b *testing.B) {
-		return func(b *testing.B) {
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				req := httptest.NewRequest(http.MethodPost, "/mutate-v1-pod", bytes.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				rec := httptest.NewRecorder()
-				h.ServeHTTP(rec, req)
-				if rec.Code != http.StatusOK || !bytes.Contains(rec.Body.Bytes(), []byte(`"allowed":true`)) {
-					b.Fatalf("HTTP %d: %.300s", rec.Code, rec.Body.Bytes())
-				}
-			}
-		}
-	}
-	floorWork := func(b *testing.B) {
-		b.ReportAllocs()
-		patch := []byte(`[{"op":"add","path":"/metadata/annotations/kvinject.io~1status","value":"injected"}]`)
-		for i := 0; i < b.N; i++ {
-			var review admissionv1.AdmissionReview
-			if err := json.Unmarshal(body, &review); err != nil {
-				b.Fatal(err)
-			}
-			var pod corev1.Pod
-			if err := json.Unmarshal(review.Request.Object.Raw, &pod); err != nil {
-				b.Fatal(err)
-			}
-			pt := admissionv1.PatchTypeJSONPatch
-			out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: &admissionv1.AdmissionResponse{
-				UID: review.Request.UID, Allowed: true, PatchType: &pt, Patch: patch}})
-			if err != nil || len(out) == 0 {
-				b.Fatal(err)
-			}
-		}
-	}
-	pod := benchPod(0)
-	pod.Namespace = benchNamespace
-	sa, _ := staticSA{}.GetServiceAccount(context.Background(), benchNamespace, benchSA)
-	copyPod := func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			_ = pod.DeepCopy()
-		}
-	}
-	mutate := func(b *testing.B) {
-		b.ReportAllocs()
-		for i := 0; i < b.N; i++ {
-			if err := webhook.Mutate(pod.DeepCopy(), sa, &o); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	steps := []struct {
-		name string
-		f    func(*testing.B)
-	}{
-		{"the floor's work: encoding/json decode of review and pod, one-op patch response", floorWork},
-		{"controller-runtime typed Defaulter that only sets one annotation (decode, copy, marshal, diff)", serve(cr)},
-		{"kvinject's webhook handler (`NewAdmissionWebhook`, static ServiceAccount)", serve(kv)},
-		{"`Mutate` alone, on a decoded pod (includes a `DeepCopy`)", mutate},
-		{"`DeepCopy` of the pod alone", copyPod},
-	}
-	var rows []breakdownRow
-	for _, s := range steps {
-		r := testing.Benchmark(s.f)
-		if r.N == 0 {
-			return nil, fmt.Errorf("breakdown %q failed", s.name)
-		}
-		rows = append(rows, breakdownRow{name: s.name, usPerOp: float64(r.NsPerOp()) / 1e3, allocs: r.AllocsPerOp(), kbPerOp: float64(r.AllocedBytesPerOp()) / 1024})
-	}
-	return rows, nil
-}
-
-// notes explain the results from this run's numbers; they are part of
-// the generated section.
-func notes(c config, results map[cellKey][]result, bd []breakdownRow) string {
-	// across returns the median over all cells of f over a server's results.
-	across := func(server string, f func(rs []result, proto string, conc int) (float64, bool)) (float64, bool) {
-		var xs []float64
-		for _, proto := range c.protos {
-			for _, conc := range c.concs {
-				if v, ok := f(results[cellKey{server, proto, conc}], proto, conc); ok {
-					xs = append(xs, v)
-				}
-			}
-		}
-		return median(xs), len(xs) > 0
-	}
-	ratioTo := func(server, base string, g func(result) float64) (float64, bool) {
-		return across(server, func(rs []result, proto string, conc int) (float64, bool) {
-			b := results[cellKey{base, proto, conc}]
-			if len(rs) == 0 || len(b) == 0 {
-				return 0, false
-			}
-			return pairRatio(rs, b, g), true
-		})
-	}
-	mem := func(server string, g func(result) float64) (float64, bool) {
-		return across(server, func(rs []result, proto string, conc int) (float64, bool) {
-			if conc != 16 || len(rs) == 0 {
-				return 0, false
-			}
-			return field(rs, g), true
-		})
-	}
-	anon := func(r result) float64 { return float64(r.AnonKiB) / 1024 }
-	file := func(r result) float64 { return float64(r.FileKiB) / 1024 }
-
-	var w strings.Builder
-	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
-	p("### Why\n\n")
-	if r, ok := ratioTo("cr-floor", "floor", cpuPerReq); ok {
-		p("- **CPU.** controller-runtime's typed `Defaulter[*corev1.Pod]` path alone, around a Defaulter that does what the floor does (cr-floor), costs %.1f× the floor's CPU per request (median over the cells)", r)
-		if k, ok := ratioTo("kvinject-static", "cr-floor", cpuPerReq); ok {
-			p("; kvinject's own work (ServiceAccount lookup, annotation parsing and validation, the spec as JSON, the mutation, a bigger patch) adds %.0f%% on top", (k-1)*100)
-		}
-		p(". So 1.3× cannot be reached while the mutation stays a typed `admission.Defaulter` (the design rule: no hand-built JSON patches). Per request that path decodes the AdmissionReview (apimachinery's serializer first unmarshals the whole document with encoding/json to find apiVersion and kind, then decodes it again with sigs.k8s.io/json), decodes the pod the same way, deep-copies it, compares it with `reflect.DeepEqual`, marshals the mutated pod, unmarshals both the request's pod and the mutated one into `map[string]any` and diffs them (gomodules.xyz/jsonpatch), then marshals the patch. The floor decodes once and writes a constant patch.\n")
-	}
-	if len(bd) >= 5 {
-		p("- In-process (table above), controller-runtime's handler alone is %.1f× the floor's work and kvinject's whole handler %.1f×; `Mutate` is %.0f µs of kvinject's %.0f µs. No change to `Mutate` can move the ratio by more than that share.\n",
-			bd[1].usPerOp/bd[0].usPerOp, bd[2].usPerOp/bd[0].usPerOp, bd[3].usPerOp-bd[4].usPerOp, bd[2].usPerOp)
-	}
-	if a, ok := mem("kvinject", anon); ok {
-		f, _ := mem("kvinject", file)
-		p("- **Memory.** At c=16 the real server holds %.1f MB of anonymous memory (heap, stacks) and %.1f MB of file-backed pages: the parts of its binary it has touched. `kvinject` is one binary (webhook, agent, `inject`, the Azure SDK) and runs a manager with a ServiceAccount informer", a, f)
-		if sa, ok := mem("kvinject-static", anon); ok {
-			sf, _ := mem("kvinject-static", file)
-			p("; the admission path alone in a webhook-only binary (kvinject-static) needs %.1f + %.1f MB", sa, sf)
-		}
-		p(". Under %.0f MB would need a webhook-only binary without the manager", targetRSSMB)
-		if ca, ok := mem("cr-floor", anon); ok {
-			cf, _ := mem("cr-floor", file)
-			p(", and controller-runtime's webhook server with the trivial Defaulter (cr-floor) already needs %.1f + %.1f MB, %.1f MB peak", ca, cf, func() float64 { v, _ := mem("cr-floor", hwmMB); return v }())
-		}
-		p(".\n")
-	}
-	for _, s := range c.servers {
-		base, env, ok := strings.Cut(s, "+")
-		if !ok || len(results[cellKey{base, c.protos[0], c.concs[0]}]) == 0 {
-			continue
-		}
-		if r, ok := ratioTo(s, base, cpuPerReq); ok {
-			m, _ := ratioTo(s, base, hwmMB)
-			p("- **GC.** `%s` changes %s's CPU per request by %+.0f%% and its peak RSS by %+.0f%% (medians over the cells): a trade between the two targets, not a way to meet both, so the default (GOGC=100) is kept; operators can set GOGC and GOMEMLIMIT in the Deployment.\n",
-				strings.ReplaceAll(env, "+", " "), base, (r-1)*100, (m-1)*100)
-		}
-	}
-	return w.String()
 }

@@ -1,4 +1,4 @@
-package webhook
+package webhookserver
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/k8stest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 func freePort(t *testing.T) int {
@@ -107,7 +107,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	}}, metav1.CreateOptions{})
 	mustCreate(err)
 
-	pod := readPod(t, "testdata/mutate/db-example.in.yaml")
+	pod := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
 	pod.Namespace = ""
 	got, err := cs.CoreV1().Pods("group1").Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -120,16 +120,13 @@ func TestServeWithAPIServer(t *testing.T) {
 
 	// What the API server stored, mutated again, is unchanged: every field
 	// it defaults on injected parts was already set.
-	again := got.DeepCopy()
-	if err := Mutate(again, testSA("group1", "dbreader"), &o.Mutation); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(got, again); diff != "" {
-		t.Errorf("mutating the stored pod changes it (-stored +mutated):\n%s", diff)
+	sa := webhook.ServiceAccount{Namespace: "group1", Name: "dbreader", Annotations: map[string]string{spec.SAAnnotationClientID: testClientID}}
+	if ops, err := webhook.Patch(got.DeepCopy(), sa, &o.Mutation); err != nil || len(ops) != 0 {
+		t.Errorf("the stored pod patches again: %v (err %v)", ops, err)
 	}
 
 	// A server-side dry run is admitted and stores nothing.
-	dry := readPod(t, "testdata/mutate/db-example.in.yaml")
+	dry := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
 	dry.Namespace, dry.Name = "", "dry"
 	if p, err := cs.CoreV1().Pods("group1").Create(ctx, dry, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
 		t.Errorf("dry run: %v", err)
@@ -141,7 +138,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	}
 
 	// Unlabelled pods never reach the webhook.
-	plain := readPod(t, "testdata/mutate/db-example.in.yaml")
+	plain := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
 	plain.Namespace, plain.Name, plain.Labels = "", "plain", nil
 	plain.Annotations["kvinject.io/typo"] = "ignored: the webhook never sees this pod"
 	if p, err := cs.CoreV1().Pods("group1").Create(ctx, plain, metav1.CreateOptions{}); err != nil {
@@ -151,7 +148,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	}
 
 	// Denials reach the user with the annotation named.
-	bad := readPod(t, "testdata/mutate/db-example.in.yaml")
+	bad := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
 	bad.Namespace, bad.Name = "", "bad"
 	bad.Annotations["kvinject.io/secret-username"] = "app-pgsql#"
 	_, err = cs.CoreV1().Pods("group1").Create(ctx, bad, metav1.CreateOptions{})
@@ -200,4 +197,13 @@ func get(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// checkInjected asserts what the API server stored of an injected pod.
+func checkInjected(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	if pod.Annotations[spec.AnnotationStatus] != spec.StatusInjected || len(pod.Spec.InitContainers) == 0 ||
+		pod.Spec.InitContainers[0].Name != spec.AgentContainerName {
+		t.Fatalf("pod is not injected: annotations %v", pod.Annotations)
+	}
 }

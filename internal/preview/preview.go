@@ -1,4 +1,4 @@
-package webhook
+package preview
 
 import (
 	"bufio"
@@ -10,12 +10,13 @@ import (
 	"strings"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
-	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 // templatePaths says where each workload kind keeps its pod template, as a
@@ -30,9 +31,9 @@ var templatePaths = map[string]string{
 	"CronJob":     "/spec/jobTemplate/spec/template",
 }
 
-// PreviewOptions configure Preview.
-type PreviewOptions struct {
-	Mutation *Options // validated
+// Options configure Preview.
+type Options struct {
+	Mutation *webhook.Options // validated
 	// Namespace is used for objects that name none.
 	Namespace string
 	// ServiceAccount stands in for the ServiceAccount lookup: its
@@ -44,7 +45,7 @@ type PreviewOptions struct {
 // writes them to w as the webhook would admit them: opted-in pod templates
 // mutated, everything else unchanged. Denials are written to errw, one line
 // per object, exactly as the webhook words them; the error says how many.
-func Preview(r io.Reader, w, errw io.Writer, o PreviewOptions) error {
+func Preview(r io.Reader, w, errw io.Writer, o Options) error {
 	dec := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	denied, first := 0, true
 	for i := 1; ; i++ {
@@ -59,7 +60,7 @@ func Preview(r io.Reader, w, errw io.Writer, o PreviewOptions) error {
 			continue
 		}
 		out, desc, err := previewDocument(doc, o)
-		var d *Denial
+		var d *webhook.Denial
 		switch {
 		case errors.As(err, &d):
 			denied++
@@ -89,9 +90,9 @@ func isOnlyComments(doc []byte) bool {
 	return true
 }
 
-// previewDocument mutates one document's pod template and returns the
-// document with only the mutation's changes applied to it.
-func previewDocument(doc []byte, o PreviewOptions) (out []byte, desc string, err error) {
+// previewDocument applies to one document's pod template the JSON patch the
+// webhook would answer with, so the preview is what the cluster admits.
+func previewDocument(doc []byte, o Options) (out []byte, desc string, err error) {
 	raw, err := yaml.YAMLToJSON(doc)
 	if err != nil {
 		return nil, "", fmt.Errorf("parse YAML: %w", err)
@@ -118,7 +119,7 @@ func previewDocument(doc []byte, o PreviewOptions) (out []byte, desc string, err
 		return nil, desc, fmt.Errorf("%s: %w", desc, err)
 	}
 	var tmpl corev1.PodTemplateSpec
-	if err := json.Unmarshal(tmplJSON, &tmpl); err != nil {
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(tmplJSON, &tmpl); err != nil {
 		return nil, desc, fmt.Errorf("%s: decode pod template: %w", desc, err)
 	}
 	if tmpl.Labels[spec.LabelInject] != "true" {
@@ -134,21 +135,15 @@ func previewDocument(doc []byte, o PreviewOptions) (out []byte, desc string, err
 	if saName == "" {
 		saName = "default"
 	}
-	before, err := json.Marshal(corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec})
+	sa := webhook.ServiceAccount{Namespace: ns, Name: saName, Annotations: o.ServiceAccountAnnotations}
+	ops, err := webhook.Patch(pod, sa, o.Mutation)
 	if err != nil {
 		return nil, desc, err
 	}
-	if err := Mutate(pod, ServiceAccount{Namespace: ns, Name: saName, Annotations: o.ServiceAccountAnnotations}, o.Mutation); err != nil {
-		return nil, desc, err
+	if len(ops) == 0 {
+		return doc, desc, nil
 	}
-	after, err := json.Marshal(corev1.PodTemplateSpec{ObjectMeta: pod.ObjectMeta, Spec: pod.Spec})
-	if err != nil {
-		return nil, desc, err
-	}
-	ops, err := jsonpatch.CreatePatch(before, after)
-	if err != nil {
-		return nil, desc, fmt.Errorf("%s: diff: %w", desc, err)
-	}
+	// The same operations the webhook answers with, under the template's path.
 	for i := range ops {
 		ops[i].Path = ptr + ops[i].Path
 	}

@@ -1,4 +1,4 @@
-package webhook
+package webhookserver
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 
@@ -20,8 +21,10 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 // serve posts an AdmissionReview to the real HTTP handler and returns its response.
@@ -86,14 +89,15 @@ func TestAdmissionHandler(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	injector := &PodInjector{Options: testOptions(t), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}}
 	mux := http.NewServeMux()
-	mux.Handle(MutatePath, NewAdmissionWebhook(scheme, injector, counter))
+	mux.Handle(MutatePath, &PodHandler{
+		Options: testOptions(t), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}, Counter: counter,
+	})
 	srv := httptest.NewTLSServer(mux)
 	defer srv.Close()
 
 	// A Deployment's pod: no name, no namespace.
-	pod := readPod(t, "testdata/mutate/db-example.in.yaml")
+	pod := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
 	pod.Name, pod.Namespace, pod.GenerateName = "", "", "dbreaderapp-"
 	raw, _ := json.Marshal(pod)
 
@@ -114,7 +118,10 @@ func TestAdmissionHandler(t *testing.T) {
 		if err := json.Unmarshal(patched, &got); err != nil {
 			t.Fatal(err)
 		}
-		checkInjected(t, &got)
+		if got.Annotations[spec.AnnotationStatus] != spec.StatusInjected || len(got.Spec.InitContainers) == 0 ||
+			got.Spec.InitContainers[0].Name != spec.AgentContainerName {
+			t.Fatalf("patched pod is not injected: %+v", got)
+		}
 		if !strings.Contains(envOf(got.Spec.InitContainers[0], spec.EnvClientID), testClientID) {
 			t.Errorf("client id from the ServiceAccount not used")
 		}
@@ -145,13 +152,13 @@ func TestAdmissionHandler(t *testing.T) {
 	})
 
 	t.Run("dry run is admitted and not counted", func(t *testing.T) {
-		before := testutil.ToFloat64(counter.WithLabelValues(resultInjected))
+		before := testutil.ToFloat64(counter.vec.WithLabelValues(resultInjected))
 		req := podRequest(t, "4", pod, "group1")
 		req.DryRun = ptr.To(true)
 		if resp := serve(t, srv, req); !resp.Allowed || len(resp.Patch) == 0 {
 			t.Errorf("dry run: %+v", resp)
 		}
-		if after := testutil.ToFloat64(counter.WithLabelValues(resultInjected)); after != before {
+		if after := testutil.ToFloat64(counter.vec.WithLabelValues(resultInjected)); after != before {
 			t.Errorf("dry run counted: %v -> %v", before, after)
 		}
 	})
@@ -166,7 +173,7 @@ func TestAdmissionHandler(t *testing.T) {
 	})
 
 	for result, want := range map[string]float64{resultInjected: 1, resultUnchanged: 1, resultDenied: 1, resultError: 0} {
-		if got := testutil.ToFloat64(counter.WithLabelValues(result)); got != want {
+		if got := testutil.ToFloat64(counter.vec.WithLabelValues(result)); got != want {
 			t.Errorf("kvinject_injections_total{result=%q} = %v, want %v", result, got, want)
 		}
 	}
@@ -183,6 +190,36 @@ func TestServiceAccountLookupErrors(t *testing.T) {
 	if err != nil || got.Name != "missing" || got.Annotations != nil {
 		t.Errorf("missing ServiceAccount: %+v, %v; want empty, no error", got, err)
 	}
+}
+
+const (
+	testTenant   = "11111111-2222-3333-4444-555555555555"
+	testClientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+)
+
+func testOptions(t testing.TB) *webhook.Options {
+	t.Helper()
+	o := webhook.DefaultOptions()
+	o.AgentImage = "kvinject:test"
+	o.TenantID = testTenant
+	o.DefaultVault = "homelab-kv"
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &o
+}
+
+func readPod(t testing.TB, path string) *corev1.Pod {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict(b, &pod); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &pod
 }
 
 func envOf(c corev1.Container, name string) string {

@@ -1,4 +1,4 @@
-package webhook
+package webhookserver
 
 import (
 	"context"
@@ -20,14 +20,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/kvinject/kvinject/internal/selfcert"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 // ServerOptions configure `kvinject webhook`.
 type ServerOptions struct {
-	Mutation Options
+	Mutation webhook.Options
 	// Port and CertDir (tls.crt, tls.key, reloaded on change) of the webhook server.
 	Port    int
 	CertDir string
@@ -46,7 +47,7 @@ type ServerOptions struct {
 // DefaultServerOptions are the webhook server's defaults, before flags.
 func DefaultServerOptions() ServerOptions {
 	return ServerOptions{
-		Mutation:    DefaultOptions(),
+		Mutation:    webhook.DefaultOptions(),
 		Port:        9443,
 		CertDir:     "/tmp/k8s-webhook-server/serving-certs",
 		MetricsAddr: ":8080",
@@ -96,7 +97,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	saMeta := newServiceAccountMetadata()
 	mgr, err := ctrl.NewManager(cfg, manager.Options{
 		Scheme: scheme,
-		WebhookServer: webhook.NewServer(webhook.Options{
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
 		}),
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
@@ -120,12 +121,13 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
-	injector := &PodInjector{
+	srv := mgr.GetWebhookServer()
+	srv.Register(MutatePath, &PodHandler{
 		Options:         &o.Mutation,
 		ServiceAccounts: ClusterServiceAccounts{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()},
-	}
-	srv := mgr.GetWebhookServer()
-	srv.Register(MutatePath, NewAdmissionWebhook(scheme, injector, counter))
+		Counter:         counter,
+		Log:             ctrl.LoggerFrom(ctx).WithName("admission"),
+	})
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return fmt.Errorf("add healthz check: %w", err)

@@ -1,0 +1,10 @@
+// Package webhookserver runs `kvinject webhook`: controller-runtime's
+// webhook server (TLS, certificate reload, graceful shutdown) with a manager
+// that caches ServiceAccounts' metadata, and the pod admission handler.
+//
+// The handler decodes the AdmissionReview and the pod once, looks up the
+// pod's ServiceAccount, and answers with the JSON patch operations of
+// webhook.Patch: additions only, so a field the pod carries that this build
+// does not know survives admission. It never logs, counts or returns a
+// secret value: denials name annotations and positions, not contents.
+package webhookserver

@@ -1,0 +1,224 @@
+package webhook
+
+import (
+	"strconv"
+	"strings"
+
+	"gomodules.xyz/jsonpatch/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+)
+
+// additions is everything kvinject puts into one pod, computed from the pod
+// before it changes. apply writes it into the typed pod (Mutate); patch turns
+// it into JSON patch operations against the pod as the API server sent it
+// (Patch). Both upsert by name, so that an injected pod takes no change, and
+// both touch only what kvinject owns: its annotation, its volumes, its init
+// containers, and its mounts in the target containers. Every array index in
+// the webhook is computed in this file.
+type additions struct {
+	annotations map[string]string
+	volumes     []corev1.Volume
+	// initContainers are kvinject's own, placed first, in this order.
+	initContainers []corev1.Container
+	// mounts go into every target container (regular or init) by name.
+	mounts  []corev1.VolumeMount
+	targets map[string]bool
+}
+
+// apply writes the additions into pod.
+func (a *additions) apply(pod *corev1.Pod) {
+	if pod.Annotations == nil {
+		pod.Annotations = make(map[string]string, len(a.annotations))
+	}
+	for _, k := range sortedKeys(a.annotations) {
+		pod.Annotations[k] = a.annotations[k]
+	}
+	for _, v := range a.volumes {
+		upsertVolume(&pod.Spec.Volumes, v)
+	}
+	for i := range pod.Spec.InitContainers {
+		if !a.ownsInitContainer(pod.Spec.InitContainers[i].Name) {
+			a.applyMounts(&pod.Spec.InitContainers[i])
+		}
+	}
+	for i := range pod.Spec.Containers {
+		a.applyMounts(&pod.Spec.Containers[i])
+	}
+	inits := make([]corev1.Container, 0, len(pod.Spec.InitContainers)+len(a.initContainers))
+	inits = append(inits, a.initContainers...)
+	for _, c := range pod.Spec.InitContainers {
+		if !a.ownsInitContainer(c.Name) {
+			inits = append(inits, c)
+		}
+	}
+	pod.Spec.InitContainers = inits
+}
+
+func (a *additions) applyMounts(c *corev1.Container) {
+	if !a.targets[c.Name] {
+		return
+	}
+	for _, m := range a.mounts {
+		upsertMount(&c.VolumeMounts, m)
+	}
+}
+
+func (a *additions) ownsInitContainer(name string) bool {
+	for _, c := range a.initContainers {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// patch returns the JSON patch operations that make pod's raw form hold the
+// additions, and nothing else: a field kvinject does not own is never
+// replaced or removed, so fields this build of the API types does not know
+// survive. Indexes are those of the raw arrays, which decoding preserves.
+// Operations apply in order; mounts into existing init containers come
+// before kvinject's init containers are placed, so their indexes hold.
+func (a *additions) patch(pod *corev1.Pod) []jsonpatch.Operation {
+	var ops []jsonpatch.Operation
+	ops = append(ops, a.annotationOps(pod.Annotations)...)
+	ops = append(ops, upsertOps("/spec/volumes", pod.Spec.Volumes, a.volumes, volumeName)...)
+	for i, c := range pod.Spec.InitContainers {
+		if a.targets[c.Name] && !a.ownsInitContainer(c.Name) {
+			ops = append(ops, upsertOps(containerPath("initContainers", i)+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)...)
+		}
+	}
+	for i, c := range pod.Spec.Containers {
+		if a.targets[c.Name] {
+			ops = append(ops, upsertOps(containerPath("containers", i)+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)...)
+		}
+	}
+	return append(ops, prefixOps("/spec/initContainers", pod.Spec.InitContainers, a.initContainers)...)
+}
+
+func (a *additions) annotationOps(have map[string]string) []jsonpatch.Operation {
+	if have == nil {
+		return []jsonpatch.Operation{add("/metadata/annotations", a.annotations)}
+	}
+	var ops []jsonpatch.Operation
+	for _, k := range sortedKeys(a.annotations) {
+		if v, ok := have[k]; !ok || v != a.annotations[k] {
+			// add replaces an existing member: one operation either way.
+			ops = append(ops, add("/metadata/annotations/"+escapePointer(k), a.annotations[k]))
+		}
+	}
+	return ops
+}
+
+// upsertOps makes the array at path hold every element of want, each in
+// place of the first element of the same name or appended. A nil array
+// (absent or null in the raw object) is added whole.
+func upsertOps[T any](path string, have, want []T, name func(*T) string) []jsonpatch.Operation {
+	if have == nil {
+		if len(want) == 0 {
+			return nil
+		}
+		return []jsonpatch.Operation{add(path, want)}
+	}
+	var ops []jsonpatch.Operation
+	for i := range want {
+		j := indexOf(have, name(&want[i]), name)
+		switch {
+		case j < 0:
+			ops = append(ops, add(path+"/-", want[i]))
+		case !equality.Semantic.DeepEqual(have[j], want[i]):
+			ops = append(ops, jsonpatch.Operation{Operation: "replace", Path: path + "/" + strconv.Itoa(j), Value: want[i]})
+		}
+	}
+	return ops
+}
+
+// prefixOps makes the init containers at path start with own, in order, and
+// hold no other container of those names, keeping every other container and
+// its order. An own container already in its place and equal is left alone.
+func prefixOps(path string, have, own []corev1.Container) []jsonpatch.Operation {
+	if have == nil {
+		if len(own) == 0 {
+			return nil
+		}
+		return []jsonpatch.Operation{add(path, own)}
+	}
+	// cur mirrors the raw array as the operations so far leave it.
+	cur := make([]*corev1.Container, len(have))
+	for i := range have {
+		cur[i] = &have[i]
+	}
+	var ops []jsonpatch.Operation
+	for k := range own {
+		want := &own[k]
+		if k < len(cur) && cur[k].Name == want.Name && count(cur, want.Name) == 1 {
+			if !equality.Semantic.DeepEqual(*cur[k], *want) {
+				ops = append(ops, jsonpatch.Operation{Operation: "replace", Path: path + "/" + strconv.Itoa(k), Value: *want})
+				cur[k] = want
+			}
+			continue
+		}
+		for j := len(cur) - 1; j >= 0; j-- {
+			if cur[j].Name == want.Name {
+				ops = append(ops, jsonpatch.Operation{Operation: "remove", Path: path + "/" + strconv.Itoa(j)})
+				cur = append(cur[:j], cur[j+1:]...)
+			}
+		}
+		ops = append(ops, add(path+"/"+strconv.Itoa(k), *want))
+		cur = append(cur[:k], append([]*corev1.Container{want}, cur[k:]...)...)
+	}
+	return ops
+}
+
+func add(path string, value any) jsonpatch.Operation {
+	return jsonpatch.Operation{Operation: "add", Path: path, Value: value}
+}
+
+func containerPath(list string, i int) string {
+	return "/spec/" + list + "/" + strconv.Itoa(i)
+}
+
+func indexOf[T any](list []T, n string, name func(*T) string) int {
+	for i := range list {
+		if name(&list[i]) == n {
+			return i
+		}
+	}
+	return -1
+}
+
+func count(list []*corev1.Container, name string) int {
+	n := 0
+	for _, c := range list {
+		if c.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+func volumeName(v *corev1.Volume) string     { return v.Name }
+func mountName(m *corev1.VolumeMount) string { return m.Name }
+
+// escapePointer escapes a JSON pointer token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+}
+
+// upsertVolume replaces the volume of the same name or appends it.
+func upsertVolume(vs *[]corev1.Volume, v corev1.Volume) {
+	if i := indexOf(*vs, v.Name, volumeName); i >= 0 {
+		(*vs)[i] = v
+		return
+	}
+	*vs = append(*vs, v)
+}
+
+// upsertMount replaces the mount of the same volume or appends it.
+func upsertMount(ms *[]corev1.VolumeMount, m corev1.VolumeMount) {
+	if i := indexOf(*ms, m.Name, mountName); i >= 0 {
+		(*ms)[i] = m
+		return
+	}
+	*ms = append(*ms, m)
+}

@@ -1,0 +1,231 @@
+package webhook
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// checkPatch proves the property the admission path rests on: applying
+// Patch's operations to the raw pod gives exactly what Mutate makes of the
+// typed pod, and the operations only add what kvinject owns.
+func checkPatch(t testing.TB, pod *corev1.Pod, sa ServiceAccount) {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRawPatch(t, raw, sa)
+}
+
+// checkRawPatch is checkPatch for a pod given as the API server's JSON. It
+// returns the patched JSON, or nil when the pod is denied.
+func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount) []byte {
+	t.Helper()
+	o := testOptions(t)
+	var pod corev1.Pod
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	ops, perr := Patch(pod.DeepCopy(), sa, o)
+	typed := pod.DeepCopy()
+	merr := Mutate(typed, sa, o)
+	if (perr == nil) != (merr == nil) {
+		t.Fatalf("Patch says %v, Mutate says %v", perr, merr)
+	}
+	if perr != nil {
+		var d *Denial
+		if !errors.As(perr, &d) {
+			t.Fatalf("Patch: %v", perr)
+		}
+		return nil
+	}
+	for _, op := range ops {
+		if !ownedPath(op.Operation, op.Path) {
+			t.Errorf("operation %s %s touches what kvinject does not own", op.Operation, op.Path)
+		}
+	}
+	patchJSON, err := json.Marshal(ops)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := jsonpatchapply.DecodePatch(patchJSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := p.Apply(raw)
+	if err != nil {
+		t.Fatalf("apply %s: %v", patchJSON, err)
+	}
+	var got corev1.Pod
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(patched, &got); err != nil {
+		t.Fatalf("decode the patched pod: %v", err)
+	}
+	if diff := cmp.Diff(typed, &got); diff != "" {
+		t.Fatalf("patched raw pod differs from the typed mutation (-typed +patched):\n%s\npatch: %s", diff, patchJSON)
+	}
+	return patched
+}
+
+// ownedPath says whether a patch operation stays within what kvinject owns:
+// additions anywhere it adds, replacements and removals of its own elements
+// only (removal: its init container moved back to the front).
+func ownedPath(op, path string) bool {
+	switch op {
+	case "add":
+		return path == "/metadata/annotations" || strings.HasPrefix(path, "/metadata/annotations/") ||
+			strings.HasPrefix(path, "/spec/volumes") || strings.HasPrefix(path, "/spec/initContainers") ||
+			strings.HasSuffix(path, "/volumeMounts") || strings.HasSuffix(path, "/volumeMounts/-")
+	case "replace", "remove":
+		return strings.HasPrefix(path, "/spec/volumes/") || strings.HasPrefix(path, "/spec/initContainers/") ||
+			strings.Contains(path, "/volumeMounts/")
+	}
+	return false
+}
+
+// TestPatchKeepsUnknownFields: a pod from a newer API server carries fields
+// this build does not know; admission must keep every one of them.
+func TestPatchKeepsUnknownFields(t *testing.T) {
+	raw := []byte(`{
+	  "apiVersion": "v1", "kind": "Pod",
+	  "metadata": {"generateName": "app-", "labels": {"kvinject.io/inject": "true"},
+	    "annotations": {"kvinject.io/secret-password": "app-pgsql#password"}, "futureMeta": 1},
+	  "spec": {
+	    "serviceAccountName": "dbreader",
+	    "futurePodField": {"a": [1, 2]},
+	    "initContainers": [{"name": "migrate", "image": "m", "futureContainerField": true,
+	      "volumeMounts": [{"name": "data", "mountPath": "/data", "futureMountField": "x"}]}],
+	    "containers": [{"name": "app", "image": "a", "futureContainerField": {"b": "c"},
+	      "env": [{"name": "X", "value": "1", "futureEnvField": 2}]}],
+	    "volumes": [{"name": "data", "emptyDir": {}, "futureVolumeField": "y"}]
+	  },
+	  "status": {"futureStatus": "z"}
+	}`)
+	patched := checkRawPatch(t, raw, testSA("group1", "dbreader"))
+	if patched == nil {
+		t.Fatal("denied")
+	}
+	var before, after map[string]any
+	if err := json.Unmarshal(raw, &before); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(patched, &after); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{
+		"metadata.futureMeta", "spec.futurePodField", "status.futureStatus",
+		"spec.containers.0.futureContainerField", "spec.containers.0.env.0.futureEnvField",
+		"spec.initContainers.1.futureContainerField", "spec.initContainers.1.volumeMounts.0.futureMountField",
+		"spec.volumes.0.futureVolumeField",
+	} {
+		beforePath := strings.Replace(path, "initContainers.1", "initContainers.0", 1)
+		if diff := cmp.Diff(lookup(before, beforePath), lookup(after, path)); diff != "" || lookup(after, path) == nil {
+			t.Errorf("%s not kept (-before +after):\n%s", path, diff)
+		}
+	}
+}
+
+func lookup(v any, path string) any {
+	for _, k := range strings.Split(path, ".") {
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[k]
+		case []any:
+			i := 0
+			for _, c := range k {
+				i = i*10 + int(c-'0')
+			}
+			if i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
+}
+
+// TestPatchReinvocation: an injected pod whose init containers another
+// webhook changed afterwards converges with the fewest operations.
+func TestPatchReinvocation(t *testing.T) {
+	sa := testSA("group1", "dbreader")
+	injected := readPod(t, "testdata/mutate/db-example.in.yaml")
+	if err := Mutate(injected, sa, testOptions(t)); err != nil {
+		t.Fatal(err)
+	}
+	other := corev1.Container{Name: "istio-init", Image: "proxy"}
+	tests := []struct {
+		name    string
+		change  func(p *corev1.Pod)
+		wantOps int
+	}{
+		{"unchanged", func(*corev1.Pod) {}, 0},
+		{"init container put before the agent", func(p *corev1.Pod) {
+			p.Spec.InitContainers = append([]corev1.Container{other}, p.Spec.InitContainers...)
+		}, 2},
+		{"init container appended", func(p *corev1.Pod) {
+			p.Spec.InitContainers = append(p.Spec.InitContainers, other)
+		}, 0},
+		{"agent changed in place", func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "old" }, 1},
+		{"mount removed", func(p *corev1.Pod) { p.Spec.Containers[0].VolumeMounts = nil }, 1},
+		{"status annotation gone", func(p *corev1.Pod) { delete(p.Annotations, spec.AnnotationStatus) }, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := injected.DeepCopy()
+			tc.change(pod)
+			ops, err := Patch(pod.DeepCopy(), sa, testOptions(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ops) != tc.wantOps {
+				t.Errorf("%d operations, want %d: %v", len(ops), tc.wantOps, ops)
+			}
+			checkPatch(t, pod, sa)
+		})
+	}
+}
+
+// FuzzPatch runs the patch property over arbitrary pod JSON, seeded with
+// the golden corpus: whatever the API server could send, the patch and the
+// typed mutation agree, and the patch touches only what kvinject owns.
+func FuzzPatch(f *testing.F) {
+	ins, err := filepath.Glob("testdata/mutate/*.in.yaml")
+	if err != nil || len(ins) == 0 {
+		f.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range ins {
+		b, err := os.ReadFile(in)
+		if err != nil {
+			f.Fatal(err)
+		}
+		raw, err := yaml.YAMLToJSON(b)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		// The API server always sends a pod with metadata and spec objects.
+		var shape struct {
+			Metadata map[string]json.RawMessage `json:"metadata"`
+			Spec     map[string]json.RawMessage `json:"spec"`
+		}
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &shape); err != nil || shape.Metadata == nil || shape.Spec == nil {
+			return
+		}
+		checkRawPatch(t, raw, testSA("ns", "app"))
+	})
+}
