@@ -1,5 +1,5 @@
-# One image for both roles: `kvinject webhook` (the admission server) and `kvinject agent`
-# (the init container it injects). Build:
+# One image for both roles: `kvinject webhook` (the admission server, entrypoint /kvinject) and
+# /kvinject-agent (the init container it injects: its own small binary, no Kubernetes client code). Build:
 #   docker build --build-arg VERSION=v0.1.0 -t kvinject:v0.1.0 .
 # Without Docker (local test cluster): `make image` (test/cluster/tools mkimage, same layout).
 FROM golang:1.26 AS build
@@ -8,10 +8,11 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/kvinject ./cmd/kvinject
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/kvinject ./cmd/kvinject-agent
 
 # Static binary, CA certificates (Entra ID, Key Vault), user 65532 (nonroot), no shell.
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/kvinject /kvinject
+COPY --from=build /out/kvinject-agent /kvinject-agent
 USER 65532:65532
 ENTRYPOINT ["/kvinject"]

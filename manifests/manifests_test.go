@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kvinject/kvinject/internal/webhookserver"
 	"github.com/kvinject/kvinject/webhook"
 
 	"github.com/kvinject/kvinject/internal/k8stest"
@@ -175,7 +176,7 @@ func TestBasePolicy(t *testing.T) {
 		Name:                    "pods.kvinject.io",
 		AdmissionReviewVersions: []string{"v1"},
 		ClientConfig: admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
-			Namespace: "kvinject-system", Name: "kvinject-webhook", Path: ptr.To(webhook.MutatePath), Port: ptr.To[int32](443),
+			Namespace: "kvinject-system", Name: "kvinject-webhook", Path: ptr.To(webhookserver.MutatePath), Port: ptr.To[int32](443),
 		}},
 		Rules: []admissionregistrationv1.RuleWithOperations{{
 			Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},

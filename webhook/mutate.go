@@ -112,8 +112,10 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 	return corev1.Container{
 		Name:  spec.AgentContainerName,
 		Image: o.AgentImage,
-		Args:  []string{"agent", "--cloud=" + o.cloud.Name},
-		Env:   env,
+		// The agent's own small binary, in the same image as the webhook.
+		Command: []string{spec.AgentCommand},
+		Args:    []string{"--cloud=" + o.cloud.Name},
+		Env:     env,
 		// Every field the API server would default is set here, so that
 		// mutating an admitted pod again finds nothing to change.
 		Resources:                *o.AgentResources.DeepCopy(),

@@ -37,6 +37,8 @@ const (
 // Names of what the webhook adds to a pod.
 const (
 	AgentContainerName = "kvinject-agent"
+	// AgentCommand is the agent binary's path in the kvinject image.
+	AgentCommand = "/kvinject-agent"
 	SecretsVolumeName  = "kvinject-secrets"
 	TokenVolumeName    = "kvinject-token"
 

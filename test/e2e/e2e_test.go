@@ -314,18 +314,68 @@ func mountType(t *testing.T, dir string) string {
 	return ""
 }
 
-// Scenario 2: five replicas, each injected exactly once, all running.
+// Scenario 2: five replicas, each injected exactly once, all running; the
+// API server calls the webhook once per pod (nothing changes the pod after
+// it, so it is not called again), and the agent holds no API token.
 func TestScaleToFive(t *testing.T) {
 	const ns = "e2e-scale"
 	namespace(t, ns, nil)
+	ctx := context.Background()
+	callsBefore, err := cluster.WebhookCalls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	create(t, dbreader(ns, "dbreaderapp", 5))
-	for _, p := range waitRunning(t, ns, "dbreaderapp", 5) {
+	running := waitRunning(t, ns, "dbreaderapp", 5)
+	callsAfter, err := cluster.WebhookCalls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := callsAfter - callsBefore; calls != float64(len(running)) {
+		t.Errorf("the API server called the webhook %v times for %d pods, want once per pod", calls, len(running))
+	}
+	for _, p := range running {
 		if n := agentCount(p); n != 1 {
 			t.Errorf("pod %s has %d agents", p.Name, n)
 		}
+		checkNoAPIToken(t, p)
 		if vols := countVolumes(p, spec.SecretsVolumeName) + countVolumes(p, spec.TokenVolumeName); vols != 2 {
 			t.Errorf("pod %s has %d kvinject volumes, want 2", p.Name, vols)
 		}
+	}
+}
+
+// checkNoAPIToken asserts that the agent mounts no volume holding a
+// Kubernetes API token: the API token's path is covered by kvinject's own
+// projected token, whose audience the API server does not accept.
+func checkNoAPIToken(t *testing.T, p corev1.Pod) {
+	t.Helper()
+	vols := map[string]corev1.Volume{}
+	for _, v := range p.Spec.Volumes {
+		vols[v.Name] = v
+	}
+	agent := p.Spec.InitContainers[0]
+	for _, m := range agent.VolumeMounts {
+		v := vols[m.Name]
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if tok := src.ServiceAccountToken; tok != nil && tok.Audience != spec.TokenAudience {
+				t.Errorf("pod %s: the agent mounts %s, an API token (audience %q), at %s", p.Name, m.Name, tok.Audience, m.MountPath)
+			}
+		}
+		if m.MountPath == spec.APITokenMountPath && m.Name != spec.TokenVolumeName {
+			t.Errorf("pod %s: the agent has %s at the API token's path", p.Name, m.Name)
+		}
+	}
+	// The app keeps its own API token, as the ServiceAccount plugin gives it.
+	hasAPIToken := false
+	for _, m := range p.Spec.Containers[0].VolumeMounts {
+		hasAPIToken = hasAPIToken || m.MountPath == spec.APITokenMountPath
+	}
+	if !hasAPIToken {
+		t.Errorf("pod %s: the app lost its API token mount", p.Name)
 	}
 }
 

@@ -673,6 +673,10 @@ func (b *bench) startEnvtest(ctx context.Context) (stop func(), err error) {
 	env.ControlPlane.GetAPIServer().Path = newest("bin/k8s/v*/kube-apiserver")
 	env.ControlPlane.Etcd = &envtest.Etcd{Path: newest("bin/k8s/etcd-*/etcd")}
 	env.ControlPlane.KubectlPath = newest("bin/k8s/v*/kubectl")
+	// A private network namespace has no default route for kube-apiserver
+	// to pick its advertised address from, and loopback cannot be the
+	// kubernetes Service's endpoint, which nothing here needs.
+	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", "127.0.0.1").Set("endpoint-reconciler-type", "none")
 	if env.ControlPlane.GetAPIServer().Path == "" || env.ControlPlane.Etcd.Path == "" {
 		return nil, errors.New("no Kubernetes binaries in bin/k8s: run make cluster-binaries, or pass -servers floor")
 	}

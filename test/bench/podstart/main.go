@@ -1,5 +1,5 @@
 // Command podstart is benchmark 2 of issue 7, "Pod start": the cost of
-// kvinject's init container (`kvinject agent`, the real CGO_ENABLED=0 binary
+// kvinject's init container (`kvinject-agent`, the real CGO_ENABLED=0 binary
 // run as a subprocess with production wiring: HTTPS_PROXY, SSL_CERT_FILE and
 // the AZURE_* variables) against the Entra ID + Key Vault emulator, beside a
 // baseline that uses the Azure SDK the obvious way (./naive: instance
@@ -93,7 +93,7 @@ func main() {
 	flag.StringVar(&sizes, "secrets", "1,10,50", "secret counts")
 	flag.StringVar(&c.out, "out", "docs/benchmarks.md", "file whose podstart section is rewritten, or - for stdout")
 	flag.StringVar(&c.esoOut, "eso-out", "docs/eso-comparison.md", "file whose generated podstart-eso block is rewritten, - for stdout, empty to skip")
-	flag.StringVar(&c.agentBin, "agent-bin", "", "kvinject binary to run as the agent (default: build ./cmd/kvinject as the Dockerfile does)")
+	flag.StringVar(&c.agentBin, "agent-bin", "", "agent binary to run (default: build ./cmd/kvinject-agent as the Dockerfile does)")
 	flag.DurationVar(&c.cellTimeout, "cell-timeout", 60*time.Second, "time limit of one run of one cell")
 	flag.DurationVar(&c.budget, "budget", 3*time.Minute+30*time.Second, "stop starting new repetitions after this long (at least 3 are kept)")
 	flag.Uint64Var(&c.seed, "seed", 7, "seed of the cell order")
@@ -262,8 +262,8 @@ func run(c config) error {
 func (b *bench) build() error {
 	b.agentBin = b.c.agentBin
 	if b.agentBin == "" {
-		b.agentBin = filepath.Join(b.tmp, "kvinject")
-		if err := goBuild(b.agentBin, "./cmd/kvinject"); err != nil {
+		b.agentBin = filepath.Join(b.tmp, "kvinject-agent")
+		if err := goBuild(b.agentBin, "./cmd/kvinject-agent"); err != nil {
 			return err
 		}
 	}

@@ -133,7 +133,7 @@ func (r *results) benchmarksSection() string {
 	var b strings.Builder
 	b.WriteString("## Pod start (issue 7, benchmark 2)\n\n")
 	r.header(&b)
-	fmt.Fprintf(&b, `What runs: the real agent binary (`+"`kvinject agent`"+`, built as the Dockerfile builds it: CGO_ENABLED=0, -trimpath, -s -w; %.1f MB) as a subprocess with the init container's wiring (HTTPS_PROXY, SSL_CERT_FILE, the AZURE_* variables, KVINJECT_SPEC), writing one file per secret (a property of a 64-byte JSON value) to a tmpfs, against the Entra ID + Key Vault emulator (`+"`internal/azemu`"+`, proxy mode, loopback only). The baseline, "naive SDK" (`+"`test/bench/podstart/naive`"+`, %.1f MB, built the same way), is the obvious use of the unmodified SDK: azidentity's WorkloadIdentityCredential with default options (instance discovery on), azsecrets' client with default options (the 401 challenge flow), one GetSecret after another, one file each.
+	fmt.Fprintf(&b, `What runs: the real agent binary (`+"`kvinject-agent`"+`, the init container's own binary, built as the Dockerfile builds it: CGO_ENABLED=0, -trimpath, -s -w; %.1f MB) as a subprocess with the init container's wiring (HTTPS_PROXY, SSL_CERT_FILE, the AZURE_* variables, KVINJECT_SPEC), writing one file per secret (a property of a 64-byte JSON value) to a tmpfs, against the Entra ID + Key Vault emulator (`+"`internal/azemu`"+`, proxy mode, loopback only). The baseline, "naive SDK" (`+"`test/bench/podstart/naive`"+`, %.1f MB, built the same way), is the obvious use of the unmodified SDK: azidentity's WorkloadIdentityCredential with default options (instance discovery on), azsecrets' client with default options (the 401 challenge flow), one GetSecret after another, one file each.
 
 Links: "50 ms" adds 50 ms to every request and to every new connection (a round trip before the TLS handshake); "200 kbit/s" limits each direction of every connection, below TLS. Time to files is exec to exit (the files are in place at exit), process start included. Wire bytes are the emulator's raw counters on the client connections: TLS records (handshakes, HTTP headers and bodies), without TCP/IP headers and without the proxy's CONNECT line, which a pod without a proxy does not send. Body bytes are HTTP request and response bodies. Each run is bounded by %v.
 
@@ -142,7 +142,7 @@ Links: "50 ms" adds 50 ms to every request and to every new connection (a round 
 	// Time.
 	b.WriteString("### Time to files\n\nMedian (min-max); \"round trips\" is the median time divided by the added latency, an upper bound on round trips since it includes process start and local work.\n\n")
 	b.WriteString("\"net\" subtracts the same program's median on the same link without the latency (process start and local work) before dividing: the round trips the link itself cost.\n\n")
-	b.WriteString("| link | secrets | kvinject agent | round trips (net) | naive SDK | round trips (net) | kvinject / naive |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| link | secrets | kvinject-agent | round trips (net) | naive SDK | round trips (net) | kvinject / naive |\n|---|---|---|---|---|---|---|\n")
 	for _, l := range links {
 		for _, n := range r.sizes {
 			a, nv := r.get(progAgent, n, l), r.get(progNaive, n, l)

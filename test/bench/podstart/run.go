@@ -19,7 +19,7 @@ import (
 )
 
 const (
-	progAgent = "kvinject agent"
+	progAgent = "kvinject-agent"
 	progNaive = "naive SDK"
 )
 
@@ -71,7 +71,7 @@ func (b *bench) runCell(c cell) (sample, error) {
 		if err != nil {
 			return sample{}, err
 		}
-		cmd = exec.CommandContext(ctx, b.agentBin, "agent", "--dir", dir,
+		cmd = exec.CommandContext(ctx, b.agentBin, "--dir", dir,
 			"--termination-log", filepath.Join(b.tmp, "no-termination-log"),
 			"--timeout", b.c.cellTimeout.String())
 		env = append(env, spec.EnvSpec+"="+raw)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -238,4 +240,33 @@ func (e *Emulator) Admin(ctx context.Context, method, path string, body any, out
 		return err
 	}
 	return doJSON(req, out)
+}
+
+// WebhookName is the kvinject webhook's name in its MutatingWebhookConfiguration.
+const WebhookName = "pods.kvinject.io"
+
+// WebhookCalls returns how many times the API server has called the kvinject
+// webhook for pod creations, from its own
+// apiserver_admission_webhook_admission_duration_seconds histogram.
+func (c *Cluster) WebhookCalls(ctx context.Context) (float64, error) {
+	b, err := c.Client.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("scrape the API server: %w", err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		return 0, fmt.Errorf("parse the API server's metrics: %w", err)
+	}
+	total := 0.0
+	for _, m := range families["apiserver_admission_webhook_admission_duration_seconds"].GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		if labels["name"] == WebhookName && labels["operation"] == "CREATE" {
+			total += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return total, nil
 }

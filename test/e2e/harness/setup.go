@@ -63,10 +63,10 @@ func (c *Cluster) BuildImages(ctx context.Context, tag string, log *os.File) (kv
 	bin := filepath.Join(c.Root, "bin")
 	kvinject, app = ImageRepo+":"+tag, AppImageRepo+":"+tag
 	steps := [][]string{
-		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", filepath.Join(bin, "kvinject"), "./cmd/kvinject"},
+		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", bin + "/", "./cmd/kvinject", "./cmd/kvinject-agent"},
 		{"go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, "dbreader"), "./test/e2e/dbreader"},
 		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "kvinject-image.tar"), "-binary", filepath.Join(bin, "kvinject"),
-			"-ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "-tag", kvinject},
+			"-file", filepath.Join(bin, "kvinject-agent") + ":/kvinject-agent:0755", "-ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "-tag", kvinject},
 		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "dbreader-image.tar"), "-binary", filepath.Join(bin, "dbreader"), "-tag", app},
 		{"test/cluster/load-image.sh", filepath.Join(bin, "kvinject-image.tar")},
 		{"test/cluster/load-image.sh", filepath.Join(bin, "dbreader-image.tar")},

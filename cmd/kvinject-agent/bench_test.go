@@ -15,10 +15,10 @@ import (
 // TLS connections, the wall time in units of the latency ("round trips":
 // includes process start and local work, so it is an upper bound), and
 // the agent's peak RSS. Set KVINJECT_AGENT_BIN to a CGO_ENABLED=0 build of
-// ./cmd/kvinject to measure the real binary's RSS rather than this test
+// ./cmd/kvinject-agent to measure the real binary's RSS rather than this test
 // binary's.
 //
-//	go test -run '^$' -bench TimeToFiles -benchtime 5x ./cmd/kvinject/
+//	go test -run '^$' -bench TimeToFiles -benchtime 5x ./cmd/kvinject-agent/
 func BenchmarkTimeToFiles(b *testing.B) {
 	for _, n := range []int{1, 10, 50} {
 		for _, lat := range []time.Duration{0, 50 * time.Millisecond} {

@@ -1,6 +1,6 @@
 package main
 
-// Integration tests of `kvinject agent` against the Entra ID and Key Vault
+// Integration tests of the agent binary (`kvinject-agent`, the same command as `kvinject agent`) against the Entra ID and Key Vault
 // emulator in proxy mode: the agent runs as a subprocess (this test binary,
 // re-executed into main) with only HTTPS_PROXY, SSL_CERT_FILE, the AZURE_*
 // variables and KVINJECT_SPEC, exactly as in the init container. Nothing is
@@ -270,7 +270,7 @@ func agentBinary(t testing.TB) (string, []string) {
 	return exe, []string{execEnv + "=1"}
 }
 
-// run runs `kvinject agent --dir DIR ARGS` with the spec and the harness's
+// run runs `kvinject-agent --dir DIR ARGS` with the spec and the harness's
 // environment, and nothing else from the test's environment.
 func (h *harness) run(s *spec.Spec, args ...string) result {
 	h.t.Helper()
@@ -292,7 +292,7 @@ func (h *harness) runRaw(rawSpec string, args ...string) result {
 	if err := os.WriteFile(h.termLog, nil, 0o644); err != nil { // the kubelet's empty file
 		h.t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, bin, append([]string{"agent", "--dir", h.dir, "--termination-log", h.termLog}, args...)...)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"--dir", h.dir, "--termination-log", h.termLog}, args...)...)
 	env = append(env, spec.EnvSpec+"="+rawSpec)
 	for k, v := range h.env {
 		if v != "" {
@@ -652,7 +652,7 @@ func TestAgentSetupErrors(t *testing.T) {
 		{"no spec", "", nil, nil, 2,
 			"error: KVINJECT_SPEC is not set: the agent runs in the kvinject-agent init container the webhook adds, which sets it\n"},
 		{"bad cloud", good, nil, []string{"--cloud", "Mars"}, 2,
-			`kvinject agent: --cloud: unknown cloud "Mars" (want one of AzureChinaCloud, AzurePublicCloud, AzureUSGovernment)` + "\n"},
+			`kvinject-agent: --cloud: unknown cloud "Mars" (want one of AzureChinaCloud, AzurePublicCloud, AzureUSGovernment)` + "\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
