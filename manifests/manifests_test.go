@@ -633,7 +633,8 @@ func TestServerSideDryRun(t *testing.T) {
 			t.Fatal(err)
 		}
 		u.Object = m
-		if err := c.Patch(ctx, u, client.Apply, client.FieldOwner("kvinject-manifests-test"), client.ForceOwnership, client.DryRunAll); err != nil {
+		ac := client.ApplyConfigurationFromUnstructured(u)
+		if err := c.Apply(ctx, ac, client.FieldOwner("kvinject-manifests-test"), client.ForceOwnership, client.DryRunAll); err != nil {
 			t.Errorf("%s %s/%s rejected: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
 	}

@@ -103,7 +103,8 @@ func (e *Emulator) serveConnect(w http.ResponseWriter, r *http.Request) {
 		e.log.Error("proxy hijack", "err", err)
 		return
 	}
-	if _, err := brw.WriteString("HTTP/1.1 200 Connection Established\r\n\r\n"); err == nil {
+	_, err = brw.WriteString("HTTP/1.1 200 Connection Established\r\n\r\n")
+	if err == nil {
 		err = brw.Flush()
 	}
 	if err != nil {

@@ -97,7 +97,7 @@ func (in *Input) add(raw []byte) error {
 			Spec     podSpec `json:"spec"`
 		}
 		if err := json.Unmarshal(raw, &p); err != nil {
-			return fmt.Errorf("Pod %s: %w", o.Metadata.Name, err)
+			return fmt.Errorf("decode pod %s: %w", o.Metadata.Name, err)
 		}
 		w := workload{Kind: o.Kind, Namespace: o.Metadata.Namespace, Name: o.Metadata.Name}
 		w.Template.Metadata, w.Template.Spec = p.Metadata, p.Spec

@@ -20,7 +20,7 @@ type Binaries struct {
 }
 
 // ErrNoBinaries says test/cluster/build-binaries.sh has not run.
-var ErrNoBinaries = errors.New("Kubernetes binaries not built: run make cluster-binaries (or make test)")
+var ErrNoBinaries = errors.New("the Kubernetes binaries are not built: run make cluster-binaries (or make test)")
 
 // FindRoot returns the repository root: the directory holding go.mod, above
 // the working directory.

@@ -11,14 +11,15 @@
 // verdicts computed from that run.
 //
 // The azwi webhook listens on :9443 (every address; it has no flag to
-// change that) and vault-k8s reads its API server credentials only from
-// /var/run/secrets/kubernetes.io/serviceaccount. So when a peer runs, the
-// benchmark re-executes itself in private network and mount namespaces
-// (unshare; needs root), where only loopback exists and a tmpfs over /run
-// holds those credentials: nothing outside the temporary directory changes
-// and nothing listens on the machine's network. A peer whose binary is
-// missing, or that cannot run for want of root or unshare, is skipped with a
-// note in the report.
+// change that), so does `kvinject webhook` on its port, and vault-k8s reads
+// its API server credentials only from
+// /var/run/secrets/kubernetes.io/serviceaccount. So the benchmark
+// re-executes itself in private network and mount namespaces (unshare;
+// needs root), where only loopback exists and a tmpfs over /run holds those
+// credentials: nothing outside the temporary directory changes and nothing
+// listens on the machine's network. A peer whose binary is missing, or that
+// cannot run for want of root or unshare, is skipped with a note in the
+// report.
 //
 //	go run ./test/bench/admission                         # the whole run, rewrites docs/benchmarks.md
 //	go run ./test/bench/admission -out -                  # print the section only
@@ -229,17 +230,20 @@ func run(ctx context.Context, args []string) error {
 		}
 		pl.Bins[s], pl.PeerSHA256[s] = bin, sum
 	}
-	if len(pl.Bins) > 0 {
-		if why := cannotIsolate(); why != "" {
-			for _, s := range c.servers {
-				if _, ok := pl.Bins[s]; ok && isPeer(s) {
-					pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %s; the peers run only in private network and mount namespaces (azwi listens on every address, vault-k8s reads credentials at a fixed system path).", s, why))
-					delete(pl.Bins, s)
-				}
+	// Isolate whenever possible: besides azwi, `kvinject webhook` listens
+	// on every address too (it has no flag for the host).
+	if why := cannotIsolate(); why != "" {
+		for _, s := range c.servers {
+			if _, ok := pl.Bins[s]; ok && isPeer(s) {
+				pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %s; the peers run only in private network and mount namespaces (azwi listens on every address, vault-k8s reads credentials at a fixed system path).", s, why))
+				delete(pl.Bins, s)
 			}
-		} else {
-			pl.Isolated = true
 		}
+		if slices.Contains(c.servers, "kvinject") {
+			pl.Notes = append(pl.Notes, fmt.Sprintf("No private namespaces (%s): kvinject's webhook port listened on every address of this machine during its cells.", why))
+		}
+	} else {
+		pl.Isolated = true
 	}
 	for _, s := range c.servers {
 		if !isPeer(s) || pl.Bins[s] != "" {

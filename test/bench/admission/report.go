@@ -98,7 +98,11 @@ func report(c config, pl *plan, results map[cellKey][]result) (string, error) {
 	}
 	isolated := ""
 	if pl.Isolated {
-		isolated = " envtest, the servers and the load generator ran in private network and mount namespaces (loopback only, a tmpfs over /run for vault-k8s's in-cluster credentials)."
+		isolated = " envtest, the servers and the load generator ran in private network and mount namespaces: loopback only"
+		if slices.Contains(pl.Servers, "vault-k8s") {
+			isolated += ", a tmpfs over /run holding vault-k8s's in-cluster credentials"
+		}
+		isolated += "."
 	}
 	p("- Method: a fresh server process per cell (server, protocol, concurrency), %s; a load generator process posts Pod CREATE AdmissionReviews over loopback TLS with keep-alive, c requests at a time, %s warm-up then %s measured; every cell %s, the servers interleaved (every other round in reverse order); the tables show medians, and a ratio is the median of the per-round ratios of cells run next to each other. CPU per request is the server's utime+stime (/proc/PID/stat) over the measured window divided by requests; p50 and p99 are latencies seen by the load generator; peak RSS is the server's VmHWM at the end.%s%s\n",
 		pin, c.warmup, c.duration, times(c.reps), apiServer(pl), isolated)

@@ -12,8 +12,6 @@ import (
 	"strings"
 )
 
-func io2(a, b io.Writer) io.Writer { return io.MultiWriter(a, b) }
-
 func newRequest(ctx context.Context, method, url string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
