@@ -10,53 +10,87 @@ const (
 	// no other pod ever reaches the webhook.
 	LabelInject = Prefix + "inject"
 
-	AnnotationVault           = Prefix + "vault"
-	AnnotationClientID        = Prefix + "client-id"
-	AnnotationTenantID        = Prefix + "tenant-id"
+	// AnnotationVault names the vault refs resolve against: a vault name
+	// ("homelab-kv", with the cloud's suffix) or an https:// URL. Default:
+	// the webhook's --default-vault; none is a denial.
+	AnnotationVault = Prefix + "vault"
+	// AnnotationClientID is the identity's client id (a GUID). Default: the
+	// ServiceAccount's SAAnnotationClientID; none is a denial.
+	AnnotationClientID = Prefix + "client-id"
+	// AnnotationTenantID is the Entra ID tenant (a GUID or domain). Default:
+	// the ServiceAccount's SAAnnotationTenantID, else the webhook's
+	// --tenant-id; none is a denial.
+	AnnotationTenantID = Prefix + "tenant-id"
+	// AnnotationTokenExpiration is the projected token's lifetime in
+	// seconds, MinTokenExpirationSeconds to MaxTokenExpirationSeconds.
+	// Default: DefaultTokenExpirationSeconds.
 	AnnotationTokenExpiration = Prefix + "token-expiration"
-	AnnotationMountPath       = Prefix + "mount-path"
-	AnnotationContainers      = Prefix + "containers"
+	// AnnotationMountPath is where the files appear, read-only, in the
+	// target containers: a clean absolute path other than /. Default:
+	// DefaultMountPath.
+	AnnotationMountPath = Prefix + "mount-path"
+	// AnnotationContainers lists, comma-separated, the containers and init
+	// containers that get the files. Default: every regular container.
+	AnnotationContainers = Prefix + "containers"
 
-	// Per-file annotations: the file name follows the prefix.
-	AnnotationSecretPrefix   = Prefix + "secret-"
+	// AnnotationSecretPrefix + FILE: the file holds a secret's value or one
+	// JSON property of it: "NAME[/VERSION][#PATH]" or a full secret URL.
+	AnnotationSecretPrefix = Prefix + "secret-"
+	// AnnotationTemplatePrefix + FILE: the file is rendered from a Go
+	// text/template in which {{ secret "REF" }} gives a value.
 	AnnotationTemplatePrefix = Prefix + "template-"
-	AnnotationPermsPrefix    = Prefix + "perms-"
+	// AnnotationPermsPrefix + FILE: the file's octal mode, read bits only
+	// ("0400", "0440", "0444"). Default: 0400 when the app's user is known
+	// at admission, else 0444.
+	AnnotationPermsPrefix = Prefix + "perms-"
 
-	// AnnotationStatus is set by the webhook, never by users.
+	// AnnotationStatus is set by the webhook, never by users, to
+	// StatusInjected on every pod it injects.
 	AnnotationStatus = Prefix + "status"
-	StatusInjected   = "injected"
+	// StatusInjected is AnnotationStatus's value on an injected pod.
+	StatusInjected = "injected"
 )
 
 // ServiceAccount annotations shared with Azure Workload Identity, so that
 // existing ServiceAccounts work unchanged.
 const (
+	// SAAnnotationClientID on a ServiceAccount names its identity's client
+	// id, for pods without AnnotationClientID.
 	SAAnnotationClientID = "azure.workload.identity/client-id"
+	// SAAnnotationTenantID on a ServiceAccount names its identity's tenant,
+	// for pods without AnnotationTenantID.
 	SAAnnotationTenantID = "azure.workload.identity/tenant-id"
 )
 
 // Names of what the webhook adds to a pod.
 const (
+	// AgentContainerName is the init container the webhook adds, first.
 	AgentContainerName = "kvinject-agent"
 	// AgentCommand is the agent binary's path in the kvinject image.
 	AgentCommand = "/kvinject-agent"
-	SecretsVolumeName  = "kvinject-secrets"
-	TokenVolumeName    = "kvinject-token"
+	// SecretsVolumeName is the memory-backed emptyDir holding the files.
+	SecretsVolumeName = "kvinject-secrets"
+	// TokenVolumeName is the projected ServiceAccount token for Entra ID.
+	TokenVolumeName = "kvinject-token"
 
 	// TokenMountPath is where the agent, and only the agent, sees the
 	// projected token; app containers never get it.
 	TokenMountPath = "/var/run/secrets/kvinject.io/token"
-	TokenFileName  = "azure-identity-token"
+	// TokenFileName is the token's file name in TokenVolumeName.
+	TokenFileName = "azure-identity-token"
 
 	// APITokenMountPath is where Kubernetes mounts a container's API
 	// token. The agent's projected token volume covers it, so the agent
 	// holds no token the API server accepts.
 	APITokenMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+	// DefaultMountPath is where the files appear without AnnotationMountPath.
 	DefaultMountPath = "/var/run/secrets/kvinject"
 
 	// TokenAudience is the audience Entra ID requires of federated tokens.
 	TokenAudience = "api://AzureADTokenExchange"
 
+	// Token lifetimes AnnotationTokenExpiration accepts, and its default.
 	DefaultTokenExpirationSeconds = 3600
 	MinTokenExpirationSeconds     = 3600
 	MaxTokenExpirationSeconds     = 86400
@@ -64,7 +98,9 @@ const (
 
 // Environment variables of the agent container.
 const (
-	EnvSpec               = "KVINJECT_SPEC"
+	// EnvSpec holds the validated spec as JSON (Spec.Encode).
+	EnvSpec = "KVINJECT_SPEC"
+	// The workload identity variables, as Azure Workload Identity names them.
 	EnvClientID           = "AZURE_CLIENT_ID"
 	EnvTenantID           = "AZURE_TENANT_ID"
 	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
@@ -73,6 +109,8 @@ const (
 
 // File name limits from the contract.
 const (
+	// MaxFileNameLength bounds a FILE in the per-file annotations.
 	MaxFileNameLength = 50
-	MaxFiles          = 50
+	// MaxFiles bounds the files of one pod.
+	MaxFiles = 50
 )
