@@ -1,6 +1,9 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -200,9 +203,44 @@ func count(list []*corev1.Container, name string) int {
 func volumeName(v *corev1.Volume) string     { return v.Name }
 func mountName(m *corev1.VolumeMount) string { return m.Name }
 
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
+
 // escapePointer escapes a JSON pointer token (RFC 6901).
 func escapePointer(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
+	return pointerEscaper.Replace(s)
+}
+
+// EncodePatch writes operations as a JSON patch document. It writes each
+// value once; json.Marshal of the operations would encode every value and
+// then scan it again (jsonpatch.Operation has its own MarshalJSON).
+func EncodePatch(ops []jsonpatch.Operation) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, 4096))
+	buf.WriteByte('[')
+	for i, op := range ops {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(`{"op":`)
+		writeJSONString(buf, op.Operation)
+		buf.WriteString(`,"path":`)
+		writeJSONString(buf, op.Path)
+		if op.Operation != "remove" {
+			value, err := json.Marshal(op.Value)
+			if err != nil {
+				return nil, fmt.Errorf("encode the value at %s: %w", op.Path, err)
+			}
+			buf.WriteString(`,"value":`)
+			buf.Write(value)
+		}
+		buf.WriteByte('}')
+	}
+	buf.WriteByte(']')
+	return buf.Bytes(), nil
+}
+
+func writeJSONString(buf *bytes.Buffer, s string) {
+	b, _ := json.Marshal(s) // a string always encodes
+	buf.Write(b)
 }
 
 // upsertVolume replaces the volume of the same name or appends it.

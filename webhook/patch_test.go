@@ -10,6 +10,7 @@ import (
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -56,9 +57,19 @@ func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount) []byte {
 			t.Errorf("operation %s %s touches what kvinject does not own", op.Operation, op.Path)
 		}
 	}
-	patchJSON, err := json.Marshal(ops)
+	patchJSON, err := EncodePatch(ops)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var ours, std []any
+	if err := json.Unmarshal(patchJSON, &ours); err != nil {
+		t.Fatalf("EncodePatch wrote %s: %v", patchJSON, err)
+	}
+	if b, err := json.Marshal(ops); err != nil || json.Unmarshal(b, &std) != nil {
+		t.Fatalf("json.Marshal of the operations: %v", err)
+	}
+	if diff := cmp.Diff(std, ours, cmpopts.EquateEmpty()); diff != "" {
+		t.Fatalf("EncodePatch differs from json.Marshal (-json.Marshal +EncodePatch):\n%s", diff)
 	}
 	p, err := jsonpatchapply.DecodePatch(patchJSON)
 	if err != nil {
@@ -225,6 +236,9 @@ func FuzzPatch(f *testing.F) {
 		}
 		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &shape); err != nil || shape.Metadata == nil || shape.Spec == nil {
 			return
+		}
+		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &corev1.Pod{}); err != nil {
+			return // not a pod
 		}
 		checkRawPatch(t, raw, testSA("ns", "app"))
 	})

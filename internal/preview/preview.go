@@ -147,7 +147,7 @@ func previewDocument(doc []byte, o Options) (out []byte, desc string, err error)
 	for i := range ops {
 		ops[i].Path = ptr + ops[i].Path
 	}
-	patchJSON, err := json.Marshal(ops)
+	patchJSON, err := webhook.EncodePatch(ops)
 	if err != nil {
 		return nil, desc, err
 	}

@@ -47,7 +47,7 @@ var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 // ServeHTTP decodes one AdmissionReview and answers it. Malformed requests
 // get an HTTP error; everything the API server sends gets a review.
 func (h *PodHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	log := h.Log.WithValues("path", r.URL.Path)
+	log := h.Log
 	ctx := logr.NewContext(r.Context(), log)
 	if r.Method != http.MethodPost {
 		http.Error(w, "POST an AdmissionReview", http.StatusMethodNotAllowed)
@@ -139,7 +139,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *admissionv1.AdmissionReque
 	case len(ops) == 0:
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
-	patch, err := json.Marshal(ops)
+	patch, err := webhook.EncodePatch(ops)
 	if err != nil {
 		return errored(http.StatusInternalServerError, fmt.Errorf("encode the patch: %w", err))
 	}

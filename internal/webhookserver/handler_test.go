@@ -62,6 +62,10 @@ func podRequest(t *testing.T, uid string, pod *corev1.Pod, namespace string) adm
 	if err != nil {
 		t.Fatal(err)
 	}
+	return podRequestRaw(uid, raw, namespace)
+}
+
+func podRequestRaw(uid string, raw []byte, namespace string) admissionv1.AdmissionRequest {
 	return admissionv1.AdmissionRequest{
 		UID:       types.UID(uid),
 		Kind:      metav1.GroupVersionKind{Version: "v1", Kind: "Pod"},

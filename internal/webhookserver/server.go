@@ -106,7 +106,9 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		Cache: cache.Options{
 			// Only ServiceAccounts' metadata is read; keep no managed fields.
 			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject:         map[client.Object]cache.ByObject{saMeta: {}},
+			// The handler only reads a ServiceAccount's annotations and
+			// never changes them: no copy per admission.
+			ByObject: map[client.Object]cache.ByObject{saMeta: {UnsafeDisableDeepCopy: ptr.To(true)}},
 		},
 	})
 	if err != nil {

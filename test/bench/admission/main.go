@@ -224,7 +224,7 @@ func run(ctx context.Context, args []string) error {
 		bin, sum, err := preparePeer(path, filepath.Join(tmp, s))
 		if err != nil {
 			flagName := "-" + s
-			pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %v. Build it from %s with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`, then put it at `%s` or pass `%s PATH` (`make bench-admission %s=PATH`).",
+			pl.Notes = append(pl.Notes, fmt.Sprintf("**%s** skipped: %v. Build it with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'` from %s, then put it at `%s` or pass `%s PATH` (`make bench-admission %s=PATH`).",
 				s, err, peerBuild[s], def, flagName, map[string]string{"azwi": "AZWI", "vault-k8s": "VAULT_K8S"}[s]))
 			continue
 		}

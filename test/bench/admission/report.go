@@ -233,15 +233,19 @@ func targets(c config, results map[cellKey][]result, ran func(string) bool) []st
 			if !met {
 				v = fmt.Sprintf("**missed** by %.0f%%", (w.v/limit-1)*100)
 			}
-			out = append(out, fmt.Sprintf("kvinject %s: %s (worst %.2f%s, %s).", what, v, w.v, unit, w.cell))
+			num := fmt.Sprintf("%.2f×", w.v)
+			if unit == " MB" {
+				num = fmt.Sprintf("%.1f MB", w.v)
+			}
+			out = append(out, fmt.Sprintf("kvinject %s: %s (worst %s, %s).", what, v, num, w.cell))
 		}
 	}
-	line(fmt.Sprintf("CPU per request ≤ %.1f× the floor's", targetFloorRatio), ratioTo("floor", cpuPerReq, false), targetFloorRatio, false, "×", "the floor did not run")
+	line(fmt.Sprintf("CPU per request ≤ %.1f× the floor's", targetFloorRatio), ratioTo("floor", cpuPerReq, false), targetFloorRatio, false, "", "the floor did not run")
 	for _, pe := range peers {
-		line("CPU per request below "+pe+"'s", ratioTo(pe, cpuPerReq, false), 1, true, "×", pe+" did not run")
+		line("CPU per request below "+pe+"'s", ratioTo(pe, cpuPerReq, false), 1, true, "", pe+" did not run")
 	}
 	for _, pe := range peers {
-		line(fmt.Sprintf("p99 at c=%d below %s's", targetConc, pe), ratioTo(pe, p99ms, true), 1, true, "×", fmt.Sprintf("%s or c=%d did not run", pe, targetConc))
+		line(fmt.Sprintf("p99 at c=%d below %s's", targetConc, pe), ratioTo(pe, p99ms, true), 1, true, "", fmt.Sprintf("%s or c=%d did not run", pe, targetConc))
 	}
 	line(fmt.Sprintf("peak RSS ≤ %.0f MB at c=%d", targetRSSMB, targetConc), over(true, func(kv []result, _ string, _ int) (float64, bool) {
 		return field(kv, hwmMB), true
