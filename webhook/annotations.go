@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"path"
 	"sort"
 	"strconv"
@@ -140,7 +141,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			}
 			file.Secret = &r
 		case f.template != nil:
-			refs, err := spec.ParseTemplate(*f.template, vault, o.cloud)
+			refs, err := o.parseTemplate(*f.template, vault)
 			if err != nil {
 				d.addf("%s%s: template %v", spec.AnnotationTemplatePrefix, name, err)
 			}
@@ -263,7 +264,7 @@ func parseMountPath(pod *corev1.Pod, targets map[string]bool, d *Denial) string 
 		d.addf("%s: %q must be a clean absolute path other than /, like %s", spec.AnnotationMountPath, p, spec.DefaultMountPath)
 		return p
 	}
-	for _, c := range allContainers(pod) {
+	for c := range allContainers(pod) {
 		if !targets[c.Name] {
 			continue
 		}
@@ -283,7 +284,7 @@ func parseMountPath(pod *corev1.Pod, targets map[string]bool, d *Denial) string 
 // agent runs as non-root, and root reads 0444 files anyway.
 func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
 	var uids, gids []*int64
-	for _, c := range allContainers(pod) {
+	for c := range allContainers(pod) {
 		if !targets[c.Name] {
 			continue
 		}
@@ -321,10 +322,18 @@ func same(vs []*int64) *int64 {
 	return &v
 }
 
-func allContainers(pod *corev1.Pod) []corev1.Container {
-	cs := make([]corev1.Container, 0, len(pod.Spec.InitContainers)+len(pod.Spec.Containers))
-	cs = append(cs, pod.Spec.InitContainers...)
-	return append(cs, pod.Spec.Containers...)
+// allContainers yields the pod's init containers, then its containers, in
+// place: a Container is large, and admission reads them several times.
+func allContainers(pod *corev1.Pod) iter.Seq[*corev1.Container] {
+	return func(yield func(*corev1.Container) bool) {
+		for _, list := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for i := range list {
+				if !yield(&list[i]) {
+					return
+				}
+			}
+		}
+	}
 }
 
 func validateGUID(s string) error {

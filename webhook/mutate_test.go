@@ -134,7 +134,7 @@ func checkInjected(t testing.TB, pod *corev1.Pod) {
 		t.Fatalf("agent is not the first init container")
 	}
 	names := map[string]bool{}
-	for _, c := range allContainers(pod) {
+	for c := range allContainers(pod) {
 		if names[c.Name] {
 			t.Errorf("container %q twice", c.Name)
 		}
@@ -169,7 +169,7 @@ func checkInjected(t testing.TB, pod *corev1.Pod) {
 	if err != nil {
 		t.Fatalf("agent's spec does not decode: %v", err)
 	}
-	for _, c := range allContainers(pod) {
+	for c := range allContainers(pod) {
 		mounted := false
 		for _, m := range c.VolumeMounts {
 			mounted = mounted || (m.Name == spec.SecretsVolumeName && m.MountPath == s.MountPath)

@@ -45,6 +45,7 @@ type Options struct {
 	authorityHost string
 	caConfigMap   string
 	caKey         string
+	templates     *templateCache
 }
 
 // DefaultOptions are the webhook's defaults, before flags.
@@ -68,6 +69,7 @@ func DefaultOptions() Options {
 // Validate checks the options and derives what Mutate needs.
 func (o *Options) Validate() error {
 	var errs []error
+	o.templates = newTemplateCache()
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}

@@ -243,3 +243,34 @@ func FuzzPatch(f *testing.F) {
 		checkRawPatch(t, raw, testSA("ns", "app"))
 	})
 }
+
+// TestTemplateCache: a cached parse gives what a fresh one does, errors
+// included, and a caller's changes to its refs do not reach the cache.
+func TestTemplateCache(t *testing.T) {
+	c := newTemplateCache()
+	cloud, err := spec.LookupCloud(spec.DefaultCloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{`u={{ secret "db#user" }}`, `{{ nope }}`, `{{ secret "a" }}{{ secret "b#c" }}`} {
+		wantRefs, wantErr := spec.ParseTemplate(text, "https://kv.vault.azure.net", cloud)
+		for range 2 {
+			refs, err := c.parse(text, "https://kv.vault.azure.net", cloud)
+			if diff := cmp.Diff(wantRefs, refs); diff != "" || (err == nil) != (wantErr == nil) {
+				t.Fatalf("%q: refs (-fresh +cached):\n%s\nerr %v, fresh %v", text, diff, err, wantErr)
+			}
+			for k := range refs {
+				delete(refs, k)
+			}
+		}
+	}
+	if len(c.entries) != 3 {
+		t.Errorf("%d entries, want 3", len(c.entries))
+	}
+	for i := range templateCacheEntries + 1 {
+		_, _ = c.parse(strings.Repeat("x", i), "v", cloud)
+	}
+	if len(c.entries) > templateCacheEntries {
+		t.Errorf("%d entries, above the bound %d", len(c.entries), templateCacheEntries)
+	}
+}

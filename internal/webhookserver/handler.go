@@ -13,6 +13,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/kvinject/kvinject/webhook"
@@ -44,6 +45,25 @@ type PodHandler struct {
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
 
+// review is the part of an admission.k8s.io/v1 AdmissionReview the handler
+// reads: decoding only these fields skips the old object, the user's
+// identity and the rest.
+type review struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Request    *request `json:"request"`
+}
+
+type request struct {
+	UID         types.UID                   `json:"uid"`
+	Resource    metav1.GroupVersionResource `json:"resource"`
+	SubResource string                      `json:"subResource"`
+	Namespace   string                      `json:"namespace"`
+	Operation   admissionv1.Operation       `json:"operation"`
+	DryRun      *bool                       `json:"dryRun"`
+	Object      json.RawMessage             `json:"object"`
+}
+
 // ServeHTTP decodes one AdmissionReview and answers it. Malformed requests
 // get an HTTP error; everything the API server sends gets a review.
 func (h *PodHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +82,7 @@ func (h *PodHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("read request: %v", err), http.StatusRequestEntityTooLarge)
 		return
 	}
-	var review admissionv1.AdmissionReview
+	var review review
 	if err := json.Unmarshal(body, &review); err != nil || review.Request == nil {
 		http.Error(w, "the body is not an AdmissionReview with a request", http.StatusBadRequest)
 		return
@@ -73,7 +93,10 @@ func (h *PodHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := h.admit(ctx, review.Request)
 	resp.UID = review.Request.UID
-	out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
+	out, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: review.APIVersion, Kind: review.Kind},
+		Response: resp,
+	})
 	if err != nil {
 		log.Error(err, "encode the response")
 		http.Error(w, "encode the response", http.StatusInternalServerError)
@@ -86,7 +109,7 @@ func (h *PodHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit decides one request and counts the result.
-func (h *PodHandler) admit(ctx context.Context, req *admissionv1.AdmissionRequest) (resp *admissionv1.AdmissionResponse) {
+func (h *PodHandler) admit(ctx context.Context, req *request) (resp *admissionv1.AdmissionResponse) {
 	defer func() {
 		if p := recover(); p != nil {
 			logr.FromContextOrDiscard(ctx).Error(fmt.Errorf("panic: %v", p), "admission failed", "namespace", req.Namespace)
@@ -102,13 +125,13 @@ func (h *PodHandler) admit(ctx context.Context, req *admissionv1.AdmissionReques
 		return &admissionv1.AdmissionResponse{Allowed: true}
 	}
 	var pod corev1.Pod
-	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(req.Object, &pod); err != nil {
 		return errored(http.StatusBadRequest, fmt.Errorf("decode the pod: %w", err))
 	}
 	return h.mutate(ctx, req, &pod)
 }
 
-func (h *PodHandler) mutate(ctx context.Context, req *admissionv1.AdmissionRequest, pod *corev1.Pod) *admissionv1.AdmissionResponse {
+func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) *admissionv1.AdmissionResponse {
 	log := logr.FromContextOrDiscard(ctx)
 	// Pods of a Deployment arrive without a namespace (and a name): the
 	// request has it.
