@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -163,7 +162,10 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	in.tokenExpiration = spec.DefaultTokenExpirationSeconds
 	if v, ok := ann[spec.AnnotationTokenExpiration]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < spec.MinTokenExpirationSeconds || n > spec.MaxTokenExpirationSeconds {
+		if err == nil {
+			err = spec.ValidateTokenExpiration(n)
+		}
+		if err != nil {
 			d.addf("%s: %q must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, v, spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
 		}
 		in.tokenExpiration = n
@@ -186,12 +188,12 @@ func parseIdentity(ann map[string]string, sa ServiceAccount, o *Options, d *Deni
 	switch {
 	case ann[spec.AnnotationClientID] != "":
 		id.ClientID = ann[spec.AnnotationClientID]
-		if err := validateGUID(id.ClientID); err != nil {
+		if err := spec.ValidateClientID(id.ClientID); err != nil {
 			d.addf("%s: %v", spec.AnnotationClientID, err)
 		}
 	case sa.Annotations[spec.SAAnnotationClientID] != "":
 		id.ClientID = sa.Annotations[spec.SAAnnotationClientID]
-		if err := validateGUID(id.ClientID); err != nil {
+		if err := spec.ValidateClientID(id.ClientID); err != nil {
 			d.addf("ServiceAccount %s annotation %s: %v", saName, spec.SAAnnotationClientID, err)
 		}
 	default:
@@ -201,12 +203,12 @@ func parseIdentity(ann map[string]string, sa ServiceAccount, o *Options, d *Deni
 	switch {
 	case ann[spec.AnnotationTenantID] != "":
 		id.TenantID = ann[spec.AnnotationTenantID]
-		if err := validateTenantID(id.TenantID); err != nil {
+		if err := spec.ValidateTenantID(id.TenantID); err != nil {
 			d.addf("%s: %v", spec.AnnotationTenantID, err)
 		}
 	case sa.Annotations[spec.SAAnnotationTenantID] != "":
 		id.TenantID = sa.Annotations[spec.SAAnnotationTenantID]
-		if err := validateTenantID(id.TenantID); err != nil {
+		if err := spec.ValidateTenantID(id.TenantID); err != nil {
 			d.addf("ServiceAccount %s annotation %s: %v", saName, spec.SAAnnotationTenantID, err)
 		}
 	case o.TenantID != "":
@@ -260,8 +262,8 @@ func parseMountPath(pod *corev1.Pod, targets map[string]bool, d *Denial) string 
 	if !ok {
 		p = spec.DefaultMountPath
 	}
-	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
-		d.addf("%s: %q must be a clean absolute path other than /, like %s", spec.AnnotationMountPath, p, spec.DefaultMountPath)
+	if err := spec.ValidateMountPath(p); err != nil {
+		d.addf("%s: %v", spec.AnnotationMountPath, err)
 		return p
 	}
 	for c := range allContainers(pod) {
@@ -334,44 +336,6 @@ func allContainers(pod *corev1.Pod) iter.Seq[*corev1.Container] {
 			}
 		}
 	}
-}
-
-func validateGUID(s string) error {
-	const form = "8-4-4-4-12 hexadecimal digits"
-	parts := strings.Split(s, "-")
-	lens := []int{8, 4, 4, 4, 12}
-	if len(parts) != len(lens) {
-		return fmt.Errorf("%q is not a GUID (%s)", s, form)
-	}
-	for i, p := range parts {
-		if len(p) != lens[i] {
-			return fmt.Errorf("%q is not a GUID (%s)", s, form)
-		}
-		for j := 0; j < len(p); j++ {
-			if !isHex(p[j]) {
-				return fmt.Errorf("%q is not a GUID (%s)", s, form)
-			}
-		}
-	}
-	return nil
-}
-
-// validateTenantID accepts what Entra ID does: a GUID or a domain name.
-func validateTenantID(s string) error {
-	if s == "" || len(s) > 253 {
-		return errors.New("tenant id is empty or too long")
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !isHex(c) && !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') && c != '-' && c != '.' {
-			return fmt.Errorf("%q is not a tenant id (a GUID or a domain name)", s)
-		}
-	}
-	return nil
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 func contains(list []string, s string) bool {

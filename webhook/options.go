@@ -94,7 +94,7 @@ func (o *Options) Validate() error {
 		o.defaultVault = v
 	}
 	if o.TenantID != "" {
-		if err := validateTenantID(o.TenantID); err != nil {
+		if err := spec.ValidateTenantID(o.TenantID); err != nil {
 			errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
 	"strconv"
 )
 
@@ -163,8 +162,21 @@ func (s *Spec) Validate() error {
 	if s.Version != Version {
 		return fmt.Errorf("version %q, want %q: %w", s.Version, Version, ErrUnsupportedVersion)
 	}
-	if s.MountPath == "" || !path.IsAbs(s.MountPath) || path.Clean(s.MountPath) != s.MountPath {
-		return fmt.Errorf("mountPath %q is not a clean absolute path", s.MountPath)
+	// The same checks as at admission: a spec the webhook would not have
+	// made is refused here too.
+	if err := ValidateMountPath(s.MountPath); err != nil {
+		return fmt.Errorf("mountPath: %w", err)
+	}
+	if id := s.Identity; id.ClientID != "" || id.TenantID != "" || id.TokenExpirationSeconds != 0 {
+		if err := ValidateClientID(id.ClientID); err != nil {
+			return fmt.Errorf("identity clientID: %w", err)
+		}
+		if err := ValidateTenantID(id.TenantID); err != nil {
+			return fmt.Errorf("identity tenantID: %w", err)
+		}
+		if err := ValidateTokenExpiration(id.TokenExpirationSeconds); err != nil {
+			return fmt.Errorf("identity tokenExpirationSeconds: %w", err)
+		}
 	}
 	if len(s.Files) == 0 {
 		return errors.New("no files")

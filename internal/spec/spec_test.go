@@ -158,7 +158,7 @@ func TestParseTemplate(t *testing.T) {
 func TestDecode(t *testing.T) {
 	s := Spec{
 		Version: Version, Vault: homelab, MountPath: DefaultMountPath, Containers: []string{"app"},
-		Identity: Identity{ClientID: "c", TenantID: "t", TokenExpirationSeconds: 3600},
+		Identity: Identity{ClientID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", TenantID: "t", TokenExpirationSeconds: 3600},
 		Files: []File{
 			{Name: "username", Mode: "0400", Secret: &Ref{Vault: homelab, Name: "app-pgsql", Path: "username"}},
 			{Name: "conf", Mode: "0444", Template: `{{ secret "db" }} <&>`, Refs: map[string]Ref{"db": {Vault: homelab, Name: "db"}}},
@@ -186,7 +186,11 @@ func TestDecode(t *testing.T) {
 		{`{"version":"v2"}`, `KVINJECT_SPEC has version "v2", this agent reads "v1"`},
 		{`not json`, "KVINJECT_SPEC is not JSON"},
 		{`{"version":"v1","extra":1}`, `unknown field "extra"`},
-		{`{"version":"v1","vault":"x","mountPath":"rel","files":[]}`, `mountPath "rel" is not a clean absolute path`},
+		{`{"version":"v1","vault":"x","mountPath":"rel","files":[]}`, `mountPath: "rel" must be a clean absolute path`},
+		// The agent refuses what the webhook denies.
+		{`{"version":"v1","mountPath":"/","files":[]}`, `mountPath: "/" must be a clean absolute path other than /`},
+		{`{"version":"v1","mountPath":"/s","identity":{"clientID":"c","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `identity clientID: "c" is not a GUID`},
+		{`{"version":"v1","mountPath":"/s","identity":{"clientID":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","tenantID":"t","tokenExpirationSeconds":60},"files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `identity tokenExpirationSeconds: 60 seconds`},
 		{`{"version":"v1","mountPath":"/s","files":[]}`, "no files"},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"../x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `file name "../x" has "/"`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0600","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `grants more than read`},
@@ -250,7 +254,7 @@ func FuzzParseTemplate(f *testing.F) {
 // FuzzDecode feeds arbitrary KVINJECT_SPEC values to the agent's decoder:
 // whatever it accepts is valid and encodes back to an equal spec.
 func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"version":"v1","vault":"https://homelab-kv.vault.azure.net","mountPath":"/var/run/secrets/kvinject","containers":["app"],"identity":{"clientID":"c","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"username","mode":"0444","secret":{"vault":"https://homelab-kv.vault.azure.net","name":"app-pgsql","path":"username"}}]}`))
+	f.Add([]byte(`{"version":"v1","vault":"https://homelab-kv.vault.azure.net","mountPath":"/var/run/secrets/kvinject","containers":["app"],"identity":{"clientID":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"username","mode":"0444","secret":{"vault":"https://homelab-kv.vault.azure.net","name":"app-pgsql","path":"username"}}]}`))
 	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := Decode(b)

@@ -1,0 +1,64 @@
+package spec
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+)
+
+// ValidateClientID accepts a client id as Entra ID writes it: a GUID.
+func ValidateClientID(s string) error {
+	const form = "8-4-4-4-12 hexadecimal digits"
+	parts := strings.Split(s, "-")
+	lens := []int{8, 4, 4, 4, 12}
+	if len(parts) != len(lens) {
+		return fmt.Errorf("%q is not a GUID (%s)", s, form)
+	}
+	for i, p := range parts {
+		if len(p) != lens[i] {
+			return fmt.Errorf("%q is not a GUID (%s)", s, form)
+		}
+		for j := 0; j < len(p); j++ {
+			if !isHex(p[j]) {
+				return fmt.Errorf("%q is not a GUID (%s)", s, form)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateTenantID accepts what Entra ID does: a GUID or a domain name.
+func ValidateTenantID(s string) error {
+	if s == "" || len(s) > 253 {
+		return errors.New("tenant id is empty or too long")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isHex(c) && !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') && c != '-' && c != '.' {
+			return fmt.Errorf("%q is not a tenant id (a GUID or a domain name)", s)
+		}
+	}
+	return nil
+}
+
+// ValidateMountPath accepts where the files may appear: a clean absolute
+// path other than /, without a colon (the kubelet's mount syntax).
+func ValidateMountPath(p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
+		return fmt.Errorf("%q must be a clean absolute path other than /, like %s", p, DefaultMountPath)
+	}
+	return nil
+}
+
+// ValidateTokenExpiration accepts a projected token lifetime in seconds.
+func ValidateTokenExpiration(seconds int64) error {
+	if seconds < MinTokenExpirationSeconds || seconds > MaxTokenExpirationSeconds {
+		return fmt.Errorf("%d seconds: want %d to %d", seconds, MinTokenExpirationSeconds, MaxTokenExpirationSeconds)
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
