@@ -231,6 +231,9 @@ func parseContainers(pod *corev1.Pod, d *Denial) (map[string]bool, []string) {
 	}
 	for _, c := range pod.Spec.Containers {
 		all[c.Name] = true
+		if c.Name == spec.AgentContainerName {
+			d.addf("container %q: the name is kvinject's own init container's: rename the container", c.Name)
+		}
 	}
 	targets := map[string]bool{}
 	v, ok := pod.Annotations[spec.AnnotationContainers]

@@ -221,3 +221,59 @@ func TestDenials(t *testing.T) {
 		})
 	}
 }
+
+// TestDeniedCollisions: what would only fail later is refused at admission.
+func TestDeniedCollisions(t *testing.T) {
+	t.Run("a container named like kvinject's agent", func(t *testing.T) {
+		pod := podWith(map[string]string{"kvinject.io/secret-x": "db"})
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: spec.AgentContainerName, Image: "i"})
+		err := Mutate(pod, testSA("ns", "app"), testOptions(t))
+		var d *Denial
+		if !errors.As(err, &d) {
+			t.Fatalf("Mutate = %v, want a denial", err)
+		}
+		want := []string{`container "kvinject-agent": the name is kvinject's own init container's: rename the container`}
+		if diff := cmp.Diff(want, d.Problems); diff != "" {
+			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
+	for _, mode := range []string{"0000", "0040", "0044"} {
+		t.Run("mode "+mode, func(t *testing.T) {
+			err := Mutate(podWith(map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/perms-x": mode}), testSA("ns", "app"), testOptions(t))
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Fatalf("Mutate = %v, want a denial", err)
+			}
+			want := []string{`kvinject.io/perms-x: mode "` + mode + `" does not let the file's owner read it: use 0400, 0440 or 0444`}
+			if diff := cmp.Diff(want, d.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestProxyWithoutCredentials: a proxy URL with a user or password would be
+// copied into every injected pod's spec.
+func TestProxyWithoutCredentials(t *testing.T) {
+	for _, tc := range []struct {
+		proxy string
+		ok    bool
+	}{
+		{"http://proxy.corp:3128", true},
+		{"https://proxy.corp", true},
+		{"http://user:s3cr3t-pw@proxy.corp:3128", false},
+		{"http://user@proxy.corp:3128", false},
+		{"proxy.corp:3128", false},
+	} {
+		o := DefaultOptions()
+		o.AgentImage = "kvinject:test"
+		o.AgentHTTPSProxy = tc.proxy
+		err := o.Validate()
+		if (err == nil) != tc.ok {
+			t.Errorf("--agent-https-proxy %q: %v, want ok=%v", tc.proxy, err, tc.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Errorf("the error quotes the password: %v", err)
+		}
+	}
+}

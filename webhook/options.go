@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -98,6 +99,11 @@ func (o *Options) Validate() error {
 			errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
 		}
 	}
+	if o.AgentHTTPSProxy != "" {
+		if err := validateProxy(o.AgentHTTPSProxy); err != nil {
+			errs = append(errs, fmt.Errorf("--agent-https-proxy: %w", err))
+		}
+	}
 	if o.SecretsSizeLimit.Sign() <= 0 {
 		errs = append(errs, errors.New("the secrets volume size limit must be positive"))
 	}
@@ -114,3 +120,19 @@ func (o *Options) Validate() error {
 
 // Cloud is the validated cloud.
 func (o *Options) Cloud() spec.Cloud { return o.cloud }
+
+// validateProxy refuses a proxy URL that carries credentials: the URL is
+// set in every injected pod's spec, which anyone who can get pods reads.
+func validateProxy(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("not a URL")
+	}
+	if u.User != nil {
+		return errors.New("must not carry a user or password (every injected pod's spec would show it to anyone who can get pods): use an egress proxy that needs no credentials")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return errors.New("must be an http:// or https:// URL with a host")
+	}
+	return nil
+}

@@ -253,6 +253,11 @@ func ParseMode(s string) (fs.FileMode, error) {
 	if v&^0o444 != 0 {
 		return 0, fmt.Errorf("mode %q grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444", s)
 	}
+	if v&0o400 == 0 {
+		// The agent writes as the app's user when it is known: the owner
+		// must be able to read, or no one the pod runs as may.
+		return 0, fmt.Errorf("mode %q does not let the file's owner read it: use 0400, 0440 or 0444", s)
+	}
 	return fs.FileMode(v), nil
 }
 

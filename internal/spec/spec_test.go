@@ -106,13 +106,13 @@ func TestParseVault(t *testing.T) {
 }
 
 func TestParseMode(t *testing.T) {
-	for in, want := range map[string]string{"0400": "0400", "0440": "0440", "0444": "0444", "440": "0440", "0000": "0000"} {
+	for in, want := range map[string]string{"0400": "0400", "0440": "0440", "0444": "0444", "440": "0440"} {
 		m, err := ParseMode(in)
 		if err != nil || FormatMode(m) != want {
 			t.Errorf("ParseMode(%q) = %v, %v; want %s", in, FormatMode(m), err, want)
 		}
 	}
-	for _, in := range []string{"", "0", "44", "04400", "0644", "0600", "0755", "4444", "0448", "rw", "+444", "0x44"} {
+	for _, in := range []string{"", "0", "44", "04400", "0644", "0600", "0755", "4444", "0448", "rw", "+444", "0x44", "0000", "0040", "0004", "0044"} {
 		if _, err := ParseMode(in); err == nil {
 			t.Errorf("ParseMode(%q) accepted", in)
 		}
