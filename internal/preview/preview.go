@@ -36,8 +36,8 @@ type Options struct {
 	Mutation *webhook.Options // validated
 	// Namespace is used for objects that name none.
 	Namespace string
-	// ServiceAccount stands in for the ServiceAccount lookup: its
-	// annotations are used for every pod.
+	// ServiceAccountAnnotations stand in for the ServiceAccount lookup:
+	// every pod's ServiceAccount is taken to carry them.
 	ServiceAccountAnnotations map[string]string
 }
 

@@ -39,7 +39,7 @@ type PodHandler struct {
 	ServiceAccounts ServiceAccountGetter
 	// Counter, when not nil, counts results (NewInjectionsCounter).
 	Counter *Counter
-	// Log is the base logger; each request's logger derives from it.
+	// Log is the logger every request gets in its context.
 	Log logr.Logger
 }
 
