@@ -24,7 +24,8 @@ const (
 )
 
 // dirMode lets the app read the files whatever its user: the agent runs as
-// the app's user when known (files 0400), else as 65532 (files 0444).
+// the app's user when known (files 0400), else as 65532 (files 0444, or 0440
+// when it shares the app's group or the pod has an fsGroup).
 const dirMode fs.FileMode = 0o755
 
 // FileData is one file to write.

@@ -3,12 +3,14 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"iter"
 	"sort"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -48,8 +50,10 @@ type injection struct {
 	spec            spec.Spec
 	targets         map[string]bool // container names that mount the files
 	tokenExpiration int64
-	agentUser       *int64 // the target containers' user, when known and not root
-	agentGroup      *int64
+	// agentUser and agentGroup are what the agent runs as: the app's user
+	// when known and not root, else AgentFallbackUser. Never nil, so the
+	// agent never inherits a pod's uid 0.
+	agentUser, agentGroup *int64
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
@@ -115,9 +119,11 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 
 	in.targets, s.Containers = parseContainers(pod, d)
 	s.MountPath = parseMountPath(pod, in.targets, d)
-	in.agentUser, in.agentGroup = targetUser(pod, in.targets)
+	appUser, appGroup := targetUser(pod, in.targets)
+	in.agentUser, in.agentGroup = agentIdentity(appUser, appGroup)
+	readable := readableByApp(pod, appUser, appGroup)
 	defaultMode := "0444"
-	if in.agentUser != nil {
+	if appUser != nil {
 		defaultMode = "0400"
 	}
 
@@ -150,6 +156,9 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		}
 		if f.perms != nil {
 			m, err := spec.ParseMode(*f.perms)
+			if err == nil && (f.secret != nil || f.template != nil) {
+				err = readable(m)
+			}
 			if err != nil {
 				d.addf("%s%s: %v", spec.AnnotationPermsPrefix, name, err)
 			}
@@ -283,10 +292,46 @@ func parseMountPath(pod *corev1.Pod, targets map[string]bool, d *Denial) string 
 	return p
 }
 
+// agentIdentity is the uid and gid the agent runs as: the app's user when it
+// is known and not root, so files can be 0400; else AgentFallbackUser, with
+// the app's group when known so that 0440 files stay readable by the app.
+func agentIdentity(appUser, appGroup *int64) (uid, gid *int64) {
+	if appUser != nil {
+		return ptr.To(*appUser), appGroup
+	}
+	if appGroup != nil {
+		return ptr.To[int64](spec.AgentFallbackUser), ptr.To(*appGroup)
+	}
+	return ptr.To[int64](spec.AgentFallbackUser), ptr.To[int64](spec.AgentFallbackUser)
+}
+
+// readableByApp returns the check of an explicit file mode against who will
+// read the file. When the agent runs as the app's user, the owner bit is
+// enough. Otherwise the file belongs to AgentFallbackUser and the app reads it
+// through the group bit (the app's known group, which the agent shares, or
+// the pod's fsGroup, which both hold and which owns the volume) or the
+// other bit. A root app is no exception: without CAP_DAC_OVERRIDE, which
+// restricted pods drop, root reads another uid's 0400 file no better.
+func readableByApp(pod *corev1.Pod, appUser, appGroup *int64) func(fs.FileMode) error {
+	fsGroup := pod.Spec.SecurityContext != nil && pod.Spec.SecurityContext.FSGroup != nil
+	return func(m fs.FileMode) error {
+		switch {
+		case appUser != nil, m&0o004 != 0:
+			return nil
+		case m&0o040 != 0 && (appGroup != nil || fsGroup):
+			return nil
+		case m&0o040 != 0:
+			return fmt.Errorf("mode %s lets only the file's owner and group read it, and the app's group is not known at admission: set runAsGroup or fsGroup in the pod's securityContext, or use 0444", spec.FormatMode(m))
+		default:
+			return fmt.Errorf("mode %s lets only the file's owner read it, and the app's user is not known at admission or is root (the agent then writes as %d): set a non-root runAsUser in the pod's securityContext, or use 0444", spec.FormatMode(m), spec.AgentFallbackUser)
+		}
+	}
+}
+
 // targetUser returns the user and group every target container runs as, when
 // known at admission and the same for all of them, so the agent can run as
-// that user and write files only it can read. Root is never returned: the
-// agent runs as non-root, and root reads 0444 files anyway.
+// that user and write files only it can read. Root is never returned as the
+// user: the agent runs as non-root.
 func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
 	var uids, gids []*int64
 	for c := range allContainers(pod) {
@@ -308,8 +353,8 @@ func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
 		uids, gids = append(uids, u), append(gids, g)
 	}
 	uid, gid = same(uids), same(gids)
-	if uid == nil || *uid == 0 {
-		return nil, nil
+	if uid != nil && *uid == 0 {
+		uid = nil
 	}
 	return uid, gid
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -276,4 +277,78 @@ func TestProxyWithoutCredentials(t *testing.T) {
 			t.Errorf("the error quotes the password: %v", err)
 		}
 	}
+}
+
+// TestAgentUser: the agent always runs as a non-root uid it names, and an
+// explicit mode is admitted only when the app can read the file it gives.
+func TestAgentUser(t *testing.T) {
+	const fallback = spec.AgentFallbackUser
+	for _, tc := range []struct {
+		name       string
+		psc        *corev1.PodSecurityContext
+		perms      string
+		wantUID    int64
+		wantGID    int64
+		wantMode   string
+		wantDenial string
+	}{
+		{name: "unknown user", wantUID: fallback, wantGID: fallback, wantMode: "0444"},
+		{name: "root pod", psc: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0)}, wantUID: fallback, wantGID: fallback, wantMode: "0444"},
+		{name: "root pod with a group", psc: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0), RunAsGroup: ptr.To[int64](0)},
+			perms: "0440", wantUID: fallback, wantGID: 0, wantMode: "0440"},
+		{name: "known user", psc: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](1000), RunAsGroup: ptr.To[int64](3000)},
+			wantUID: 1000, wantGID: 3000, wantMode: "0400"},
+		{name: "fsGroup makes 0440 readable", psc: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0), FSGroup: ptr.To[int64](2000)},
+			perms: "0440", wantUID: fallback, wantGID: fallback, wantMode: "0440"},
+		{name: "root pod asking 0400", psc: &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](0)}, perms: "0400",
+			wantDenial: "kvinject.io/perms-x: mode 0400 lets only the file's owner read it, and the app's user is not known at admission or is root (the agent then writes as 65532): set a non-root runAsUser in the pod's securityContext, or use 0444"},
+		{name: "unknown group asking 0440", perms: "0440",
+			wantDenial: "kvinject.io/perms-x: mode 0440 lets only the file's owner and group read it, and the app's group is not known at admission: set runAsGroup or fsGroup in the pod's securityContext, or use 0444"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ann := map[string]string{"kvinject.io/secret-x": "db"}
+			if tc.perms != "" {
+				ann["kvinject.io/perms-x"] = tc.perms
+			}
+			pod := podWith(ann)
+			pod.Spec.SecurityContext = tc.psc
+			err := Mutate(pod, testSA("ns", "app"), testOptions(t))
+			if tc.wantDenial != "" {
+				var d *Denial
+				if !errors.As(err, &d) {
+					t.Fatalf("Mutate = %v, want a denial", err)
+				}
+				if diff := cmp.Diff([]string{tc.wantDenial}, d.Problems); diff != "" {
+					t.Errorf("problems (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			agent := pod.Spec.InitContainers[0]
+			sc := agent.SecurityContext
+			if sc.RunAsUser == nil || *sc.RunAsUser != tc.wantUID || sc.RunAsGroup == nil || *sc.RunAsGroup != tc.wantGID {
+				t.Errorf("agent runs as %v:%v, want %d:%d", sc.RunAsUser, sc.RunAsGroup, tc.wantUID, tc.wantGID)
+			}
+			if s := agentSpec(t, agent); s.Files[0].Mode != tc.wantMode {
+				t.Errorf("file mode %s, want %s", s.Files[0].Mode, tc.wantMode)
+			}
+		})
+	}
+}
+
+func agentSpec(t *testing.T, agent corev1.Container) *spec.Spec {
+	t.Helper()
+	for _, e := range agent.Env {
+		if e.Name == spec.EnvSpec {
+			s, err := spec.Decode([]byte(e.Value))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+	t.Fatalf("container %s has no %s", agent.Name, spec.EnvSpec)
+	return nil
 }

@@ -87,6 +87,11 @@ const (
 	// DefaultMountPath is where the files appear without AnnotationMountPath.
 	DefaultMountPath = "/var/run/secrets/kvinject"
 
+	// AgentFallbackUser is the uid (and gid) the agent runs as when the
+	// app's user is not known at admission, or is root: the image's own
+	// non-root user, so the agent never inherits a pod's uid 0.
+	AgentFallbackUser = 65532
+
 	// TokenAudience is the audience Entra ID requires of federated tokens.
 	TokenAudience = "api://AzureADTokenExchange"
 

@@ -741,3 +741,35 @@ func TestZNoSecretsAnywhere(t *testing.T) {
 		t.Errorf("only %d logs checked", checked)
 	}
 }
+
+// TestRootPod: a pod that runs as root still gets its files. The agent runs
+// as a non-root uid it names, never the pod's 0, and the app (root with
+// every capability dropped, so no CAP_DAC_OVERRIDE) reads a default 0444 file
+// and a 0440 file through the pod's fsGroup.
+func TestRootPod(t *testing.T) {
+	const ns = "e2e-root"
+	namespace(t, ns, nil)
+	d := dbreader(ns, "dbreaderapp", 1)
+	d.Spec.Template.Annotations[spec.AnnotationPermsPrefix+"password"] = "0440"
+	d.Spec.Template.Spec.SecurityContext = &corev1.PodSecurityContext{
+		RunAsUser:      ptr.To(int64(0)),
+		RunAsNonRoot:   ptr.To(false),
+		FSGroup:        ptr.To(int64(2000)),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+	create(t, d)
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+	if u := p.Spec.InitContainers[0].SecurityContext.RunAsUser; u == nil || *u != spec.AgentFallbackUser {
+		t.Errorf("agent runAsUser = %v, want %d", u, spec.AgentFallbackUser)
+	}
+	out := logs(t, ns, p.Name, "secret-reader", false)
+	for name, mode := range map[string]string{"username": "0444", "password": "0440"} {
+		read := false
+		for _, line := range strings.Split(out, "\n") {
+			read = read || strings.HasPrefix(line, "dbreader: "+name+" = ") && strings.Contains(line, "mode "+mode+",")
+		}
+		if !read {
+			t.Errorf("the root app did not read %s with mode %s:\n%s", name, mode, out)
+		}
+	}
+}
