@@ -86,7 +86,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// Extract and render what was fetched, so that one run reports every
 	// problem, not just the first kind.
-	files, more := a.resolve(results)
+	files, more := a.resolve(ctx, results)
 	problems = append(problems, more...)
 	if len(problems) > 0 {
 		return a.report(problems)
@@ -177,7 +177,7 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 
 // resolve turns fetched values into file contents: properties extracted,
 // templates rendered. Problems are reported once per reference.
-func (a *Agent) resolve(results map[spec.SecretID]*fetchResult) ([]FileData, []Problem) {
+func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchResult) ([]FileData, []Problem) {
 	type extracted struct {
 		data []byte
 		err  error
@@ -236,7 +236,7 @@ func (a *Agent) resolve(results map[spec.SecretID]*fetchResult) ([]FileData, []P
 			if !allFetched(results, f.Refs) {
 				continue // reported by the fetch
 			}
-			data, err = Render(f, lookup)
+			data, err = Render(ctx, f, lookup)
 			if err != nil {
 				var re *RenderError
 				if errors.As(err, &re) && re.Ref != nil {

@@ -1,7 +1,9 @@
 package initagent
 
 import (
+	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -53,7 +55,7 @@ B={{ secret "b64" | b64dec }} E={{ secret "api-key" | b64enc }}`, "KEY=\"S3CR3T\
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Render(templateFile(t, "f", tt.text), fakeValues(values))
+			got, err := Render(context.Background(), templateFile(t, "f", tt.text), fakeValues(values))
 			if err != nil {
 				t.Fatalf("Render: %v", err)
 			}
@@ -91,7 +93,7 @@ func TestRenderErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Render(templateFile(t, "f", tt.text), fakeValues(values))
+			got, err := Render(context.Background(), templateFile(t, "f", tt.text), fakeValues(values))
 			var re *RenderError
 			if !errors.As(err, &re) {
 				t.Fatalf("Render = %q, %v; want a *RenderError", got, err)
@@ -111,8 +113,90 @@ func TestRenderErrors(t *testing.T) {
 func TestRenderUnknownRef(t *testing.T) {
 	f := templateFile(t, "f", `{{ secret "a" }}`)
 	f.Refs = map[string]spec.Ref{} // a spec not built by the webhook
-	_, err := Render(f, fakeValues(nil))
+	_, err := Render(context.Background(), f, fakeValues(nil))
 	if err == nil || !strings.Contains(err.Error(), "not in the spec's refs") {
 		t.Errorf("Render error = %v, want the reference reported as missing from the refs", err)
+	}
+}
+
+// TestRenderBounded: templates the webhook admits, because no static check
+// can see their cost, still end quickly and small in the agent. Each case
+// also passes spec.ParseTemplate, so only the runtime budget stops it.
+func TestRenderBounded(t *testing.T) {
+	values := map[string]string{"plain": "louiselane-plain"}
+	doubling := `{{ $x := secret "plain" }}` + strings.Repeat(`{{ $x = printf "%s%s" $x $x }}`, 30) + `{{ len $x }}`
+	tests := []struct {
+		name, text string
+		want       RenderError
+	}{
+		{"a value doubled 30 times", doubling,
+			RenderError{Line: 1, Col: 574, Problem: "the template's functions produce more than 16777216 bytes in all", Fix: "make the template build smaller values"}},
+		{"a huge printf width", `{{ printf "%999999999s" (secret "plain") }}`,
+			RenderError{Line: 1, Col: 3, Problem: "the template's functions produce more than 16777216 bytes in all", Fix: "make the template build smaller values"}},
+		{"a width from an argument", `{{ printf "%*s" 999999999 (secret "plain") }}`,
+			RenderError{Line: 1, Col: 3, Problem: "printf takes no width or precision from an argument (*)", Fix: "write the width as a number in the format"}},
+		{"escapers of escapers", `{{ $x := secret "plain" }}` + strings.Repeat(`{{ $x = js $x $x $x }}`, 12),
+			RenderError{Line: 1, Col: 254, Problem: "the template's functions produce more than 16777216 bytes in all", Fix: "make the template build smaller values"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := templateFile(t, "f", tt.text)
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			got, err := Render(context.Background(), f, fakeValues(values))
+			runtime.ReadMemStats(&after)
+			var re *RenderError
+			if !errors.As(err, &re) {
+				t.Fatalf("Render = %d bytes, %v; want a *RenderError", len(got), err)
+			}
+			if diff := cmp.Diff(tt.want, *re); diff != "" {
+				t.Errorf("RenderError (-want +got):\n%s", diff)
+			}
+			// The budget is 16 MiB of function results; allow for copies.
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64<<20 {
+				t.Errorf("rendering allocated %d MiB, want at most 64", alloc>>20)
+			}
+		})
+	}
+}
+
+// TestRenderDeadline: a deadline that passes while the template runs stops
+// it at the next point that checks: here the secret call itself.
+func TestRenderDeadline(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	lookup := func(r spec.Ref) ([]byte, error) {
+		cancel() // the deadline passes during the first read
+		return []byte("v"), nil
+	}
+	f := templateFile(t, "f", `{{ secret "a" }}{{ "more" | upper }}`)
+	_, err := Render(ctx, f, lookup)
+	want := RenderError{Line: 1, Col: 3, Problem: "the template did not finish before the agent's deadline", Fix: "make the template do less"}
+	var re *RenderError
+	if !errors.As(err, &re) {
+		t.Fatalf("Render error = %v, want a *RenderError", err)
+	}
+	if diff := cmp.Diff(want, *re); diff != "" {
+		t.Errorf("RenderError (-want +got):\n%s", diff)
+	}
+}
+
+// TestRenderRefusesUnbounded: a spec not made by the webhook cannot bring
+// the agent a template the webhook refuses.
+func TestRenderRefusesUnbounded(t *testing.T) {
+	for _, tt := range []struct{ name, text, problem string }{
+		{"range over a number", `{{ range 2000000000 }}{{ end }}{{ secret "a" }}`,
+			"range is not allowed: a template has no list to iterate (its data is empty); write the lines out"},
+		{"recursion", `{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}{{ secret "a" }}`,
+			`template "r" is called again while it runs: recursion is not allowed`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := spec.File{Name: "f", Mode: "0400", Template: tt.text, Refs: map[string]spec.Ref{"a": {Vault: testVault, Name: "a"}}}
+			_, err := Render(context.Background(), f, fakeValues(map[string]string{"a": "v"}))
+			var re *RenderError
+			if !errors.As(err, &re) || re.Problem != tt.problem {
+				t.Fatalf("Render error = %v, want the problem %q", err, tt.problem)
+			}
+		})
 	}
 }

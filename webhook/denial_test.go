@@ -103,6 +103,14 @@ func TestDenials(t *testing.T) {
 		ann:  map[string]string{"kvinject.io/template-conf": secretText + "\n  {{ secret \"db\" | toYaml }}"},
 		want: []string{`kvinject.io/template-conf: template line 2, column 20: unknown function "toYaml": use one of and, b64dec, b64enc, call, eq, ge, gt, html, index, js, le, len, lower, lt, ne, not, or, print, printf, println, quote, secret, slice, trim, upper, urlquery`},
 	}, {
+		name: "template ranges over a number",
+		ann:  map[string]string{"kvinject.io/template-conf": `{{ range 2000000000 }}{{ end }}{{ secret "db" }}`},
+		want: []string{"kvinject.io/template-conf: template line 1, column 10: range is not allowed: a template has no list to iterate (its data is empty); write the lines out"},
+	}, {
+		name: "template calls itself",
+		ann:  map[string]string{"kvinject.io/template-conf": `{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}{{ secret "db" }}`},
+		want: []string{`kvinject.io/template-conf: template line 1, column 29: template "r" is called again while it runs: recursion is not allowed`},
+	}, {
 		name: "template reads no secret",
 		ann:  map[string]string{"kvinject.io/template-conf": secretText},
 		want: []string{`kvinject.io/template-conf: template line 1: reads no secret: call {{ secret "name#path" }} at least once`},

@@ -202,6 +202,11 @@ func (s *Spec) Validate() error {
 		case f.Secret == nil && f.Template == "":
 			return fmt.Errorf("file %q has neither a secret nor a template", f.Name)
 		}
+		if f.Template != "" {
+			if err := CheckTemplate(f.Template); err != nil {
+				return fmt.Errorf("file %q: template %w", f.Name, err)
+			}
+		}
 		refs := f.Refs
 		if f.Secret != nil {
 			refs = map[string]Ref{"": *f.Secret}

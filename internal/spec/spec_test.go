@@ -2,6 +2,7 @@ package spec
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"text/template"
@@ -143,6 +144,14 @@ func TestParseTemplate(t *testing.T) {
 		{`{{ call secret "db" }}`, "line 1, column 9: secret must be called directly"},
 		{`{{ secret "bad name" }}`, `line 1, column 4: reference "bad name"`},
 		{secretText, "line 1: reads no secret"},
+		// What could run without bound is refused before the agent runs it.
+		{`{{ secret "db" }}{{ range 2000000000 }}{{ end }}`, "line 1, column 27: range is not allowed"},
+		{`{{ secret "db" }}{{ $n := 9 }}{{ range $n }}{{ end }}`, "line 1, column 40: range is not allowed"},
+		{`{{ define "a" }}{{ template "b" }}{{ end }}{{ define "b" }}{{ template "a" }}{{ end }}{{ template "a" }}{{ secret "db" }}`,
+			`line 1, column 72: template "a" is called again while it runs: recursion is not allowed`},
+		{`{{ define "r" }}{{ template "r" }}{{ end }}{{ secret "db" }}`, `line 1, column 29: template "r" is called again while it runs`},
+		{`{{ template "nowhere" }}{{ secret "db" }}`, `line 1, column 13: template "nowhere" is not defined`},
+		{fanOut(20), "line 1, column 936: the template would run more than 100000 steps"},
 	} {
 		_, err := ParseTemplate(tt.text, homelab, publicCloud(t))
 		var te *TemplateError
@@ -152,6 +161,32 @@ func TestParseTemplate(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), secretText) {
 			t.Errorf("error quotes the template's text: %v", err)
 		}
+	}
+}
+
+// fanOut defines templates t0..tN-1, each calling the one below twice: no
+// recursion, yet 2^N calls.
+func fanOut(n int) string {
+	var b strings.Builder
+	b.WriteString(`{{ define "t0" }}{{ secret "db" }}{{ end }}`)
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, `{{ define "t%d" }}{{ template "t%d" }}{{ template "t%d" }}{{ end }}`, i, i-1, i-1)
+	}
+	fmt.Fprintf(&b, `{{ template "t%d" }}`, n-1)
+	return b.String()
+}
+
+// TestParseTemplateDefines: defined templates stay usable while bounded.
+func TestParseTemplateDefines(t *testing.T) {
+	refs, err := ParseTemplate(fanOut(8)+`{{ block "b" . }}{{ secret "db#x" }}{{ end }}`, homelab, publicCloud(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != 2 {
+		t.Errorf("refs = %v, want db and db#x", refs)
+	}
+	if err := CheckTemplate(fanOut(8)); err != nil {
+		t.Errorf("CheckTemplate = %v", err)
 	}
 }
 

@@ -76,11 +76,57 @@ func (e *TemplateError) Error() string {
 // plain strings "template: NAME:LINE: ...": the only place it reports them.
 var parseErrLine = regexp.MustCompile(`^template: [^:]*:(\d+):`)
 
+// MaxTemplateSteps bounds the nodes one template executes, counting each
+// {{template}} call as the whole template it calls. Without range and
+// recursion, which CheckTemplate refuses, this bounds the agent's work
+// before it starts.
+const MaxTemplateSteps = 100_000
+
 // ParseTemplate parses a file's template and returns its secret references,
 // keyed by the text of each `secret "<ref>"` argument. Unknown functions,
-// syntax errors and references that do not parse are reported with their
-// position, never with the template's text.
+// syntax errors, references that do not parse and constructs that could run
+// without bound are reported with their position, never with the template's
+// text.
 func ParseTemplate(text, defaultVault string, cloud Cloud) (map[string]Ref, error) {
+	refs := map[string]Ref{}
+	err := checkTemplate(text, func(locate func(parse.Node, string) *TemplateError, cmd *parse.CommandNode, arg string) error {
+		r, err := ParseRef(arg, defaultVault, cloud)
+		if err != nil {
+			return locate(cmd, err.Error())
+		}
+		refs[arg] = r
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return nil, &TemplateError{Line: 1, Problem: `reads no secret: call {{ secret "name#path" }} at least once`}
+	}
+	// The tree parsed with text/template's own parser, and every function is
+	// one the agent's template.Parse knows (TestBuiltinFuncs keeps
+	// builtinFuncs true to text/template), so the agent parses it too.
+	return refs, nil
+}
+
+// CheckTemplate makes the checks of ParseTemplate that need no vault: the
+// agent runs it on the spec it is given, so a template the webhook would
+// refuse is refused there too.
+func CheckTemplate(text string) error {
+	calls := 0
+	err := checkTemplate(text, func(func(parse.Node, string) *TemplateError, *parse.CommandNode, string) error {
+		calls++
+		return nil
+	})
+	if err == nil && calls == 0 {
+		err = &TemplateError{Line: 1, Problem: `reads no secret: call {{ secret "name#path" }} at least once`}
+	}
+	return err
+}
+
+// checkTemplate parses text and walks every template it defines, calling
+// secretCall for each well-formed {{ secret "<ref>" }}.
+func checkTemplate(text string, secretCall func(locate func(parse.Node, string) *TemplateError, cmd *parse.CommandNode, arg string) error) error {
 	const name = "t"
 	trees := map[string]*parse.Tree{}
 	root := parse.New(name)
@@ -91,58 +137,116 @@ func ParseTemplate(text, defaultVault string, cloud Cloud) (map[string]Ref, erro
 		if m := parseErrLine.FindStringSubmatch(err.Error()); m != nil {
 			line, _ = strconv.Atoi(m[1])
 		}
-		return nil, &TemplateError{Line: line, Problem: "does not parse"}
+		return &TemplateError{Line: line, Problem: "does not parse"}
 	}
-	refs := map[string]Ref{}
 	var walkErr error
-	for _, tree := range trees {
+	for _, tree := range sortedTrees(trees) {
 		locate := func(n parse.Node, problem string) *TemplateError {
 			line, col := position(tree, n)
 			return &TemplateError{Line: line, Col: col, Problem: problem}
 		}
 		walk(tree.Root, func(n parse.Node) bool {
-			cmd, ok := n.(*parse.CommandNode)
-			if !ok {
-				if id, ok := n.(*parse.IdentifierNode); ok {
-					if !knownFuncs[id.Ident] {
-						walkErr = locate(id, fmt.Sprintf("unknown function %q: use one of %s", id.Ident, knownFuncList))
-					} else if id.Ident == SecretFunc {
-						walkErr = locate(id, `secret must be called directly with one quoted reference: {{ secret "name#path" }}`)
-					}
+			switch n := n.(type) {
+			case *parse.RangeNode:
+				// A template's data is empty: range could only count up to
+				// a number, which can be as large as the author likes.
+				walkErr = locate(n, "range is not allowed: a template has no list to iterate (its data is empty); write the lines out")
+			case *parse.TemplateNode:
+				if trees[n.Name] == nil {
+					walkErr = locate(n, fmt.Sprintf("template %q is not defined", n.Name))
 				}
-				return walkErr == nil
+			case *parse.IdentifierNode:
+				if !knownFuncs[n.Ident] {
+					walkErr = locate(n, fmt.Sprintf("unknown function %q: use one of %s", n.Ident, knownFuncList))
+				} else if n.Ident == SecretFunc {
+					walkErr = locate(n, `secret must be called directly with one quoted reference: {{ secret "name#path" }}`)
+				}
+			case *parse.CommandNode:
+				id, ok := n.Args[0].(*parse.IdentifierNode)
+				if !ok || id.Ident != SecretFunc {
+					return true
+				}
+				var arg *parse.StringNode
+				if len(n.Args) == 2 {
+					arg, _ = n.Args[1].(*parse.StringNode)
+				}
+				if arg == nil {
+					walkErr = locate(n, `secret takes one quoted reference: {{ secret "name#path" }}`)
+					return false
+				}
+				walkErr = secretCall(locate, n, arg.Text)
+				return false // a proper call: nothing below it to check
 			}
-			id, ok := cmd.Args[0].(*parse.IdentifierNode)
-			if !ok || id.Ident != SecretFunc {
-				return true
-			}
-			var arg *parse.StringNode
-			if len(cmd.Args) == 2 {
-				arg, _ = cmd.Args[1].(*parse.StringNode)
-			}
-			if arg == nil {
-				walkErr = locate(cmd, `secret takes one quoted reference: {{ secret "name#path" }}`)
-				return false
-			}
-			r, err := ParseRef(arg.Text, defaultVault, cloud)
-			if err != nil {
-				walkErr = locate(cmd, err.Error())
-				return false
-			}
-			refs[arg.Text] = r
-			return false // a proper call: nothing below it to check
+			return walkErr == nil
 		})
 		if walkErr != nil {
-			return nil, walkErr
+			return walkErr
 		}
 	}
-	if len(refs) == 0 {
-		return nil, &TemplateError{Line: 1, Problem: `reads no secret: call {{ secret "name#path" }} at least once`}
+	// Every defined template, called or not: a recursive one is refused
+	// even where nothing calls it yet.
+	steps := map[string]int{}
+	for _, tree := range sortedTrees(trees) {
+		if _, err := templateSteps(tree.Name, trees, steps, map[string]bool{}); err != nil {
+			return err
+		}
 	}
-	// The tree parsed with text/template's own parser, and every function is
-	// one the agent's template.Parse knows (TestBuiltinFuncs keeps
-	// builtinFuncs true to text/template), so the agent parses it too.
-	return refs, nil
+	return nil
+}
+
+// templateSteps counts the nodes that executing template name visits at
+// most, each {{template}} call counting the template it calls in full, and
+// refuses recursion, which text/template would follow 100,000 calls deep.
+func templateSteps(name string, trees map[string]*parse.Tree, steps map[string]int, active map[string]bool) (int, error) {
+	if n, ok := steps[name]; ok {
+		return n, nil
+	}
+	tree := trees[name]
+	if tree == nil || tree.Root == nil {
+		return 0, nil // reported by the walk; an empty {{define}} has no root
+	}
+	active[name] = true
+	defer delete(active, name)
+	n := 0
+	var err error
+	walk(tree.Root, func(node parse.Node) bool {
+		n++
+		if t, ok := node.(*parse.TemplateNode); ok && err == nil {
+			if active[t.Name] {
+				line, col := position(tree, t)
+				err = &TemplateError{Line: line, Col: col, Problem: fmt.Sprintf("template %q is called again while it runs: recursion is not allowed", t.Name)}
+				return false
+			}
+			var m int
+			m, err = templateSteps(t.Name, trees, steps, active)
+			n += m
+		}
+		if err == nil && n > MaxTemplateSteps {
+			line, col := position(tree, node)
+			err = &TemplateError{Line: line, Col: col, Problem: fmt.Sprintf("the template would run more than %d steps: call fewer templates", MaxTemplateSteps)}
+		}
+		return err == nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	steps[name] = n
+	return n, nil
+}
+
+// sortedTrees orders trees by name, so the first problem reported is the
+// same on every run.
+func sortedTrees(trees map[string]*parse.Tree) []*parse.Tree {
+	names := make([]string, 0, len(trees))
+	for n := range trees {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]*parse.Tree, len(names))
+	for i, n := range names {
+		out[i] = trees[n]
+	}
+	return out
 }
 
 // position gives a node's line and column, from the location that
