@@ -118,16 +118,19 @@ func (a *Agent) diagContext() diagContext {
 	}
 }
 
-// report prints one line per problem and returns ErrFailed.
+// report prints one line per problem and returns ErrFailed: in full to
+// the container log, without Problem.Detail to the termination message.
 func (a *Agent) report(problems []Problem) error {
-	var b strings.Builder
+	var full, public strings.Builder
 	for _, p := range problems {
-		b.WriteString(p.String())
-		b.WriteByte('\n')
+		full.WriteString(p.String())
+		full.WriteByte('\n')
+		public.WriteString(p.Public())
+		public.WriteByte('\n')
 	}
-	_, _ = fmt.Fprint(a.o.Err, b.String())
+	_, _ = fmt.Fprint(a.o.Err, full.String())
 	if a.o.TerminationLog != "" {
-		writeTerminationLog(a.o.TerminationLog, b.String())
+		writeTerminationLog(a.o.TerminationLog, public.String())
 	}
 	a.o.Logger.Info("failed: no file written", "problems", len(problems))
 	return ErrFailed
@@ -198,7 +201,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 	byRef := map[spec.Ref]*Problem{}
 	var order []spec.Ref
 	var problems []Problem
-	addRefProblem := func(r spec.Ref, file, cause, fix string) {
+	addRefProblem := func(r spec.Ref, file, cause, detail, fix string) {
 		if p := byRef[r]; p != nil {
 			p.Files = append(p.Files, file)
 			return
@@ -207,7 +210,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 		if r.Path != "" {
 			label += "#" + r.Path
 		}
-		byRef[r] = &Problem{Vault: r.Vault, Secret: label, Files: []string{file}, Cause: cause, Fix: fix}
+		byRef[r] = &Problem{Vault: r.Vault, Secret: label, Files: []string{file}, Cause: cause, Detail: detail, Fix: fix}
 		order = append(order, r)
 	}
 	var files []FileData
@@ -226,9 +229,9 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			if err != nil {
 				var pe *PropertyError
 				if errors.As(err, &pe) {
-					addRefProblem(*f.Secret, f.Name, pe.Problem, pe.Fix)
+					addRefProblem(*f.Secret, f.Name, pe.Problem, pe.Detail, pe.Fix)
 				} else {
-					addRefProblem(*f.Secret, f.Name, err.Error(), "")
+					addRefProblem(*f.Secret, f.Name, err.Error(), "", "")
 				}
 				continue
 			}
@@ -240,7 +243,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			if err != nil {
 				var re *RenderError
 				if errors.As(err, &re) && re.Ref != nil {
-					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Fix)
+					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Detail, re.Fix)
 				} else if re != nil {
 					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
 				} else {

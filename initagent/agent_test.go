@@ -159,13 +159,13 @@ func TestRunProblemsWriteNothing(t *testing.T) {
 				secretFile("ok", "0400", "app-pgsql#username"), templateFile(t, "t", `{{ secret "nope#x" }}{{ secret "app-pgsql#username" }}`)}
 		}, []string{
 			`error: vault homelab-kv.vault.azure.net, secret nope: no secret named "nope" in the vault (404 SecretNotFound). Fix: check the name (az keyvault secret list --vault-name homelab-kv --query [].name) and the vault; a deleted secret can be recovered with az keyvault secret recover`,
-			`error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, files b, c: property "user" is missing: no key "user" at the top level, which has keys "password", "username". Fix: fix the path in the reference, or add the key to the secret`,
+			`error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, files b, c: property "user" is missing: no key "user" at the top level (it has keys "password", "username"). Fix: fix the path in the reference, or add the key to the secret`,
 		}},
 		{"property problems, once per reference", func(t *testing.T) []spec.File {
 			return []spec.File{secretFile("b", "0400", "app-pgsql#user"), secretFile("c", "0400", "app-pgsql#user"), secretFile("d", "0400", "plain#x"),
 				templateFile(t, "t", "x\n{{ secret \"app-pgsql#user\" }}")}
 		}, []string{
-			`error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, files b, c, t: property "user" is missing: no key "user" at the top level, which has keys "password", "username". Fix: fix the path in the reference, or add the key to the secret`,
+			`error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, files b, c, t: property "user" is missing: no key "user" at the top level (it has keys "password", "username"). Fix: fix the path in the reference, or add the key to the secret`,
 			`error: vault homelab-kv.vault.azure.net, secret plain#x, file d: the value is not JSON (10 bytes), but property "x" was asked for. Fix: store the secret as a JSON object, or drop #x from the reference to get the whole value`,
 		}},
 	}

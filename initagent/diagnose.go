@@ -34,11 +34,22 @@ type Problem struct {
 	Secret string   // name, name/version or name#path
 	Files  []string // files affected, when known
 	Cause  string
+	// Detail is for the container log only, which needs pods/log: what
+	// the pod author did not type and a reader of the pod should not learn
+	// from its termination message (get pods), such as a secret's other
+	// key names or the vault's resource id with its subscription.
+	Detail string
 	Fix    string
 }
 
-// String is the problem as one line.
-func (p Problem) String() string {
+// String is the problem as one line, Detail included: the container log's.
+func (p Problem) String() string { return p.line(true) }
+
+// Public is the problem as one line without Detail: the termination
+// message's, which anyone who can get the pod reads.
+func (p Problem) Public() string { return p.line(false) }
+
+func (p Problem) line(detail bool) string {
 	var b strings.Builder
 	b.WriteString("error: ")
 	var where []string
@@ -60,6 +71,11 @@ func (p Problem) String() string {
 		b.WriteString(": ")
 	}
 	b.WriteString(strings.TrimSuffix(p.Cause, "."))
+	if detail && p.Detail != "" {
+		b.WriteString(" (")
+		b.WriteString(p.Detail)
+		b.WriteString(")")
+	}
 	if p.Fix != "" {
 		b.WriteString(". Fix: ")
 		b.WriteString(strings.TrimSuffix(p.Fix, "."))
@@ -334,12 +350,15 @@ func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.Re
 	status := fmt.Sprintf("%d %s", re.StatusCode, strings.TrimSpace(codes))
 	switch {
 	case re.StatusCode == http.StatusForbidden && (inner == "ForbiddenByRbac" || code == "ForbiddenByRbac"):
+		// The resource id names the subscription: the log has it, the
+		// termination message a command that finds it.
 		scope := fmt.Sprintf("$(az keyvault show --name %s --query id -o tsv)", vaultName(id.Vault))
 		if m := resourceRE.FindStringSubmatch(msg); m != nil {
-			scope = m[1]
-			if i := strings.Index(strings.ToLower(scope), "/secrets/"); i >= 0 {
-				scope = scope[:i]
+			vaultID := m[1]
+			if i := strings.Index(strings.ToLower(vaultID), "/secrets/"); i >= 0 {
+				vaultID = vaultID[:i]
 			}
+			p.Detail = "the vault's resource id is " + vaultID
 		}
 		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s): client id %s has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action", status, d.clientID)
 		p.Fix = fmt.Sprintf("assign the role %q to client id %s at scope %s (the vault, or one secret below it): az role assignment create --role %q --assignee %s --scope %s; role assignments take a few minutes to apply",

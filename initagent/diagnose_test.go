@@ -138,9 +138,9 @@ func TestDiagnoseKeyVault(t *testing.T) {
 		{"403 ForbiddenByRbac with resource", latest, &azcore.ResponseError{StatusCode: 403, ErrorCode: "Forbidden",
 			RawResponse: response(403, kvBody("Forbidden", rbacMsg, "ForbiddenByRbac"))}, nil,
 			"error: vault homelab-kv.vault.azure.net, secret app-pgsql: Key Vault refused to read the secret (403 Forbidden ForbiddenByRbac): client id " + testClient +
-				" has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action. Fix: assign the role \"Key Vault Secrets User\" to client id " + testClient +
-				" at scope /subscriptions/0000/resourcegroups/rg/providers/microsoft.keyvault/vaults/homelab-kv (the vault, or one secret below it): az role assignment create --role \"Key Vault Secrets User\" --assignee " +
-				testClient + " --scope /subscriptions/0000/resourcegroups/rg/providers/microsoft.keyvault/vaults/homelab-kv; role assignments take a few minutes to apply"},
+				" has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action (the vault's resource id is /subscriptions/0000/resourcegroups/rg/providers/microsoft.keyvault/vaults/homelab-kv). Fix: assign the role \"Key Vault Secrets User\" to client id " + testClient +
+				" at scope $(az keyvault show --name homelab-kv --query id -o tsv) (the vault, or one secret below it): az role assignment create --role \"Key Vault Secrets User\" --assignee " +
+				testClient + " --scope $(az keyvault show --name homelab-kv --query id -o tsv); role assignments take a few minutes to apply"},
 		{"403 ForbiddenByRbac without resource", latest, &azcore.ResponseError{StatusCode: 403, ErrorCode: "Forbidden",
 			RawResponse: response(403, kvBody("Forbidden", "Caller is not authorized to perform action on resource.", "ForbiddenByRbac"))}, nil,
 			"error: vault homelab-kv.vault.azure.net, secret app-pgsql: Key Vault refused to read the secret (403 Forbidden ForbiddenByRbac): client id " + testClient +
@@ -175,6 +175,11 @@ func TestDiagnoseKeyVault(t *testing.T) {
 			}
 			if strings.ContainsAny(got, "\r\n") {
 				t.Error("the diagnostic is not one line")
+			}
+			// The termination message, which get pods shows, never names
+			// the subscription.
+			if public := testDiag(t).diagnoseFetch(tt.id, tt.err, tt.at).Public(); strings.Contains(public, "/subscriptions/") {
+				t.Errorf("the public line names the resource id: %s", public)
 			}
 		})
 	}

@@ -17,7 +17,10 @@ import (
 type PropertyError struct {
 	Path    string // the ref's path, e.g. db.password
 	Problem string
-	Fix     string
+	// Detail lists what is there instead (the keys at that level): for the
+	// container log only, since key names can be sensitive (Problem.Detail).
+	Detail string
+	Fix    string
 }
 
 func (e *PropertyError) Error() string { return e.Problem }
@@ -57,7 +60,8 @@ func Extract(value, path string) ([]byte, error) {
 			v, ok := m[k]
 			if !ok {
 				return nil, &PropertyError{Path: path,
-					Problem: fmt.Sprintf("property %q is missing: no key %q at %s, which has %s", path, k, where, listKeys(m)),
+					Problem: fmt.Sprintf("property %q is missing: no key %q at %s", path, k, where),
+					Detail:  "it has " + listKeys(m),
 					Fix:     "fix the path in the reference, or add the key to the secret"}
 			}
 			cur = bytes.TrimSpace(v)

@@ -51,8 +51,8 @@ func TestExtractErrors(t *testing.T) {
 		name, value, path string
 		want              string
 	}{
-		{"missing key lists keys", db, "user", `property "user" is missing: no key "user" at the top level, which has keys "db", "password", "username"`},
-		{"missing nested key", db, "db.pass", `property "db.pass" is missing: no key "pass" at "db", which has keys "hosts", "port"`},
+		{"missing key lists keys", db, "user", `property "user" is missing: no key "user" at the top level (it has keys "db", "password", "username")`},
+		{"missing nested key", db, "db.pass", `property "db.pass" is missing: no key "pass" at "db" (it has keys "hosts", "port")`},
 		{"not JSON", "louiselane", "password", `the value is not JSON (10 bytes), but property "password" was asked for`},
 		{"JSON string value", `"louiselane"`, "password", `property "password" is missing: the top level is a JSON string, not an object or array, so it has no key "password"`},
 		{"through a string", db, "username.x", `property "username.x" is missing: "username" is a JSON string, not an object or array, so it has no key "x"`},
@@ -62,8 +62,8 @@ func TestExtractErrors(t *testing.T) {
 		{"negative index", db, "db.hosts.-1", `property "db.hosts.-1" is missing: "db.hosts" is an array of 1 elements and "-1" is not an index 0 to 0`},
 		{"leading zero index", db, "db.hosts.00", `property "db.hosts.00" is missing: "db.hosts" is an array of 1 elements and "00" is not an index 0 to 0`},
 		{"empty array", `{"a":[]}`, "a.0", `property "a.0" is missing: "a" is an array of 0 elements and "0" is not an index (the array is empty)`},
-		{"empty object", `{}`, "a", `property "a" is missing: no key "a" at the top level, which has no keys`},
-		{"one key", `{"k":"louiselane"}`, "a", `property "a" is missing: no key "a" at the top level, which has key "k"`},
+		{"empty object", `{}`, "a", `property "a" is missing: no key "a" at the top level (it has no keys)`},
+		{"one key", `{"k":"louiselane"}`, "a", `property "a" is missing: no key "a" at the top level (it has key "k")`},
 		{"truncated JSON", `{"password":"louiselane"`, "password", `the value is not JSON (24 bytes), but property "password" was asked for`},
 	}
 	for _, tt := range tests {
@@ -73,11 +73,15 @@ func TestExtractErrors(t *testing.T) {
 			if !errors.As(err, &pe) {
 				t.Fatalf("Extract = %q, %v; want a *PropertyError", got, err)
 			}
-			if diff := cmp.Diff(tt.want, pe.Problem); diff != "" {
+			got = []byte(pe.Problem)
+			if pe.Detail != "" {
+				got = []byte(pe.Problem + " (" + pe.Detail + ")")
+			}
+			if diff := cmp.Diff(tt.want, string(got)); diff != "" {
 				t.Errorf("problem (-want +got):\n%s", diff)
 			}
 			for _, secret := range []string{"superman", "louiselane", "a.example", "5432"} {
-				if strings.Contains(pe.Problem+pe.Fix, secret) {
+				if strings.Contains(pe.Problem+pe.Detail+pe.Fix, secret) {
 					t.Errorf("problem %q or fix %q quotes the value %q", pe.Problem, pe.Fix, secret)
 				}
 			}
@@ -96,7 +100,8 @@ func TestExtractManyKeysAreCapped(t *testing.T) {
 	}
 	b.WriteString("}")
 	_, err := Extract(b.String(), "missing")
-	if err == nil || !strings.HasSuffix(err.Error(), " and 10 more") {
+	var pe *PropertyError
+	if !errors.As(err, &pe) || !strings.HasSuffix(pe.Detail, " and 10 more") {
 		t.Errorf("Extract error = %v, want the key list capped with \" and 10 more\"", err)
 	}
 }

@@ -27,6 +27,7 @@ const MaxRenderWork = 16 << 20
 type RenderError struct {
 	Line, Col int
 	Problem   string
+	Detail    string // for the container log only (Problem.Detail)
 	Fix       string
 	// Ref is set when the problem is a secret reference's value.
 	Ref *spec.Ref
@@ -97,7 +98,7 @@ func Render(ctx context.Context, f spec.File, lookup func(spec.Ref) ([]byte, err
 		var pe *PropertyError
 		switch {
 		case errors.As(err, &pe):
-			return nil, &RenderError{Line: line, Col: col, Problem: pe.Problem, Fix: pe.Fix, Ref: refOf(err)}
+			return nil, &RenderError{Line: line, Col: col, Problem: pe.Problem, Detail: pe.Detail, Fix: pe.Fix, Ref: refOf(err)}
 		case errors.As(err, &le):
 			return nil, &RenderError{Line: line, Col: col, Problem: le.err.Error(), Ref: refOf(err)}
 		case errors.Is(err, errTooLarge):

@@ -77,7 +77,7 @@ func TestRenderErrors(t *testing.T) {
 		want       RenderError
 	}{
 		{"missing property", "a\nb {{ secret \"app-pgsql#pass\" }}",
-			RenderError{Line: 2, Col: 5, Problem: `property "pass" is missing: no key "pass" at the top level, which has keys "password", "username"`,
+			RenderError{Line: 2, Col: 5, Problem: `property "pass" is missing: no key "pass" at the top level`, Detail: `it has keys "password", "username"`,
 				Fix: "fix the path in the reference, or add the key to the secret", Ref: &spec.Ref{Vault: testVault, Name: "app-pgsql", Path: "pass"}}},
 		{"not JSON", `{{ secret "plain#password" }}`,
 			RenderError{Line: 1, Col: 3, Problem: `the value is not JSON (16 bytes), but property "password" was asked for`,

@@ -505,7 +505,8 @@ func TestAgentDiagnostics(t *testing.T) {
 	wrongSub.Namespace = "other"
 	expired.IssuedAt, expired.Expiry = now.Add(-3*time.Hour), now.Add(-2*time.Hour)
 	unreachable.Issuer = "https://127.0.0.1:1/unreachable"
-	const rbacScope = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/azemu/providers/microsoft.keyvault/vaults/homelab-kv"
+	const rbacID = "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/azemu/providers/microsoft.keyvault/vaults/homelab-kv"
+	const rbacScope = "$(az keyvault show --name homelab-kv --query id -o tsv)"
 
 	tests := []struct {
 		name   string
@@ -546,7 +547,7 @@ func TestAgentDiagnostics(t *testing.T) {
 					"e.g. a static website holding the discovery document and JWKS, as in the reference setup",
 			}},
 		{name: "403 ForbiddenByRbac", env: map[string]string{spec.EnvClientID: noRoleID}, want: []string{
-			where + "Key Vault refused to read the secret (403 Forbidden ForbiddenByRbac): client id " + noRoleID + " has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action. " +
+			where + "Key Vault refused to read the secret (403 Forbidden ForbiddenByRbac): client id " + noRoleID + " has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action (the vault's resource id is " + rbacID + "). " +
 				"Fix: assign the role \"Key Vault Secrets User\" to client id " + noRoleID + " at scope " + rbacScope + " (the vault, or one secret below it): " +
 				"az role assignment create --role \"Key Vault Secrets User\" --assignee " + noRoleID + " --scope " + rbacScope + "; role assignments take a few minutes to apply",
 		}},
@@ -559,11 +560,11 @@ func TestAgentDiagnostics(t *testing.T) {
 		{name: "property missing and value not JSON", files: [][2]string{
 			{"user", "secret:app-pgsql#user"}, {"pass", "secret:plain#password"}, {"dsn", `template:{{ secret "app-pgsql#db.host" }}`}, {"ok", "secret:app-pgsql#username"},
 		}, want: []string{
-			"error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, file user: property \"user\" is missing: no key \"user\" at the top level, which has keys \"password\", \"username\". " +
+			"error: vault homelab-kv.vault.azure.net, secret app-pgsql#user, file user: property \"user\" is missing: no key \"user\" at the top level (it has keys \"password\", \"username\"). " +
 				"Fix: fix the path in the reference, or add the key to the secret",
 			"error: vault homelab-kv.vault.azure.net, secret plain#password, file pass: the value is not JSON (15 bytes), but property \"password\" was asked for. " +
 				"Fix: store the secret as a JSON object, or drop #password from the reference to get the whole value",
-			"error: vault homelab-kv.vault.azure.net, secret app-pgsql#db.host, file dsn: in the template, line 1, column 3: property \"db.host\" is missing: no key \"db\" at the top level, which has keys \"password\", \"username\". " +
+			"error: vault homelab-kv.vault.azure.net, secret app-pgsql#db.host, file dsn: in the template, line 1, column 3: property \"db.host\" is missing: no key \"db\" at the top level (it has keys \"password\", \"username\"). " +
 				"Fix: fix the path in the reference, or add the key to the secret",
 		}},
 	}
@@ -597,17 +598,27 @@ func TestAgentDiagnostics(t *testing.T) {
 			if e := h.entries(); len(e) != 0 {
 				t.Errorf("a failed run left %q in the directory", e)
 			}
-			// The same lines are the termination message.
+			// The same lines are the termination message, less what only
+			// the log may say: other key names, the vault's resource id.
 			tl, err := os.ReadFile(h.termLog)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(r.errorLines(), string(tl)); diff != "" {
+			if diff := cmp.Diff(logOnly.ReplaceAllString(r.errorLines(), ""), string(tl)); diff != "" {
 				t.Errorf("termination message (-want +got):\n%s", diff)
+			}
+			for _, private := range []string{"/subscriptions/", "it has keys", `"password", "username"`} {
+				if strings.Contains(string(tl), private) {
+					t.Errorf("termination message says %q:\n%s", private, tl)
+				}
 			}
 		})
 	}
 }
+
+// logOnly matches the parts of a problem line that only the container log
+// holds (initagent.Problem.Detail).
+var logOnly = regexp.MustCompile(` \((it has [^)]*|the vault's resource id is [^)]*)\)`)
 
 // withoutLogs drops the structured (JSON) log lines.
 func withoutLogs(stderr string) string {
