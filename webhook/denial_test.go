@@ -183,6 +183,18 @@ func TestDenials(t *testing.T) {
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "secrets"},
 		want: []string{`kvinject.io/mount-path: "secrets" must be a clean absolute path other than /, like /var/run/secrets/kvinject`},
 	}, {
+		name: "mount path above the token's",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/var/run/secrets"},
+		want: []string{`kvinject.io/mount-path: "/var/run/secrets" overlaps /var/run/secrets/kvinject.io/token, where kvinject mounts the agent's token: choose a path outside it, like /var/run/secrets/kvinject`},
+	}, {
+		name: "mount path on the API token's",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/var/run/secrets/kubernetes.io/serviceaccount"},
+		want: []string{`kvinject.io/mount-path: "/var/run/secrets/kubernetes.io/serviceaccount" overlaps /var/run/secrets/kubernetes.io/serviceaccount, where kvinject mounts the agent's token: choose a path outside it, like /var/run/secrets/kvinject`},
+	}, {
+		name: "mount path below the token's",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/var/run/secrets/kvinject.io/token/files"},
+		want: []string{`kvinject.io/mount-path: "/var/run/secrets/kvinject.io/token/files" overlaps /var/run/secrets/kvinject.io/token, where kvinject mounts the agent's token: choose a path outside it, like /var/run/secrets/kvinject`},
+	}, {
 		name: "mount path collides",
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/etc/app"},
 		want: []string{`kvinject.io/mount-path: "/etc/app" collides with volume "config" already mounted there in container "app": choose another path`},

@@ -48,7 +48,20 @@ func ValidateMountPath(p string) error {
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
 		return fmt.Errorf("%q must be a clean absolute path other than /, like %s", p, DefaultMountPath)
 	}
+	// The agent mounts its token at these paths: the files' volume on, above
+	// or below one would hide the token or put the token's mount point into
+	// the files.
+	for _, token := range []string{TokenMountPath, APITokenMountPath} {
+		if p == token || within(token, p) || within(p, token) {
+			return fmt.Errorf("%q overlaps %s, where kvinject mounts the agent's token: choose a path outside it, like %s", p, token, DefaultMountPath)
+		}
+	}
 	return nil
+}
+
+// within says whether clean absolute path p lies below dir.
+func within(p, dir string) bool {
+	return strings.HasPrefix(p, dir+"/")
 }
 
 // ValidateTokenExpiration accepts a projected token lifetime in seconds.

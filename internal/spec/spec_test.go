@@ -224,6 +224,7 @@ func TestDecode(t *testing.T) {
 		{`{"version":"v1","vault":"x","mountPath":"rel","files":[]}`, `mountPath: "rel" must be a clean absolute path`},
 		// The agent refuses what the webhook denies.
 		{`{"version":"v1","mountPath":"/","files":[]}`, `mountPath: "/" must be a clean absolute path other than /`},
+		{`{"version":"v1","mountPath":"/var/run","files":[]}`, `mountPath: "/var/run" overlaps /var/run/secrets/kvinject.io/token`},
 		{`{"version":"v1","mountPath":"/s","identity":{"clientID":"c","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `identity clientID: "c" is not a GUID`},
 		{`{"version":"v1","mountPath":"/s","identity":{"clientID":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","tenantID":"t","tokenExpirationSeconds":60},"files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `identity tokenExpirationSeconds: 60 seconds`},
 		{`{"version":"v1","mountPath":"/s","files":[]}`, "no files"},
