@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
@@ -26,14 +27,48 @@ type ServiceAccount struct {
 // annotation and what is allowed. It never quotes a template's text.
 type Denial struct {
 	Problems []string
+	more     int // problems beyond MaxDenialProblems, counted only
 }
+
+// A denial is bounded whatever the pod holds: at most MaxDenialProblems
+// lines, each at most MaxProblemLength bytes (values in it are quoted with
+// spec.Quote, so a cut line still says what is wrong).
+const (
+	MaxDenialProblems = 20
+	MaxProblemLength  = 512
+)
 
 func (d *Denial) Error() string {
 	return "kvinject: " + strings.Join(d.Problems, "; ")
 }
 
 func (d *Denial) addf(format string, args ...any) {
-	d.Problems = append(d.Problems, fmt.Sprintf(format, args...))
+	if len(d.Problems) >= MaxDenialProblems {
+		d.more++
+		return
+	}
+	p := fmt.Sprintf(format, args...)
+	if len(p) > MaxProblemLength {
+		cut := MaxProblemLength
+		for cut > 0 && !utf8.RuneStart(p[cut]) {
+			cut--
+		}
+		p = p[:cut] + "…"
+	}
+	d.Problems = append(d.Problems, p)
+}
+
+// err returns the denial, with a last line counting what was left out, or
+// nil when there is no problem.
+func (d *Denial) err() error {
+	if len(d.Problems) == 0 {
+		return nil
+	}
+	if d.more > 0 {
+		d.Problems = append(d.Problems, fmt.Sprintf("and %d more problems: fix these first", d.more))
+		d.more = 0
+	}
+	return d
 }
 
 // singleAnnotations are the contract's annotations that are not per file.
@@ -152,7 +187,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			}
 			file.Template, file.Refs = *f.template, refs
 		default:
-			d.addf("%s%s: no file %q: add %s%s or %s%s", spec.AnnotationPermsPrefix, name, name, spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
+			d.addf("%s%s: no file %s: add %s%s or %s%s", spec.AnnotationPermsPrefix, name, spec.Quote(name), spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
 		}
 		if f.perms != nil {
 			m, err := spec.ParseMode(*f.perms)
@@ -175,14 +210,14 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			err = spec.ValidateTokenExpiration(n)
 		}
 		if err != nil {
-			d.addf("%s: %q must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, v, spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
+			d.addf("%s: %s must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, spec.Quote(v), spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
 		}
 		in.tokenExpiration = n
 	}
 	s.Identity.TokenExpirationSeconds = in.tokenExpiration
 
-	if len(d.Problems) > 0 {
-		return nil, d
+	if err := d.err(); err != nil {
+		return nil, err
 	}
 	if err := s.Validate(); err != nil {
 		// Parsing above checks more than Validate; reaching this is a bug.
@@ -241,7 +276,7 @@ func parseContainers(pod *corev1.Pod, d *Denial) (map[string]bool, []string) {
 	for _, c := range pod.Spec.Containers {
 		all[c.Name] = true
 		if c.Name == spec.AgentContainerName {
-			d.addf("container %q: the name is kvinject's own init container's: rename the container", c.Name)
+			d.addf("container %s: the name is kvinject's own init container's: rename the container", spec.Quote(c.Name))
 		}
 	}
 	targets := map[string]bool{}
@@ -256,9 +291,9 @@ func parseContainers(pod *corev1.Pod, d *Denial) (map[string]bool, []string) {
 		n = strings.TrimSpace(n)
 		switch {
 		case n == "":
-			d.addf("%s: %q has an empty name: list container names separated by commas", spec.AnnotationContainers, v)
+			d.addf("%s: %s has an empty name: list container names separated by commas", spec.AnnotationContainers, spec.Quote(v))
 		case !all[n]:
-			d.addf("%s: no container %q in this pod (containers: %s)", spec.AnnotationContainers, n, strings.Join(sortedKeys(all), ", "))
+			d.addf("%s: no container %s in this pod (containers: %s)", spec.AnnotationContainers, spec.Quote(n), strings.Join(sortedKeys(all), ", "))
 		default:
 			targets[n] = true
 		}

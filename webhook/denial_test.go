@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -371,4 +372,49 @@ func agentSpec(t *testing.T, agent corev1.Container) *spec.Spec {
 	}
 	t.Fatalf("container %s has no %s", agent.Name, spec.EnvSpec)
 	return nil
+}
+
+// TestDenialBounded: whatever a pod holds, its denial stays small.
+func TestDenialBounded(t *testing.T) {
+	t.Run("thousands of unknown annotations", func(t *testing.T) {
+		ann := map[string]string{"kvinject.io/secret-x": "db"}
+		for i := range 3415 {
+			ann[fmt.Sprintf("kvinject.io/unknown-%04d", i)] = "v"
+		}
+		d := denial(t, podWith(ann))
+		if len(d.Problems) != MaxDenialProblems+1 {
+			t.Errorf("%d problem lines, want %d and a count of the rest", len(d.Problems), MaxDenialProblems+1)
+		}
+		if want := "and 3395 more problems: fix these first"; d.Problems[len(d.Problems)-1] != want {
+			t.Errorf("last line %q, want %q", d.Problems[len(d.Problems)-1], want)
+		}
+		if n := len(d.Error()); n > 16<<10 {
+			t.Errorf("denial is %d bytes, want at most 16 KiB", n)
+		}
+	})
+	t.Run("a 200 KiB reference", func(t *testing.T) {
+		ref := strings.Repeat("a", 100) + " " + strings.Repeat("b", 200<<10)
+		d := denial(t, podWith(map[string]string{"kvinject.io/secret-x": ref}))
+		quoted := `"` + strings.Repeat("a", 80) + `"… (204901 bytes)`
+		want := `kvinject.io/secret-x: reference ` + quoted + `: secret name ` + quoted + ` is not valid: 1-127 letters, digits and hyphens`
+		if diff := cmp.Diff([]string{want}, d.Problems); diff != "" {
+			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a 200 KiB annotation name", func(t *testing.T) {
+		d := denial(t, podWith(map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/" + strings.Repeat("k", 200<<10): "v"}))
+		if len(d.Problems) != 1 || len(d.Problems[0]) > MaxProblemLength+len("…") {
+			t.Errorf("problems %d, first %d bytes; want one of at most %d", len(d.Problems), len(d.Problems[0]), MaxProblemLength)
+		}
+	})
+}
+
+func denial(t *testing.T, pod *corev1.Pod) *Denial {
+	t.Helper()
+	err := Mutate(pod, testSA("ns", "app"), testOptions(t))
+	var d *Denial
+	if !errors.As(err, &d) {
+		t.Fatalf("Mutate = %v, want a denial", err)
+	}
+	return d
 }

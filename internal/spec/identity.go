@@ -13,15 +13,15 @@ func ValidateClientID(s string) error {
 	parts := strings.Split(s, "-")
 	lens := []int{8, 4, 4, 4, 12}
 	if len(parts) != len(lens) {
-		return fmt.Errorf("%q is not a GUID (%s)", s, form)
+		return fmt.Errorf("%s is not a GUID (%s)", Quote(s), form)
 	}
 	for i, p := range parts {
 		if len(p) != lens[i] {
-			return fmt.Errorf("%q is not a GUID (%s)", s, form)
+			return fmt.Errorf("%s is not a GUID (%s)", Quote(s), form)
 		}
 		for j := 0; j < len(p); j++ {
 			if !isHex(p[j]) {
-				return fmt.Errorf("%q is not a GUID (%s)", s, form)
+				return fmt.Errorf("%s is not a GUID (%s)", Quote(s), form)
 			}
 		}
 	}
@@ -36,7 +36,7 @@ func ValidateTenantID(s string) error {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !isHex(c) && !('a' <= c && c <= 'z') && !('A' <= c && c <= 'Z') && c != '-' && c != '.' {
-			return fmt.Errorf("%q is not a tenant id (a GUID or a domain name)", s)
+			return fmt.Errorf("%s is not a tenant id (a GUID or a domain name)", Quote(s))
 		}
 	}
 	return nil
@@ -46,14 +46,14 @@ func ValidateTenantID(s string) error {
 // path other than /, without a colon (the kubelet's mount syntax).
 func ValidateMountPath(p string) error {
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
-		return fmt.Errorf("%q must be a clean absolute path other than /, like %s", p, DefaultMountPath)
+		return fmt.Errorf("%s must be a clean absolute path other than /, like %s", Quote(p), DefaultMountPath)
 	}
 	// The agent mounts its token at these paths: the files' volume on, above
 	// or below one would hide the token or put the token's mount point into
 	// the files.
 	for _, token := range []string{TokenMountPath, APITokenMountPath} {
 		if p == token || within(token, p) || within(p, token) {
-			return fmt.Errorf("%q overlaps %s, where kvinject mounts the agent's token: choose a path outside it, like %s", p, token, DefaultMountPath)
+			return fmt.Errorf("%s overlaps %s, where kvinject mounts the agent's token: choose a path outside it, like %s", Quote(p), token, DefaultMountPath)
 		}
 	}
 	return nil

@@ -35,18 +35,18 @@ func ParseVault(s string, cloud Cloud) (string, error) {
 func parseVaultURL(s, suffix string) (string, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("vault %q is not a URL", s)
+		return "", fmt.Errorf("vault %s is not a URL", Quote(s))
 	}
 	if u.Scheme != "https" {
-		return "", fmt.Errorf("vault %q must be an https:// URL or a vault name", s)
+		return "", fmt.Errorf("vault %s must be an https:// URL or a vault name", Quote(s))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Port() != "" {
-		return "", fmt.Errorf("vault %q must be just https://NAME.%s", s, displaySuffix(suffix))
+		return "", fmt.Errorf("vault %s must be just https://NAME.%s", Quote(s), displaySuffix(suffix))
 	}
 	host := strings.ToLower(u.Hostname())
 	name, rest, _ := strings.Cut(host, ".")
 	if rest == "" || (suffix != "" && rest != suffix) {
-		return "", fmt.Errorf("vault %q is not a Key Vault host: want https://NAME.%s", s, displaySuffix(suffix))
+		return "", fmt.Errorf("vault %s is not a Key Vault host: want https://NAME.%s", Quote(s), displaySuffix(suffix))
 	}
 	if err := validateVaultName(name); err != nil {
 		return "", err
@@ -71,7 +71,7 @@ func validateVaultName(n string) error {
 		bad = !isLetter(n[i]) && !isDigit(n[i]) && n[i] != '-'
 	}
 	if bad {
-		return fmt.Errorf("vault name %q is not valid: 3-24 letters, digits and hyphens, starting with a letter", n)
+		return fmt.Errorf("vault name %s is not valid: 3-24 letters, digits and hyphens, starting with a letter", Quote(n))
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func validateSecretName(n string) error {
 		bad = !isLetter(n[i]) && !isDigit(n[i]) && n[i] != '-'
 	}
 	if bad {
-		return fmt.Errorf("secret name %q is not valid: 1-127 letters, digits and hyphens", n)
+		return fmt.Errorf("secret name %s is not valid: 1-127 letters, digits and hyphens", Quote(n))
 	}
 	return nil
 }
@@ -93,7 +93,7 @@ func validateVersion(v string) error {
 		bad = !isDigit(v[i]) && !('a' <= v[i] && v[i] <= 'f') && !('A' <= v[i] && v[i] <= 'F')
 	}
 	if bad {
-		return fmt.Errorf("secret version %q is not valid: 32 hexadecimal digits", v)
+		return fmt.Errorf("secret version %s is not valid: 32 hexadecimal digits", Quote(v))
 	}
 	return nil
 }
@@ -105,7 +105,7 @@ var ErrNoVault = errors.New("no vault")
 // `https://<vault-host>/secrets/<name>[/<version>][#<path>]`.
 func ParseRef(s, defaultVault string, cloud Cloud) (Ref, error) {
 	if strings.TrimSpace(s) != s || s == "" {
-		return Ref{}, fmt.Errorf("reference %q must be <name>[/<version>][#<path>] or a secret URL, without spaces", s)
+		return Ref{}, fmt.Errorf("reference %s must be <name>[/<version>][#<path>] or a secret URL, without spaces", Quote(s))
 	}
 	body, p, hasPath := strings.Cut(s, "#")
 	if hasPath {
@@ -117,30 +117,30 @@ func ParseRef(s, defaultVault string, cloud Cloud) (Ref, error) {
 	if strings.Contains(body, "://") {
 		u, err := url.Parse(body)
 		if err != nil {
-			return Ref{}, fmt.Errorf("reference %q is not a secret URL", s)
+			return Ref{}, fmt.Errorf("reference %s is not a secret URL", Quote(s))
 		}
 		vault, err := parseVaultURL(u.Scheme+"://"+u.Host, cloud.VaultSuffix)
 		if err != nil {
-			return Ref{}, fmt.Errorf("reference %q: %w", s, err)
+			return Ref{}, fmt.Errorf("reference %s: %w", Quote(s), err)
 		}
 		rest, ok := strings.CutPrefix(u.EscapedPath(), "/secrets/")
 		if !ok || u.RawQuery != "" {
-			return Ref{}, fmt.Errorf("reference %q: a secret URL is https://<vault-host>/secrets/<name>[/<version>]", s)
+			return Ref{}, fmt.Errorf("reference %s: a secret URL is https://<vault-host>/secrets/<name>[/<version>]", Quote(s))
 		}
 		r.Vault, body = vault, strings.TrimSuffix(rest, "/")
 	} else {
 		if defaultVault == "" {
-			return Ref{}, fmt.Errorf("reference %q names no vault: set %s or use a secret URL: %w", s, AnnotationVault, ErrNoVault)
+			return Ref{}, fmt.Errorf("reference %s names no vault: set %s or use a secret URL: %w", Quote(s), AnnotationVault, ErrNoVault)
 		}
 		r.Vault = defaultVault
 	}
 	name, version, hasVersion := strings.Cut(body, "/")
 	if err := validateSecretName(name); err != nil {
-		return Ref{}, fmt.Errorf("reference %q: %w", s, err)
+		return Ref{}, fmt.Errorf("reference %s: %w", Quote(s), err)
 	}
 	if hasVersion {
 		if err := validateVersion(version); err != nil {
-			return Ref{}, fmt.Errorf("reference %q: %w", s, err)
+			return Ref{}, fmt.Errorf("reference %s: %w", Quote(s), err)
 		}
 	}
 	r.Name, r.Version = name, strings.ToLower(version)
@@ -154,12 +154,12 @@ func ParseRef(s, defaultVault string, cloud Cloud) (Ref, error) {
 // keys; an array element is selected by its index.
 func SplitPath(p string) ([]string, error) {
 	if p == "" || len(p) > maxPathLength {
-		return nil, fmt.Errorf("property path %q must be 1-%d characters, like username or db.hosts.0", p, maxPathLength)
+		return nil, fmt.Errorf("property path %s must be 1-%d characters, like username or db.hosts.0", Quote(p), maxPathLength)
 	}
 	keys := strings.Split(p, ".")
 	for _, k := range keys {
 		if k == "" {
-			return nil, fmt.Errorf("property path %q has an empty key: separate keys with single dots, like db.password", p)
+			return nil, fmt.Errorf("property path %s has an empty key: separate keys with single dots, like db.password", Quote(p))
 		}
 	}
 	return keys, nil
@@ -172,19 +172,19 @@ func ValidateFileName(n string) error {
 	case n == "":
 		return fmt.Errorf("file name is empty: use 1-%d characters of letters, digits, '.', '_' and '-'", MaxFileNameLength)
 	case len(n) > MaxFileNameLength:
-		return fmt.Errorf("file name %q is %d characters: at most %d", n, len(n), MaxFileNameLength)
+		return fmt.Errorf("file name %s is %d characters: at most %d", Quote(n), len(n), MaxFileNameLength)
 	case n == "." || n == "..":
-		return fmt.Errorf("file name %q is not allowed", n)
+		return fmt.Errorf("file name %s is not allowed", Quote(n))
 	}
 	for i := 0; i < len(n); i++ {
 		c := n[i]
 		if !isLetter(c) && !isDigit(c) && c != '.' && c != '_' && c != '-' {
-			return fmt.Errorf("file name %q has %q: use letters, digits, '.', '_' and '-' only", n, string(rune(c)))
+			return fmt.Errorf("file name %s has %q: use letters, digits, '.', '_' and '-' only", Quote(n), string(rune(c)))
 		}
 	}
 	if strings.HasPrefix(n, "..") {
 		// ..data and ..kvinject_* are the agent's (like the kubelet's AtomicWriter).
-		return fmt.Errorf("file name %q starts with \"..\", which is reserved for the agent's atomic update", n)
+		return fmt.Errorf("file name %s starts with \"..\", which is reserved for the agent's atomic update", Quote(n))
 	}
 	return nil
 }

@@ -249,19 +249,19 @@ func ParseMode(s string) (fs.FileMode, error) {
 		digits = s[1:]
 	}
 	if len(digits) != 3 {
-		return 0, fmt.Errorf("mode %q is not an octal mode like 0440", s)
+		return 0, fmt.Errorf("mode %s is not an octal mode like 0440", Quote(s))
 	}
 	v, err := strconv.ParseUint(digits, 8, 32)
 	if err != nil {
-		return 0, fmt.Errorf("mode %q is not an octal mode like 0440", s)
+		return 0, fmt.Errorf("mode %s is not an octal mode like 0440", Quote(s))
 	}
 	if v&^0o444 != 0 {
-		return 0, fmt.Errorf("mode %q grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444", s)
+		return 0, fmt.Errorf("mode %s grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444", Quote(s))
 	}
 	if v&0o400 == 0 {
 		// The agent writes as the app's user when it is known: the owner
 		// must be able to read, or no one the pod runs as may.
-		return 0, fmt.Errorf("mode %q does not let the file's owner read it: use 0400, 0440 or 0444", s)
+		return 0, fmt.Errorf("mode %s does not let the file's owner read it: use 0400, 0440 or 0444", Quote(s))
 	}
 	return fs.FileMode(v), nil
 }

@@ -328,3 +328,17 @@ func TestBuiltinFuncs(t *testing.T) {
 		}
 	}
 }
+
+func TestQuote(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"db", `"db"`},
+		{strings.Repeat("x", MaxQuoted), `"` + strings.Repeat("x", MaxQuoted) + `"`},
+		{strings.Repeat("x", MaxQuoted+1), `"` + strings.Repeat("x", MaxQuoted) + `"… (81 bytes)`},
+		// Cut on a character boundary: 79 bytes of x, then a 3-byte rune.
+		{strings.Repeat("x", MaxQuoted-1) + "€€", `"` + strings.Repeat("x", MaxQuoted-1) + `"… (85 bytes)`},
+	} {
+		if got := Quote(tt.in); got != tt.want {
+			t.Errorf("Quote(%d bytes) = %s, want %s", len(tt.in), got, tt.want)
+		}
+	}
+}

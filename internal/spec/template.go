@@ -153,11 +153,11 @@ func checkTemplate(text string, secretCall func(locate func(parse.Node, string) 
 				walkErr = locate(n, "range is not allowed: a template has no list to iterate (its data is empty); write the lines out")
 			case *parse.TemplateNode:
 				if trees[n.Name] == nil {
-					walkErr = locate(n, fmt.Sprintf("template %q is not defined", n.Name))
+					walkErr = locate(n, fmt.Sprintf("template %s is not defined", Quote(n.Name)))
 				}
 			case *parse.IdentifierNode:
 				if !knownFuncs[n.Ident] {
-					walkErr = locate(n, fmt.Sprintf("unknown function %q: use one of %s", n.Ident, knownFuncList))
+					walkErr = locate(n, fmt.Sprintf("unknown function %s: use one of %s", Quote(n.Ident), knownFuncList))
 				} else if n.Ident == SecretFunc {
 					walkErr = locate(n, `secret must be called directly with one quoted reference: {{ secret "name#path" }}`)
 				}
@@ -214,7 +214,7 @@ func templateSteps(name string, trees map[string]*parse.Tree, steps map[string]i
 		if t, ok := node.(*parse.TemplateNode); ok && err == nil {
 			if active[t.Name] {
 				line, col := position(tree, t)
-				err = &TemplateError{Line: line, Col: col, Problem: fmt.Sprintf("template %q is called again while it runs: recursion is not allowed", t.Name)}
+				err = &TemplateError{Line: line, Col: col, Problem: fmt.Sprintf("template %s is called again while it runs: recursion is not allowed", Quote(t.Name))}
 				return false
 			}
 			var m int

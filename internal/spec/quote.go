@@ -1,0 +1,24 @@
+package spec
+
+import (
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// MaxQuoted bounds how much of a user's value a message quotes back: a
+// denial or a problem line names the value, it does not echo 200 KiB of it.
+const MaxQuoted = 80
+
+// Quote is strconv.Quote for a value the user typed, cut to MaxQuoted bytes
+// on a character boundary, with its full length when cut.
+func Quote(s string) string {
+	if len(s) <= MaxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := MaxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
