@@ -315,6 +315,7 @@ wait_for etcd 30 "healthy" sh -c "curl -fsS http://127.0.0.1:$ETCD_PORT/health |
 
 # ---------------------------------------------------------------------------------------------------
 # kube-apiserver
+start_apiserver() {
 start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --bind-address="$NODE_IP" --advertise-address="$NODE_IP" --secure-port="$APISERVER_PORT" \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -331,6 +332,26 @@ start kube-apiserver "$K8S_BIN/kube-apiserver" \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$PKI/front-proxy-client.crt" --proxy-client-key-file="$PKI/front-proxy-client.key" \
   --enable-aggregator-routing=true --profiling=false --v=1
+}
+# ready_or_dead NAME TIMEOUT CMD...: polls CMD; returns 1 as soon as NAME's process is gone.
+ready_or_dead() {
+  local name="$1" deadline=$((SECONDS + $2)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    pid_of "$name" >/dev/null || return 1
+    ((SECONDS < deadline)) || return 0 # wait_for reports the timeout
+    sleep 0.25
+  done
+}
+start_apiserver
+# On a machine whose packages were installed seconds before, the first kube-apiserver has been seen to
+# receive a shutdown within its first second ("APF bootstrap ensurer timed out"); a second start is clean.
+if ! ready_or_dead kube-apiserver 90 curl -fsS --cacert "$PKI/ca.crt" "$APISERVER_URL/readyz"; then
+  log "kube-apiserver exited during start-up; last lines of $LOG_DIR/kube-apiserver.log:"
+  tail -n 5 "$LOG_DIR/kube-apiserver.log" >&2 || true
+  cp "$LOG_DIR/kube-apiserver.log" "$LOG_DIR/kube-apiserver.first.log"
+  log "starting kube-apiserver again"
+  start_apiserver
+fi
 wait_for kube-apiserver 90 "ready" curl -fsS --cacert "$PKI/ca.crt" "$APISERVER_URL/readyz"
 
 # anonymous read of the apiserver's own issuer discovery (as on a cluster whose issuer is public)

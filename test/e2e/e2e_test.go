@@ -43,6 +43,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-demo", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-scale", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-restricted", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-root", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
