@@ -41,7 +41,7 @@ type azureClients struct {
 
 func (a *Agent) newAzure(vaults []string) (*azureClients, error) {
 	d := newDialer(nil)
-	ct := &countingTransport{next: newTransport(d)}
+	ct := &countingTransport{next: newTransport(d, a.o.Concurrency)}
 	hc := &http.Client{Transport: ct}
 	id := a.identity
 	base := azcore.ClientOptions{
@@ -168,7 +168,7 @@ func (g azGetter) GetSecret(ctx context.Context, name, version string) (Secret, 
 
 // countingTransport counts HTTP requests, for the final log line.
 type countingTransport struct {
-	next     *http.Transport
+	next     *hostGatedTransport
 	requests atomic.Int64
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"sync"
 	"time"
@@ -195,18 +196,63 @@ func (d *dialer) connect(ctx context.Context, proxy *url.URL, addr string) (net.
 	return conn, nil
 }
 
-// newTransport returns the one HTTP transport of the agent: HTTP/2, one
-// connection per host, TLS through the dialer.
-func newTransport(d *dialer) *http.Transport {
-	return &http.Transport{
-		Proxy:                 nil, // the dialer tunnels through HTTPS_PROXY itself
-		DialTLSContext:        d.DialTLSContext,
-		DialContext:           d.net.DialContext,
-		ForceAttemptHTTP2:     true,
-		MaxConnsPerHost:       1,
-		MaxIdleConns:          10,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: 60 * time.Second,
-		ExpectContinueTimeout: time.Second,
+// newTransport returns the one HTTP transport of the agent: TLS through the
+// dialer, HTTP/2 when the path offers it, and up to maxConns connections
+// per host when it does not.
+//
+// Over HTTP/2 one connection per host carries every request. Over
+// HTTP/1.1, which a TLS-inspecting proxy may impose, each request in flight
+// needs its own connection, or the fetches run one after another. Which of
+// the two a host speaks is known once its first connection is up, so the
+// first request to a host goes alone and the rest wait until it holds its
+// connection: by then an HTTP/2 connection is pooled and they share it, and
+// over HTTP/1.1 they open their own.
+func newTransport(d *dialer, maxConns int) *hostGatedTransport {
+	return &hostGatedTransport{
+		Transport: &http.Transport{
+			Proxy:                 nil, // the dialer tunnels through HTTPS_PROXY itself
+			DialTLSContext:        d.DialTLSContext,
+			DialContext:           d.net.DialContext,
+			ForceAttemptHTTP2:     true,
+			MaxConnsPerHost:       maxConns,
+			MaxIdleConns:          maxConns,
+			MaxIdleConnsPerHost:   maxConns,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+		first: map[string]chan struct{}{},
 	}
+}
+
+// hostGatedTransport lets one request per host through until that request
+// holds a connection (httptrace GotConn) or ends.
+type hostGatedTransport struct {
+	*http.Transport
+	mu    sync.Mutex
+	first map[string]chan struct{} // by host; closed once the first request has its connection
+}
+
+func (t *hostGatedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	host := req.URL.Host
+	t.mu.Lock()
+	ready, seen := t.first[host]
+	if !seen {
+		ready = make(chan struct{})
+		t.first[host] = ready
+	}
+	t.mu.Unlock()
+	if seen {
+		select {
+		case <-ready:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+		return t.Transport.RoundTrip(req)
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { close(ready) }) }
+	defer release() // a failed first request lets the others try
+	ctx := httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { release() }})
+	return t.Transport.RoundTrip(req.WithContext(ctx))
 }
