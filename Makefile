@@ -5,8 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 IMAGE_TAG ?= $(VERSION)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 20m
+FUZZTIME ?= 10s
 
-.PHONY: help build test unit lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-scale
+.PHONY: help build test unit fuzz lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-scale
 
 ## help: list the targets
 help:
@@ -16,9 +17,19 @@ help:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kvinject ./cmd/kvinject-agent
 
-## test: every test: vet and format checks, unit and envtest tests with -race (builds the Kubernetes binaries once, cached in bin/)
+## test: every test: vet and format checks, unit and envtest tests with -race (builds the Kubernetes binaries once, cached in bin/), then every fuzz target for FUZZTIME
 test: cluster-binaries lint
 	$(GO) test $(GOTEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+## fuzz: every fuzz target for FUZZTIME (10s) each; plain go test already runs their committed corpora (testdata/fuzz/)
+fuzz:
+	@set -eo pipefail; for pkg in $$($(GO) list ./...); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$target ($$pkg) for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg | grep -v '^fuzz: elapsed' ; \
+	  done; \
+	done
 
 ## unit: the Go tests only, without building the Kubernetes binaries (tests that need them skip)
 unit:

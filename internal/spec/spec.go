@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"strconv"
+	"strings"
 )
 
 // Version is the version of the Spec this build writes and reads. The agent
@@ -149,6 +151,15 @@ func Decode(data []byte) (*Spec, error) {
 	if err := dec.Decode(&s); err != nil {
 		return nil, fmt.Errorf("decode %s: %w", EnvSpec, err)
 	}
+	// encoding/json matches field names without regard to case; the spec
+	// is written by the webhook alone, so any other spelling is refused.
+	var raw any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", EnvSpec, err)
+	}
+	if err := exactFieldNames(raw, reflect.TypeFor[Spec](), "spec"); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", EnvSpec, err)
+	}
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid %s: %w", EnvSpec, err)
 	}
@@ -203,9 +214,22 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("file %q has neither a secret nor a template", f.Name)
 		}
 		if f.Template != "" {
-			if err := CheckTemplate(f.Template); err != nil {
+			args, err := checkTemplateArgs(f.Template)
+			if err != nil {
 				return fmt.Errorf("file %q: template %w", f.Name, err)
 			}
+			// refs are exactly the template's secret arguments, as
+			// ParseTemplate makes them.
+			if len(f.Refs) != len(args) {
+				return fmt.Errorf("file %q: refs has %d entries, the template reads %d references", f.Name, len(f.Refs), len(args))
+			}
+			for a := range args {
+				if _, ok := f.Refs[a]; !ok {
+					return fmt.Errorf("file %q: the template's reference %s is not in refs", f.Name, Quote(a))
+				}
+			}
+		} else if f.Refs != nil {
+			return fmt.Errorf("file %q: refs belong to a template file", f.Name)
 		}
 		refs := f.Refs
 		if f.Secret != nil {
@@ -214,6 +238,52 @@ func (s *Spec) Validate() error {
 		for _, r := range refs {
 			if err := r.validate(); err != nil {
 				return fmt.Errorf("file %q: %w", f.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// exactFieldNames checks that every object key in v, decoded from JSON, is
+// spelled exactly as a json tag of the struct type t describes it.
+func exactFieldNames(v any, t reflect.Type, at string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil // a type mismatch: the decoder has refused it already
+		}
+		fields := map[string]reflect.Type{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name != "-" && f.IsExported() {
+				fields[name] = f.Type
+			}
+		}
+		for _, k := range sortedKeys(m) {
+			ft, ok := fields[k]
+			if !ok {
+				return fmt.Errorf("%s: unknown field %s (field names are case-sensitive)", at, Quote(k))
+			}
+			if err := exactFieldNames(m[k], ft, at+"."+k); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		a, _ := v.([]any)
+		for i, e := range a {
+			if err := exactFieldNames(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); err != nil {
+				return err
+			}
+		}
+	case reflect.Map:
+		m, _ := v.(map[string]any)
+		for _, k := range sortedKeys(m) {
+			if err := exactFieldNames(m[k], t.Elem(), at+"["+Quote(k)+"]"); err != nil {
+				return err
 			}
 		}
 	}

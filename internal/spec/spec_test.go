@@ -232,6 +232,15 @@ func TestDecode(t *testing.T) {
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0600","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `grants more than read`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"vault":"http://kv1.vault.azure.net","name":"a"}}]}`, `must be an https:// URL`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400"}]}`, `neither a secret nor a template`},
+		// Field names are exact: encoding/json alone would take these.
+		{`{"version":"v1","mountPAth":"/s","files":[]}`, `spec: unknown field "mountPAth" (field names are case-sensitive)`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"Vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `spec.files[0].secret: unknown field "Vault"`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","NAME":"db"}}}]}`, `spec.files[0].refs["db"]: unknown field "NAME"`},
+		// refs are exactly the template's references.
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{}}]}`, `file "c": refs has 0 entries, the template reads 1 references`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"other":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`, `file "c": the template's reference "db" is not in refs`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"},"refs":{}}]}`, `file "x": refs belong to a template file`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ range 9 }}{{ end }}{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`, `file "c": template line 1, column 10: range is not allowed`},
 	} {
 		_, err := Decode([]byte(tt.in))
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

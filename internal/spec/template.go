@@ -113,15 +113,22 @@ func ParseTemplate(text, defaultVault string, cloud Cloud) (map[string]Ref, erro
 // agent runs it on the spec it is given, so a template the webhook would
 // refuse is refused there too.
 func CheckTemplate(text string) error {
-	calls := 0
-	err := checkTemplate(text, func(func(parse.Node, string) *TemplateError, *parse.CommandNode, string) error {
-		calls++
+	_, err := checkTemplateArgs(text)
+	return err
+}
+
+// checkTemplateArgs is CheckTemplate, returning the arguments of the
+// template's secret calls: the keys of its File.Refs.
+func checkTemplateArgs(text string) (map[string]bool, error) {
+	args := map[string]bool{}
+	err := checkTemplate(text, func(_ func(parse.Node, string) *TemplateError, _ *parse.CommandNode, arg string) error {
+		args[arg] = true
 		return nil
 	})
-	if err == nil && calls == 0 {
+	if err == nil && len(args) == 0 {
 		err = &TemplateError{Line: 1, Problem: `reads no secret: call {{ secret "name#path" }} at least once`}
 	}
-	return err
+	return args, err
 }
 
 // checkTemplate parses text and walks every template it defines, calling
