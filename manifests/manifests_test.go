@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,6 +83,17 @@ func all[T runtime.Object](objs []runtime.Object) []T {
 		}
 	}
 	return found
+}
+
+func clusterRole(t *testing.T, objs []runtime.Object, name string) *rbacv1.ClusterRole {
+	t.Helper()
+	for _, cr := range all[*rbacv1.ClusterRole](objs) {
+		if cr.Name == name {
+			return cr
+		}
+	}
+	t.Fatalf("no ClusterRole %s", name)
+	return nil
 }
 
 func kindsOf(objs []runtime.Object) []string {
@@ -162,8 +174,8 @@ func envValue(c corev1.Container, name string) string {
 func TestBasePolicy(t *testing.T) {
 	objs := objects(t, "base", "")
 	want := []string{
-		"ClusterRole/kvinject-webhook", "ClusterRoleBinding/kvinject-webhook", "Deployment/kvinject-webhook",
-		"MutatingWebhookConfiguration/kvinject", "Namespace/kvinject-system", "PodDisruptionBudget/kvinject-webhook",
+		"ClusterRole/kvinject-metrics-reader", "ClusterRole/kvinject-webhook", "ClusterRoleBinding/kvinject-webhook", "Deployment/kvinject-webhook",
+		"MutatingWebhookConfiguration/kvinject", "Namespace/kvinject-system", "NetworkPolicy/kvinject-webhook", "PodDisruptionBudget/kvinject-webhook",
 		"Service/kvinject-webhook", "ServiceAccount/kvinject-webhook",
 	}
 	if diff := cmp.Diff(want, kindsOf(objs)); diff != "" {
@@ -204,11 +216,21 @@ func TestBasePolicy(t *testing.T) {
 		t.Errorf("webhook configuration named %q", mwc.Name)
 	}
 
-	// RBAC: get/list/watch on serviceaccounts, nothing else, bound to the webhook's ServiceAccount only.
-	cr := only[*rbacv1.ClusterRole](t, objs)
-	wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}}}
+	// RBAC: get/list/watch on serviceaccounts and the reviews that guard
+	// /metrics, nothing else, bound to the webhook's ServiceAccount only.
+	cr := clusterRole(t, objs, "kvinject-webhook")
+	wantRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+	}
 	if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
+	}
+	// The role for whoever scrapes /metrics, bound by the user.
+	reader := clusterRole(t, objs, "kvinject-metrics-reader")
+	if diff := cmp.Diff([]rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}, reader.Rules); diff != "" {
+		t.Errorf("ClusterRole kvinject-metrics-reader rules (-want +got):\n%s", diff)
 	}
 	if cr.AggregationRule != nil {
 		t.Error("ClusterRole aggregates other roles")
@@ -231,7 +253,10 @@ func TestBasePolicy(t *testing.T) {
 	}
 
 	svc := only[*corev1.Service](t, objs)
-	wantPorts := []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromString("webhook"), Protocol: corev1.ProtocolTCP}}
+	wantPorts := []corev1.ServicePort{
+		{Name: "https", Port: 443, TargetPort: intstr.FromString("webhook"), Protocol: corev1.ProtocolTCP},
+		{Name: "metrics", Port: 8443, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
+	}
 	if diff := cmp.Diff(wantPorts, svc.Spec.Ports); diff != "" {
 		t.Errorf("Service ports (-want +got):\n%s", diff)
 	}
@@ -241,6 +266,32 @@ func TestBasePolicy(t *testing.T) {
 	if svc.Name != wantHook.ClientConfig.Service.Name || svc.Namespace != wantHook.ClientConfig.Service.Namespace {
 		t.Error("the webhook does not call this Service")
 	}
+
+	// Ingress: admission and probes from anywhere, metrics from the monitoring namespace only.
+	np := only[*networkingv1.NetworkPolicy](t, objs)
+	if diff := cmp.Diff(d.Spec.Selector.MatchLabels, np.Spec.PodSelector.MatchLabels); diff != "" {
+		t.Errorf("NetworkPolicy selects other pods than the Deployment's:\n%s", diff)
+	}
+	if got := metricsSource(np); got != "monitoring" {
+		t.Errorf("metrics open to namespace %q, want monitoring", got)
+	}
+}
+
+// metricsSource is the namespace a NetworkPolicy lets reach port metrics.
+func metricsSource(np *networkingv1.NetworkPolicy) string {
+	tcp := corev1.ProtocolTCP
+	for _, r := range np.Spec.Ingress {
+		for _, p := range r.Ports {
+			if p.Port == nil || *p.Port != intstr.FromString("metrics") || p.Protocol == nil || *p.Protocol != tcp {
+				continue
+			}
+			if len(r.From) == 1 && r.From[0].NamespaceSelector != nil && r.From[0].PodSelector == nil {
+				return r.From[0].NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"]
+			}
+			return "(anywhere)"
+		}
+	}
+	return "(nowhere)"
 }
 
 func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
@@ -302,7 +353,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 		t.Errorf("preStop sleep %d s with terminationGracePeriodSeconds %d leaves no time for the 25 s graceful shutdown", s, tgp)
 	}
 	for _, a := range []string{"webhook", "--agent-image=$(KVINJECT_AGENT_IMAGE)", "--cert-dir=/var/run/kvinject/serving-certs",
-		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"} {
+		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %q", c.Args, a)
 		}
@@ -317,7 +368,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if diff := cmp.Diff(map[string]int32{"webhook": 9443, "metrics": 8080, "health": 8081}, ports); diff != "" {
+	if diff := cmp.Diff(map[string]int32{"webhook": 9443, "metrics": 8443, "health": 8081}, ports); diff != "" {
 		t.Errorf("container ports (-want +got):\n%s", diff)
 	}
 	probe := func(name string, p *corev1.Probe, path string) {
@@ -355,8 +406,8 @@ func checkRBAC(t *testing.T, objs []runtime.Object) {
 				t.Errorf("wildcard in rule %+v", r)
 			}
 		}
-		if len(r.NonResourceURLs) != 0 {
-			t.Errorf("non-resource URLs in rule %+v", r)
+		if len(r.NonResourceURLs) != 0 && !slices.Equal(r.NonResourceURLs, []string{"/metrics"}) {
+			t.Errorf("non-resource URLs other than /metrics in rule %+v", r)
 		}
 	}
 }
@@ -383,7 +434,7 @@ func TestSelfSignedOverlay(t *testing.T) {
 	for _, cr := range all[*rbacv1.ClusterRole](objs) {
 		if cr.Name == "kvinject-webhook-cabundle" {
 			cabundle = cr
-		} else if cr.Name != "kvinject-webhook" {
+		} else if cr.Name != "kvinject-webhook" && cr.Name != "kvinject-metrics-reader" {
 			t.Errorf("unexpected ClusterRole %s", cr.Name)
 		}
 	}
@@ -457,8 +508,8 @@ func checkExternalCert(t *testing.T, objs []runtime.Object, secret string) {
 	d := only[*appsv1.Deployment](t, objs)
 	checkDeployment(t, d)
 	checkRBAC(t, objs)
-	if n := len(all[*rbacv1.Role](objs)) + len(all[*rbacv1.ClusterRole](objs)); n != 1 {
-		t.Errorf("%d roles, want the base's ClusterRole only", n)
+	if n := len(all[*rbacv1.Role](objs)) + len(all[*rbacv1.ClusterRole](objs)); n != 2 {
+		t.Errorf("%d roles, want the base's two ClusterRoles only", n)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
 	for _, a := range c.Args {
@@ -523,6 +574,9 @@ func TestOpenShiftOverlay(t *testing.T) {
 	}
 	if n := len(all[*unstructured.Unstructured](objs)); n != 0 {
 		t.Errorf("%d non-core objects", n)
+	}
+	if got := metricsSource(only[*networkingv1.NetworkPolicy](t, objs)); got != "openshift-monitoring" {
+		t.Errorf("metrics open to namespace %q, want openshift-monitoring", got)
 	}
 }
 

@@ -43,7 +43,7 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	mutationFlags(fs, &o.Mutation)
 	fs.IntVar(&o.Port, "port", o.Port, "port of the webhook server")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
-	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics, or 0 to disable")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics (HTTPS with the webhook's certificate, for bearer tokens allowed to get /metrics), or 0 to disable")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig file (default: KUBECONFIG, else in-cluster)")
 	selfSigned := selfcert.DefaultOptions()

@@ -2,6 +2,7 @@ package webhookserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -34,7 +36,10 @@ type ServerOptions struct {
 	CertDir string
 	// Host to bind the webhook server to; empty means all addresses.
 	Host string
-	// MetricsAddr and ProbeAddr serve /metrics and /healthz, /readyz; "0" disables metrics.
+	// MetricsAddr serves /metrics over HTTPS (the webhook's certificate) to
+	// callers whose bearer token passes a TokenReview and whose identity may
+	// get the /metrics URL (SubjectAccessReview); "0" disables it.
+	// ProbeAddr serves /healthz and /readyz over plain HTTP to the kubelet.
 	MetricsAddr string
 	ProbeAddr   string
 	// Kubeconfig is an explicit kubeconfig path; else KUBECONFIG, else in-cluster.
@@ -50,7 +55,7 @@ func DefaultServerOptions() ServerOptions {
 		Mutation:    webhook.DefaultOptions(),
 		Port:        9443,
 		CertDir:     "/tmp/k8s-webhook-server/serving-certs",
-		MetricsAddr: ":8080",
+		MetricsAddr: ":8443",
 		ProbeAddr:   ":8081",
 	}
 }
@@ -88,6 +93,11 @@ func RestConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
+// minTLS sets the servers' lowest TLS version explicitly: 1.2, which every
+// supported API server speaks. Go's servers choose 1.3 whenever the client
+// offers it.
+func minTLS(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }
+
 // Serve runs the webhook server until ctx ends.
 func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	scheme := runtime.NewScheme()
@@ -99,8 +109,15 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		Scheme: scheme,
 		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
 			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
+			TLSOpts: []func(*tls.Config){minTLS},
 		}),
-		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics: metricsserver.Options{
+			BindAddress:    o.MetricsAddr,
+			SecureServing:  true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization,
+			CertDir:        o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
+			TLSOpts: []func(*tls.Config){minTLS},
+		},
 		HealthProbeBindAddress:  o.ProbeAddr,
 		GracefulShutdownTimeout: ptr.To(25 * time.Second),
 		Cache: cache.Options{

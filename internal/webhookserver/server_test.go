@@ -2,17 +2,22 @@ package webhookserver
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -158,13 +163,90 @@ func TestServeWithAPIServer(t *testing.T) {
 		t.Errorf("bad pod: %v, want a 403 denial naming kvinject.io/secret-username", err)
 	}
 
-	// The counter is exported.
-	metrics := get(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
-	for _, want := range []string{`kvinject_injections_total{result="injected"} 1`, `kvinject_injections_total{result="denied"} 1`} {
-		if !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %s", want)
+	// The counter is exported over HTTPS, to a token allowed to get /metrics
+	// only: no token is 401, a token without the role 403.
+	metricsURL := fmt.Sprintf("https://127.0.0.1:%d/metrics", metricsPort)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(wio.LocalServingCAData)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	_, err = cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "metrics-reader"},
+		Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{})
+	mustCreate(err)
+	_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "metrics-reader"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "metrics-reader"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: "group1"}}}, metav1.CreateOptions{})
+	mustCreate(err)
+	token := func(name string) string {
+		t.Helper()
+		_, err := cs.CoreV1().ServiceAccounts("group1").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		mustCreate(err)
+		tr, err := cs.CoreV1().ServiceAccounts("group1").CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		mustCreate(err)
+		return tr.Status.Token
+	}
+	for _, tc := range []struct {
+		name, token string
+		want        int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"a token without the role", token("nobody"), http.StatusForbidden},
+		{"prometheus", token("prometheus"), http.StatusOK},
+	} {
+		code, body := getWith(t, hc, metricsURL, tc.token)
+		if code != tc.want {
+			t.Errorf("metrics for %s: HTTP %d, want %d", tc.name, code, tc.want)
+		}
+		if code != http.StatusOK {
+			continue
+		}
+		for _, want := range []string{`kvinject_injections_total{result="injected"} 1`, `kvinject_injections_total{result="denied"} 1`} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %s", want)
+			}
 		}
 	}
+
+	// Both servers refuse TLS below 1.2 and speak 1.3 to a client that can.
+	for name, addr := range map[string]string{
+		"webhook": net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort)),
+		"metrics": fmt.Sprintf("127.0.0.1:%d", metricsPort),
+	} {
+		if conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil {
+			conn.Close()
+			t.Errorf("%s accepts TLS 1.1", name)
+		}
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if v := conn.ConnectionState().Version; v != tls.VersionTLS13 {
+			t.Errorf("%s negotiated %s, want TLS 1.3", name, tls.VersionName(v))
+		}
+		conn.Close()
+	}
+}
+
+// getWith GETs url with a bearer token, if any.
+func getWith(t *testing.T, hc *http.Client, url, token string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
 
 func waitReady(t *testing.T, url string) {

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -436,14 +439,23 @@ func admissions(t *testing.T) float64 {
 	if err != nil || len(list.Items) == 0 {
 		t.Fatalf("list webhook pods: %v (%d)", err, len(list.Items))
 	}
+	token := metricsToken(t)
+	// The serving certificate names the Service, not the pod addresses
+	// scraped here one by one.
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	total := 0.0
 	for _, p := range list.Items {
 		if p.DeletionTimestamp != nil || !ready(p) {
 			continue // a replica of an earlier rollout, on its way out
 		}
-		resp, err := http.Get("http://" + p.Status.PodIP + ":8080/metrics")
+		req, _ := http.NewRequest(http.MethodGet, "https://"+p.Status.PodIP+":8443/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("metrics of %s: %v", p.Name, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("metrics of %s: HTTP %d", p.Name, resp.StatusCode)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -455,6 +467,29 @@ func admissions(t *testing.T) float64 {
 		}
 	}
 	return total
+}
+
+// metricsToken is a token of a ServiceAccount bound to the shipped
+// kvinject-metrics-reader role, as a Prometheus would have.
+func metricsToken(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	const name = "e2e-metrics"
+	c := cluster.Client
+	if _, err := c.CoreV1().ServiceAccounts(harness.KvinjectNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "kvinject-metrics-reader"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: harness.KvinjectNS}}}
+	if _, err := c.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	tr, err := c.CoreV1().ServiceAccounts(harness.KvinjectNS).CreateToken(ctx, name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
 }
 
 // failedAgent waits for the app's pod to have a failed agent and returns the
