@@ -267,19 +267,6 @@ func waitReady(t *testing.T, url string) {
 	}
 }
 
-func get(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // checkInjected asserts what the API server stored of an injected pod.
 func checkInjected(t *testing.T, pod *corev1.Pod) {
