@@ -267,7 +267,6 @@ func waitReady(t *testing.T, url string) {
 	}
 }
 
-
 // checkInjected asserts what the API server stored of an injected pod.
 func checkInjected(t *testing.T, pod *corev1.Pod) {
 	t.Helper()
