@@ -24,66 +24,28 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 
 	ids := o.Spec.SecretIDs()
-	vaults := distinctVaults(ids)
-	o.Logger.Info("starting", "files", len(o.Spec.Files), "secrets", len(ids), "vaults", hosts(vaults),
+	o.Logger.Info("starting", "files", len(o.Spec.Files), "secrets", len(ids), "vaults", hosts(distinctVaults(ids)),
 		"clientID", a.identity.clientID, "tenantID", a.identity.tenantID, "dir", o.Dir, "timeout", o.Timeout.String())
 
-	dc := a.diagContext()
-	var getters map[string]SecretGetter
-	var requests func() int64
-	if o.NewGetter != nil {
-		getters = map[string]SecretGetter{}
-		for _, v := range vaults {
-			g, err := o.NewGetter(v)
-			if err != nil {
-				return err
-			}
-			getters[v] = g
-		}
-	} else {
-		if ps := a.identity.problems(o.Spec, o.Env); len(ps) > 0 {
-			var problems []Problem
-			for _, p := range ps {
-				problems = append(problems, Problem{Cause: p})
-			}
-			return a.report(problems)
-		}
-		az, err := a.newAzure(vaults)
-		if err != nil {
-			return a.report([]Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}})
-		}
-		defer az.close()
-		requests = az.transport.requests.Load
-		// Open the vault connections while the token exchange runs.
-		for _, v := range vaults {
-			az.dialer.Warm(ctx, hostOf(v))
-		}
+	c, problems, err := a.connect(ctx, ids)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	if len(problems) > 0 {
+		return a.report(problems)
+	}
+	if c.az != nil {
+		// Sign in while the vault connections, warmed by connect, open.
 		t0 := time.Now()
-		if err := az.token(ctx); err != nil {
-			p := dc.diagnoseAuth(err)
-			if ctx.Err() != nil {
-				// azidentity flattens the context's error into its message.
-				p = dc.diagnoseTransport(ctx.Err(), hostOf(a.identity.authorityHost))
-			}
-			var problems []Problem
-			for _, v := range vaults {
-				q := p
-				q.Vault, q.Secret = v, secretsOf(ids, v)
-				problems = append(problems, q)
-			}
-			return a.report(problems)
+		if err := c.az.token(ctx); err != nil {
+			return a.report(a.signInProblems(ctx, err, ids))
 		}
 		o.Logger.Info("signed in", "authority", a.identity.authorityHost, "durationMs", time.Since(t0).Milliseconds())
-		getters = az.clients
 	}
 
-	results := a.fetch(ctx, getters, ids)
-	var problems []Problem
-	for _, id := range ids {
-		if r := results[id]; r.err != nil {
-			problems = append(problems, dc.diagnoseFetch(id, r.err, r.at))
-		}
-	}
+	results := a.fetch(ctx, c.getters, ids)
+	problems = a.fetchProblems(ids, results)
 	// Extract and render what was fetched, so that one run reports every
 	// problem, not just the first kind.
 	files, more := a.resolve(ctx, results)
@@ -99,14 +61,91 @@ func (a *Agent) Run(ctx context.Context) error {
 		o.Logger.Info("cleanup after the switch failed", "problem", w)
 	}
 	kv := []any{"dir", o.Dir, "files", len(files), "durationMs", time.Since(start).Milliseconds()}
-	if requests != nil {
-		kv = append(kv, "httpsRequests", requests())
+	if c.az != nil {
+		kv = append(kv, "httpsRequests", c.az.transport.requests.Load())
 	}
 	if rss := peakRSSKiB(); rss > 0 {
 		kv = append(kv, "peakRSSKiB", rss)
 	}
 	o.Logger.Info("wrote files", kv...)
 	return nil
+}
+
+// conn is what the agent reads the vaults through: the Azure clients, or
+// Options.NewGetter's getters.
+type conn struct {
+	getters map[string]SecretGetter
+	az      *azureClients // nil with Options.NewGetter
+}
+
+func (c *conn) close() {
+	if c != nil && c.az != nil {
+		c.az.close()
+	}
+}
+
+// connect makes one getter per vault of ids. With Azure it also starts
+// opening the vault connections; identity problems (AZURE_* missing or
+// disagreeing with the spec) and client setup failures are problems.
+func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []Problem, error) {
+	vaults := distinctVaults(ids)
+	c := &conn{getters: map[string]SecretGetter{}}
+	if a.o.NewGetter != nil {
+		for _, v := range vaults {
+			g, err := a.o.NewGetter(v)
+			if err != nil {
+				return nil, nil, err
+			}
+			c.getters[v] = g
+		}
+		return c, nil, nil
+	}
+	if ps := a.identity.problems(a.o.Spec, a.o.Env); len(ps) > 0 {
+		var problems []Problem
+		for _, p := range ps {
+			problems = append(problems, Problem{Cause: p})
+		}
+		return c, problems, nil
+	}
+	az, err := a.newAzure(vaults)
+	if err != nil {
+		return c, []Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}}, nil
+	}
+	c.az, c.getters = az, az.clients
+	for _, v := range vaults {
+		az.dialer.Warm(ctx, hostOf(v))
+	}
+	return c, nil, nil
+}
+
+// signInProblems is a failed sign-in, said once per vault it kept from
+// reading.
+func (a *Agent) signInProblems(ctx context.Context, err error, ids []spec.SecretID) []Problem {
+	dc := a.diagContext()
+	p := dc.diagnoseAuth(err)
+	if ctx.Err() != nil {
+		// azidentity flattens the context's error into its message.
+		p = dc.diagnoseTransport(ctx.Err(), hostOf(a.identity.authorityHost))
+	}
+	var problems []Problem
+	for _, v := range distinctVaults(ids) {
+		q := p
+		q.Vault, q.Secret = v, secretsOf(ids, v)
+		problems = append(problems, q)
+	}
+	return problems
+}
+
+// fetchProblems diagnoses the fetches that failed, in ids' order.
+func (a *Agent) fetchProblems(ids []spec.SecretID, results map[spec.SecretID]*fetchResult) []Problem {
+	dc := a.diagContext()
+	var problems []Problem
+	for _, id := range ids {
+		if r := results[id]; r.err != nil {
+			problems = append(problems, dc.diagnoseFetch(id, r.err, r.at))
+		}
+	}
+	return problems
 }
 
 func (a *Agent) diagContext() diagContext {
@@ -169,7 +208,7 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 			}
 			r.secret, r.err = s, err
 			if err == nil {
-				a.o.Logger.Info("fetched secret", "vault", hostOf(id.Vault), "name", id.Name,
+				a.o.Logger.V(a.fetchLogV).Info("fetched secret", "vault", hostOf(id.Vault), "name", id.Name,
 					"version", s.Version, "bytes", len(s.Value), "durationMs", time.Since(t0).Milliseconds())
 			}
 		})

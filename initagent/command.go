@@ -34,6 +34,7 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	concurrency := fs.Int("concurrency", DefaultConcurrency, fmt.Sprintf("secrets fetched in parallel (1 to %d)", MaxConcurrency))
 	dir := fs.String("dir", "", "where the agent writes the files (default: the spec's mountPath)")
 	logFormat := fs.String("log-format", "json", "log format on stderr: json or text")
+	refresh := fs.Duration("refresh", 0, fmt.Sprintf("keep the files current: re-read the secrets this often until stopped, rewriting them when a version changes; the kvinject-refresh sidecar runs this (the webhook asks for at least %v)", spec.MinRefresh))
 	termLog := fs.String("termination-log", "/dev/termination-log", "also write the problem lines to this file when it exists (kubectl describe pod shows it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nReads %s and the AZURE_* variables, fetches the Key Vault secrets and writes all files or none.\n\nFlags:\n", prog, spec.EnvSpec)
@@ -100,6 +101,13 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 		if err := agent.Check(); err != nil {
 			fmt.Fprintf(stdio.Err, "error: %v\n", err)
 			return 1
+		}
+		return 0
+	}
+	if *refresh != 0 {
+		if err := agent.Refresh(ctx, *refresh); err != nil {
+			fmt.Fprintf(stdio.Err, "error: %v\n", err)
+			return 2
 		}
 		return 0
 	}

@@ -95,6 +95,9 @@ var ErrFailed = errors.New("kvinject agent failed")
 type Agent struct {
 	o        Options
 	identity identity
+	// fetchLogV is the verbosity of the per-secret log line: the refresh
+	// loop logs what changed, not every read.
+	fetchLogV int
 }
 
 // identity is what the credential will use, after reconciling the

@@ -40,7 +40,10 @@ type warmConn struct {
 
 // newDialer returns a dialer trusting roots, or the system roots when nil.
 func newDialer(roots *x509.CertPool) *dialer {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, RootCAs: roots}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}, RootCAs: roots,
+		// The refresh sidecar reconnects every interval: resuming the
+		// session spares the link the certificate chain.
+		ClientSessionCache: tls.NewLRUClientSessionCache(16)}
 	return &dialer{
 		proxy: http.ProxyFromEnvironment,
 		tls:   cfg,

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -75,8 +76,12 @@ func (d *Denial) err() error {
 var singleAnnotations = []string{
 	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
 	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
-	spec.AnnotationStatus,
+	spec.AnnotationRefresh, spec.AnnotationStatus,
 }
+
+// ownContainers are the init containers kvinject adds: a pod's own
+// containers may not take their names.
+var ownContainers = []string{spec.AgentContainerName, spec.RefreshContainerName}
 
 var fileAnnotationPrefixes = []string{spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix, spec.AnnotationPermsPrefix}
 
@@ -89,6 +94,8 @@ type injection struct {
 	// when known and not root, else AgentFallbackUser. Never nil, so the
 	// agent never inherits a pod's uid 0.
 	agentUser, agentGroup *int64
+	// refresh is the kvinject-refresh sidecar's interval; 0: no sidecar.
+	refresh time.Duration
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
@@ -215,6 +222,9 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		in.tokenExpiration = n
 	}
 	s.Identity.TokenExpirationSeconds = in.tokenExpiration
+	if v, ok := ann[spec.AnnotationRefresh]; ok {
+		in.refresh = parseRefresh(v, o, d)
+	}
 
 	if err := d.err(); err != nil {
 		return nil, err
@@ -264,18 +274,34 @@ func parseIdentity(ann map[string]string, sa ServiceAccount, o *Options, d *Deni
 	return id
 }
 
+// parseRefresh reads AnnotationRefresh: a Go duration of at least
+// MinRefresh, on an API server that runs native sidecars.
+func parseRefresh(v string, o *Options, d *Denial) time.Duration {
+	interval, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		d.addf("%s: %s is not a duration: use one like 15m or 1h", spec.AnnotationRefresh, spec.Quote(v))
+	case interval < spec.MinRefresh:
+		d.addf("%s: %s is shorter than the minimum of %v", spec.AnnotationRefresh, spec.Quote(v), spec.MinRefresh)
+	case o.kubeMinor < spec.MinSidecarMinor:
+		d.addf("%s: the refresh sidecar is a native sidecar, which needs Kubernetes 1.%d or newer, and this cluster runs 1.%d: remove the annotation (the files are then written once, when the pod starts)",
+			spec.AnnotationRefresh, spec.MinSidecarMinor, o.kubeMinor)
+	}
+	return interval
+}
+
 // parseContainers returns the target containers: the named ones, or every
 // regular container.
 func parseContainers(pod *corev1.Pod, d *Denial) (map[string]bool, []string) {
 	all := map[string]bool{}
 	for _, c := range pod.Spec.InitContainers {
-		if c.Name != spec.AgentContainerName {
+		if !contains(ownContainers, c.Name) {
 			all[c.Name] = true
 		}
 	}
 	for _, c := range pod.Spec.Containers {
 		all[c.Name] = true
-		if c.Name == spec.AgentContainerName {
+		if contains(ownContainers, c.Name) {
 			d.addf("container %s: the name is kvinject's own init container's: rename the container", spec.Quote(c.Name))
 		}
 	}

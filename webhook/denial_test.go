@@ -54,7 +54,7 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, secret-<file>, template-<file> and perms-<file>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, secret-<file>, template-<file> and perms-<file>"},
 	}, {
 		name: "empty file name",
 		ann:  map[string]string{"kvinject.io/secret-": "db"},
@@ -111,6 +111,14 @@ func TestDenials(t *testing.T) {
 		name: "template calls itself",
 		ann:  map[string]string{"kvinject.io/template-conf": `{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}{{ secret "db" }}`},
 		want: []string{`kvinject.io/template-conf: template line 1, column 29: template "r" is called again while it runs: recursion is not allowed`},
+	}, {
+		name: "refresh not a duration",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/refresh": "hourly"},
+		want: []string{`kvinject.io/refresh: "hourly" is not a duration: use one like 15m or 1h`},
+	}, {
+		name: "refresh too often",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/refresh": "30s"},
+		want: []string{`kvinject.io/refresh: "30s" is shorter than the minimum of 1m0s`},
 	}, {
 		name: "template reads no secret",
 		ann:  map[string]string{"kvinject.io/template-conf": secretText},
@@ -246,6 +254,15 @@ func TestDenials(t *testing.T) {
 
 // TestDeniedCollisions: what would only fail later is refused at admission.
 func TestDeniedCollisions(t *testing.T) {
+	t.Run("a container named like kvinject's refresh sidecar", func(t *testing.T) {
+		pod := podWith(map[string]string{"kvinject.io/secret-x": "db"})
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: spec.RefreshContainerName, Image: "i"})
+		d := denial(t, pod)
+		want := []string{`container "kvinject-refresh": the name is kvinject's own init container's: rename the container`}
+		if diff := cmp.Diff(want, d.Problems); diff != "" {
+			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
 	t.Run("a container named like kvinject's agent", func(t *testing.T) {
 		pod := podWith(map[string]string{"kvinject.io/secret-x": "db"})
 		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: spec.AgentContainerName, Image: "i"})
@@ -271,6 +288,43 @@ func TestDeniedCollisions(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRefreshNeedsSidecars: below Kubernetes 1.29 there are no native
+// sidecars, so a refresh is denied, saying what to do instead.
+func TestRefreshNeedsSidecars(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		denied  bool
+	}{{"1.28", true}, {"v1.28.15+k3s1", true}, {"1.29", false}, {"v1.33.5+abcdef", false}} {
+		t.Run(tc.version, func(t *testing.T) {
+			o := testOptions(t)
+			o.KubeVersion = tc.version
+			if err := o.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			err := Mutate(podWith(map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/refresh": "1h"}), testSA("ns", "app"), o)
+			if !tc.denied {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Fatalf("Mutate = %v, want a denial", err)
+			}
+			want := []string{"kvinject.io/refresh: the refresh sidecar is a native sidecar, which needs Kubernetes 1.29 or newer, and this cluster runs 1.28: remove the annotation (the files are then written once, when the pod starts)"}
+			if diff := cmp.Diff(want, d.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
+	}
+	for _, bad := range []string{"", "2.0", "1.x", "latest", "1.12345"} {
+		if _, err := KubeMinor(bad); err == nil {
+			t.Errorf("KubeMinor(%q) accepted", bad)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"path"
+	"time"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -63,10 +64,26 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
 		mounts:         []corev1.VolumeMount{{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}},
 		targets:        in.targets,
 	}
+	if in.refresh > 0 {
+		a.initContainers = append(a.initContainers, refreshContainer(agent, in.refresh, o))
+	}
 	if o.caConfigMap != "" {
 		a.volumes = append(a.volumes, caVolume(o))
 	}
 	return a, nil
+}
+
+// refreshContainer is the kvinject-refresh native sidecar: the agent's
+// binary, environment, mounts and security context, in refresh mode. It
+// starts after kvinject-agent has written the files and runs as long as the
+// pod.
+func refreshContainer(agent corev1.Container, interval time.Duration, o *Options) corev1.Container {
+	c := *agent.DeepCopy()
+	c.Name = spec.RefreshContainerName
+	c.Args = append(c.Args, "--refresh="+interval.String())
+	c.Resources = *o.RefreshResources.DeepCopy()
+	c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+	return c
 }
 
 func agentContainer(in *injection, o *Options) (corev1.Container, error) {

@@ -143,12 +143,21 @@ func checkInjected(t testing.TB, pod *corev1.Pod) {
 			if _, ok := vols[m.Name]; !ok {
 				t.Errorf("container %q mounts missing volume %q", c.Name, m.Name)
 			}
-			if m.Name == spec.TokenVolumeName && c.Name != spec.AgentContainerName {
+			if m.Name == spec.TokenVolumeName && !contains(ownContainers, c.Name) {
 				t.Errorf("container %q gets the agent's token", c.Name)
 			}
-			if m.Name == spec.SecretsVolumeName && c.Name != spec.AgentContainerName && !m.ReadOnly {
+			if m.Name == spec.SecretsVolumeName && !contains(ownContainers, c.Name) && !m.ReadOnly {
 				t.Errorf("container %q mounts the secrets read-write", c.Name)
 			}
+		}
+	}
+	if len(pod.Spec.InitContainers) > 1 && pod.Spec.InitContainers[1].Name == spec.RefreshContainerName {
+		r := pod.Spec.InitContainers[1]
+		if r.RestartPolicy == nil || *r.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+			t.Errorf("%s is not a native sidecar (restartPolicy Always)", r.Name)
+		}
+		if diff := cmp.Diff(pod.Spec.InitContainers[0].SecurityContext, r.SecurityContext); diff != "" {
+			t.Errorf("%s's securityContext differs from the agent's:\n%s", r.Name, diff)
 		}
 	}
 	agent := pod.Spec.InitContainers[0]
@@ -174,7 +183,7 @@ func checkInjected(t testing.TB, pod *corev1.Pod) {
 		for _, m := range c.VolumeMounts {
 			mounted = mounted || (m.Name == spec.SecretsVolumeName && m.MountPath == s.MountPath)
 		}
-		if want := c.Name == spec.AgentContainerName || contains(s.Containers, c.Name); mounted != want {
+		if want := contains(ownContainers, c.Name) || contains(s.Containers, c.Name); mounted != want {
 			t.Errorf("container %q: secrets mounted = %v, want %v", c.Name, mounted, want)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -39,8 +40,16 @@ type Options struct {
 	// namespace) holding extra PEM CA certificates the agent trusts, e.g. a
 	// TLS-inspecting proxy's. The agent gets it as SSL_CERT_FILE.
 	AgentCABundle string
+	// RefreshResources are the kvinject-refresh sidecar's requests and limits.
+	RefreshResources corev1.ResourceRequirements
+	// KubeVersion is the API server's version ("1.33", "v1.33.5+abcdef"),
+	// which decides what the mutation may use (native sidecars from 1.29).
+	// The webhook asks the API server at start; `kvinject inject` takes
+	// --kube-version. Empty: NewestKubeVersion.
+	KubeVersion string
 
 	// Derived by Validate.
+	kubeMinor     int
 	cloud         spec.Cloud
 	defaultVault  string
 	authorityHost string
@@ -48,6 +57,9 @@ type Options struct {
 	caKey         string
 	templates     *templateCache
 }
+
+// NewestKubeVersion is the newest Kubernetes version this build knows.
+const NewestKubeVersion = "1.37"
 
 // DefaultOptions are the webhook's defaults, before flags.
 func DefaultOptions() Options {
@@ -64,6 +76,17 @@ func DefaultOptions() Options {
 				corev1.ResourceMemory: resource.MustParse("64Mi"),
 			},
 		},
+		// Idle between refreshes; a refresh peaks like the agent's run.
+		RefreshResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("5m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("100m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
 	}
 }
 
@@ -71,6 +94,14 @@ func DefaultOptions() Options {
 func (o *Options) Validate() error {
 	var errs []error
 	o.templates = newTemplateCache()
+	if o.KubeVersion == "" {
+		o.KubeVersion = NewestKubeVersion
+	}
+	minor, err := KubeMinor(o.KubeVersion)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("the Kubernetes version: %w", err))
+	}
+	o.kubeMinor = minor
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}
@@ -116,6 +147,32 @@ func (o *Options) Validate() error {
 		o.caConfigMap, o.caKey = name, key
 	}
 	return errors.Join(errs...)
+}
+
+// SetKubeVersion records the API server's version, learned after the
+// options were validated (the webhook asks the API server at start).
+func (o *Options) SetKubeVersion(v string) error {
+	minor, err := KubeMinor(v)
+	if err != nil {
+		return fmt.Errorf("the Kubernetes version: %w", err)
+	}
+	o.KubeVersion, o.kubeMinor = v, minor
+	return nil
+}
+
+// KubeMinor returns the minor version of a Kubernetes 1.x version as
+// "1.33", "v1.33.5" or "v1.33.5+vendor" (a git version) give it.
+func KubeMinor(v string) (int, error) {
+	rest, ok := strings.CutPrefix(strings.TrimPrefix(v, "v"), "1.")
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	minor, err := strconv.Atoi(rest[:end])
+	if !ok || err != nil || end > 3 {
+		return 0, fmt.Errorf("%s is not a Kubernetes 1.x version like 1.33", spec.Quote(v))
+	}
+	return minor, nil
 }
 
 // Cloud is the validated cloud.

@@ -26,6 +26,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 	ns := fs.String("namespace", "default", "namespace of objects that name none")
 	saClientID := fs.String("sa-client-id", "", "stands in for the ServiceAccount annotation "+spec.SAAnnotationClientID)
 	saTenantID := fs.String("sa-tenant-id", "", "stands in for the ServiceAccount annotation "+spec.SAAnnotationTenantID)
+	fs.StringVar(&o.KubeVersion, "kube-version", webhook.NewestKubeVersion, "the API server's version, which decides what the webhook may add (native sidecars from 1.29)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

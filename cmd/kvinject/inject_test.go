@@ -44,17 +44,21 @@ func TestInject(t *testing.T) {
 		stdin    bool
 		wantCode int
 		wantErr  string
+		extra    []string
 	}{
 		{name: "workloads", in: "testdata/inject/workloads.yaml"},
 		{name: "stdin", in: "testdata/inject/workloads.yaml", stdin: true},
 		{name: "init containers, several containers, Jobs, CronJobs", in: "testdata/inject/init-containers.yaml"},
+		{name: "refresh sidecar", in: "testdata/inject/refresh.yaml", extra: []string{"--kube-version", "1.29"}},
+		{name: "refresh before native sidecars", in: "testdata/inject/refresh-old-cluster.yaml", extra: []string{"--kube-version", "v1.28.15"}, wantCode: 1,
+			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/refresh: the refresh sidecar is a native sidecar, which needs Kubernetes 1.29 or newer, and this cluster runs 1.28: remove the annotation (the files are then written once, when the pod starts)\nkvinject inject: 1 object(s) denied\n"},
 		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
 				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"inject", "-f", tt.in}, flags...)
+			args := append(append([]string{"inject", "-f", tt.in}, flags...), tt.extra...)
 			stdin := ""
 			if tt.stdin {
 				b, err := os.ReadFile(tt.in)

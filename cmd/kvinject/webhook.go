@@ -71,6 +71,16 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 		log.Error(err, "cannot start")
 		return 1
 	}
+	// What the mutation may use depends on the API server's version.
+	v, err := webhookserver.ServerVersion(cfg)
+	if err == nil {
+		err = o.Mutation.SetKubeVersion(v)
+	}
+	if err != nil {
+		log.Error(err, "cannot start")
+		return 1
+	}
+	log.Info("API server", "version", v)
 	if err := webhookserver.Serve(ctx, o, cfg); err != nil {
 		log.Error(err, "webhook stopped")
 		return 1

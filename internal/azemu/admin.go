@@ -88,6 +88,7 @@ func (e *Emulator) startAdmin() error {
 //	GET  /stats                   Stats as JSON
 //	POST /stats/reset             ResetStats
 //	POST /secrets                 {"vault","name","value","contentType"} -> {"version"}
+//	POST /secrets/delete          {"vault","name"}: DeleteSecret
 //	POST /knobs                   knobs: {"requestLatency":"150ms","connLatency":"50ms",
 //	                              "bandwidthBPS":200000,"faultRate":0.1,
 //	                              "rateFaults":[{"kind":"throttle","retryAfter":"1s"}],"rateClasses":["kv-get"]}
@@ -130,6 +131,19 @@ func (e *Emulator) AdminHandler() http.Handler {
 		}
 		e.log.Info("admin set secret", "vault", req.Vault, "secret", req.Name, "version", ver)
 		writeJSON(w, http.StatusOK, map[string]string{"version": ver})
+	})
+	mux.HandleFunc("POST /secrets/delete", func(w http.ResponseWriter, r *http.Request) {
+		var req struct{ Vault, Name string }
+		if err := decode(r, &req); err != nil {
+			bad(w, err)
+			return
+		}
+		if err := e.DeleteSecret(req.Vault, req.Name); err != nil {
+			bad(w, err)
+			return
+		}
+		e.log.Info("admin deleted secret", "vault", req.Vault, "secret", req.Name)
+		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /knobs", func(w http.ResponseWriter, _ *http.Request) {
 		k := e.Knobs()

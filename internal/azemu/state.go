@@ -126,6 +126,23 @@ func (e *Emulator) AddSecretVersion(vault, name string, sv SecretVersion) (strin
 	return sv.Version, nil
 }
 
+// DeleteSecret deletes a secret with all its versions, as az keyvault
+// secret delete does: from then on Key Vault answers 404 SecretNotFound for
+// it (the soft-deleted secret is not readable).
+func (e *Emulator) DeleteSecret(vault, name string) error {
+	e.state.mu.Lock()
+	defer e.state.mu.Unlock()
+	v, ok := e.state.vaults[strings.ToLower(vault)]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownVault, vault)
+	}
+	if v.secrets[strings.ToLower(name)] == nil {
+		return fmt.Errorf("%w: %q", ErrUnknownSecret, name)
+	}
+	delete(v.secrets, strings.ToLower(name))
+	return nil
+}
+
 // SetSecretEnabled enables or disables one version ("" for the latest).
 func (e *Emulator) SetSecretEnabled(vault, name, version string, on bool) error {
 	e.state.mu.Lock()

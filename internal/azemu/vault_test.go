@@ -382,6 +382,19 @@ func TestSetSecretRuntime(t *testing.T) {
 	if got, _ := responseFailure(t, err); got.Inner != "SecretDisabled" {
 		t.Errorf("after disabling: %+v", got)
 	}
+	// A deleted secret is not found, by name or by version.
+	if err := f.emu.DeleteSecret(vaultName, pgSecret); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"", ver} {
+		_, err = c.GetSecret(ctx, pgSecret, v, nil)
+		if got, _ := responseFailure(t, err); got.Status != 404 || got.ErrorCode != "SecretNotFound" {
+			t.Errorf("after deleting, version %q: %+v", v, got)
+		}
+	}
+	if err := f.emu.DeleteSecret(vaultName, pgSecret); !errors.Is(err, azemu.ErrUnknownSecret) {
+		t.Errorf("deleting twice = %v, want ErrUnknownSecret", err)
+	}
 }
 
 // TestSovereignClouds runs the proxy flow against China and US Government

@@ -1,5 +1,7 @@
 package spec
 
+import "time"
+
 // Annotations and labels a user sets. The contract (docs/annotations.md)
 // documents each of them; nothing else under Prefix is accepted.
 const (
@@ -32,6 +34,11 @@ const (
 	// AnnotationContainers lists, comma-separated, the containers and init
 	// containers that get the files. Default: every regular container.
 	AnnotationContainers = Prefix + "containers"
+	// AnnotationRefresh is how often (a Go duration, at least MinRefresh)
+	// the kvinject-refresh sidecar re-reads the secrets and, when one has a
+	// new version, rewrites the files. Default: none, the files are written
+	// once when the pod starts. Needs Kubernetes MinSidecarVersion.
+	AnnotationRefresh = Prefix + "refresh"
 
 	// AnnotationSecretPrefix + FILE: the file holds a secret's value or one
 	// JSON property of it: "NAME[/VERSION][#PATH]" or a full secret URL.
@@ -66,6 +73,10 @@ const (
 const (
 	// AgentContainerName is the init container the webhook adds, first.
 	AgentContainerName = "kvinject-agent"
+	// RefreshContainerName is the native sidecar (an init container with
+	// restartPolicy Always) the webhook adds after the agent when a pod
+	// sets AnnotationRefresh.
+	RefreshContainerName = "kvinject-refresh"
 	// AgentCommand is the agent binary's path in the kvinject image.
 	AgentCommand = "/kvinject-agent"
 	// SecretsVolumeName is the memory-backed emptyDir holding the files.
@@ -110,6 +121,15 @@ const (
 	EnvTenantID           = "AZURE_TENANT_ID"
 	EnvFederatedTokenFile = "AZURE_FEDERATED_TOKEN_FILE"
 	EnvAuthorityHost      = "AZURE_AUTHORITY_HOST"
+)
+
+// Refresh limits.
+const (
+	// MinRefresh is the shortest AnnotationRefresh.
+	MinRefresh = time.Minute
+	// MinSidecarMinor is the Kubernetes 1.x minor version from which native
+	// sidecars (init containers with restartPolicy Always) are on by default.
+	MinSidecarMinor = 29
 )
 
 // File name limits from the contract.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -91,6 +92,19 @@ func RestConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("find the API server (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
 	}
 	return cfg, nil
+}
+
+// ServerVersion asks the API server for its version ("v1.33.5").
+func ServerVersion(cfg *rest.Config) (string, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return "", fmt.Errorf("API server version: %w", err)
+	}
+	info, err := dc.ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("API server version: %w", err)
+	}
+	return info.GitVersion, nil
 }
 
 // minTLS sets the servers' lowest TLS version explicitly: 1.2, which every

@@ -68,6 +68,12 @@ func TestServeWithAPIServer(t *testing.T) {
 	cfg := k8stest.Start(t, env)
 	wio := env.WebhookInstallOptions
 
+	// The version decides what the mutation may add, as `kvinject webhook` does at start.
+	v, err := ServerVersion(cfg)
+	if minor, merr := webhook.KubeMinor(v); err != nil || merr != nil || minor < spec.MinSidecarMinor {
+		t.Fatalf("ServerVersion = %q, %v (minor %d, %v)", v, err, minor, merr)
+	}
+
 	o := DefaultServerOptions()
 	o.Mutation.AgentImage = "kvinject:test"
 	o.Mutation.TenantID = testTenant
@@ -102,7 +108,7 @@ func TestServeWithAPIServer(t *testing.T) {
 			t.Fatal(obj)
 		}
 	}
-	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "group1"}}, metav1.CreateOptions{})
+	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "group1"}}, metav1.CreateOptions{})
 	mustCreate(err)
 	// No controller-manager here: the default ServiceAccount is ours to make.
 	_, err = cs.CoreV1().ServiceAccounts("group1").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{})

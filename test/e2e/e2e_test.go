@@ -47,6 +47,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-scale", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-restricted", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-root", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-refresh", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
@@ -807,5 +808,114 @@ func TestRootPod(t *testing.T) {
 		if !read {
 			t.Errorf("the root app did not read %s with mode %s:\n%s", name, mode, out)
 		}
+	}
+}
+
+// TestRefreshSidecar: kvinject.io/refresh on the real kubelet. A secret
+// rotated in the vault reaches the files, and an app that watches them,
+// within one interval and its jitter; an outage keeps the files and the pod
+// Ready, said once and its end once; a secret deleted in the vault keeps the
+// last good set and is reported; deleting the pod ends the sidecar at once.
+func TestRefreshSidecar(t *testing.T) {
+	const (
+		ns       = "e2e-refresh"
+		secret   = "refresh-pgsql"
+		interval = time.Minute
+		// One interval, its jitter (10%) and the time for the app to notice.
+		within = interval + interval/10 + 20*time.Second
+	)
+	namespace(t, ns, nil)
+	ctx := context.Background()
+	setSecret := func(password string) {
+		t.Helper()
+		v := fmt.Sprintf(`{"username":"refresher","password":%q}`, password)
+		if err := emu.Admin(ctx, "POST", "/secrets", map[string]string{"vault": harness.Vault, "name": secret, "value": v, "contentType": "application/json"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSecret("first-password")
+	d := dbreader(ns, "dbreaderapp", 1)
+	d.Spec.Template.Annotations[spec.AnnotationSecretPrefix+"username"] = secret + "#username"
+	d.Spec.Template.Annotations[spec.AnnotationSecretPrefix+"password"] = secret + "#password"
+	d.Spec.Template.Annotations[spec.AnnotationRefresh] = interval.String()
+	d.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To(int64(30))
+	d.Spec.Template.Spec.Containers[0].Args = []string{"--watch=1s"}
+	create(t, d)
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+	if len(p.Spec.InitContainers) < 2 || p.Spec.InitContainers[1].Name != spec.RefreshContainerName {
+		t.Fatalf("no %s sidecar after the agent: %v", spec.RefreshContainerName, p.Spec.InitContainers)
+	}
+	sidecarLog := func() string { return logs(t, ns, p.Name, spec.RefreshContainerName, false) }
+	file := filepath.Join(cluster.StateDir, "kubelet/pods", string(p.UID), "volumes/kubernetes.io~empty-dir", spec.SecretsVolumeName, "password")
+	holds := func(v string) bool {
+		b, err := os.ReadFile(file)
+		return err == nil && string(b) == v
+	}
+	stillReady := func(what string) {
+		t.Helper()
+		got, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		if err != nil || !ready(*got) {
+			t.Errorf("%s: the pod is not Ready (%v)", what, err)
+		}
+	}
+
+	// Rotation.
+	setSecret("second-password")
+	rotated := time.Now()
+	waitFor(t, within, "the rotated password in the file and the app", func() (bool, error) {
+		return holds("second-password") && strings.Contains(logs(t, ns, p.Name, "secret-reader", false), "sha256 "+fingerprint("second-password")), nil
+	})
+	t.Logf("rotation reached the app %v after the vault changed", time.Since(rotated).Round(time.Second))
+	if !holds("second-password") || !strings.Contains(sidecarLog(), `"msg":"wrote files"`) {
+		t.Errorf("the sidecar did not log its write:\n%s", sidecarLog())
+	}
+
+	// Outage: every Key Vault read fails.
+	if err := emu.Admin(ctx, "POST", "/knobs", map[string]any{"faultRate": 1, "rateFaults": []map[string]string{{"kind": "unavailable"}}, "rateClasses": []string{"kv-get"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Admin(ctx, "POST", "/knobs", map[string]any{}, nil) })
+	// The SDK retries a 503 five times (about 25 s) before the refresh fails.
+	waitFor(t, within+30*time.Second, "the sidecar saying the refresh failed", func() (bool, error) {
+		return strings.Contains(sidecarLog(), "refresh failed: the files stay as they are"), nil
+	})
+	time.Sleep(25 * time.Second) // a retry or two (backoff from 10s)
+	if !holds("second-password") {
+		t.Error("the outage changed the file")
+	}
+	stillReady("during the outage")
+	if n := strings.Count(sidecarLog(), "error: vault "); n != 1 {
+		t.Errorf("the outage was said %d times, want once:\n%s", n, sidecarLog())
+	}
+	if err := emu.Admin(ctx, "POST", "/knobs", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, within, "the sidecar saying the refresh recovered", func() (bool, error) {
+		return strings.Contains(sidecarLog(), `"msg":"refresh recovered"`), nil
+	})
+
+	// Deletion in the vault: the last good set stays and the sidecar says why.
+	if err := emu.Admin(ctx, "POST", "/secrets/delete", map[string]string{"vault": harness.Vault, "name": secret}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, within, "the deletion reported", func() (bool, error) {
+		return strings.Contains(sidecarLog(), `no secret named "`+secret+`"`), nil
+	})
+	if !holds("second-password") {
+		t.Error("the deletion changed the file")
+	}
+	stillReady("after the deletion")
+
+	// Deleting the pod: app and sidecar end on SIGTERM, well within the grace period.
+	t0 := time.Now()
+	if err := cluster.Client.CoreV1().Pods(ns).Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 25*time.Second, "the pod gone", func() (bool, error) {
+		_, err := cluster.Client.CoreV1().Pods(ns).Get(ctx, p.Name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if took := time.Since(t0); took > 15*time.Second {
+		t.Errorf("the pod took %v to end with a 30s grace period: the sidecar did not stop at once", took)
 	}
 }

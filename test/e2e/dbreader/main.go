@@ -21,9 +21,11 @@ func main() {
 	dir := flag.String("dir", "/var/run/secrets/kvinject", "directory of the files")
 	files := flag.String("files", "username,password", "comma-separated files to read")
 	once := flag.Bool("once", false, "exit after reading")
+	watch := flag.Duration("watch", 0, "read the files again this often and print each one that changed, as an app that follows rotation does")
 	flag.Parse()
 
 	code := 0
+	seen := map[string]string{}
 	for _, name := range strings.Split(*files, ",") {
 		path := filepath.Join(*dir, name)
 		b, err := os.ReadFile(path)
@@ -39,6 +41,7 @@ func main() {
 			continue
 		}
 		sum := sha256.Sum256(b)
+		seen[name] = string(b)
 		fmt.Printf("dbreader: %s = %s (%d bytes, mode %04o, sha256 %s...)\n",
 			name, mask(string(b)), len(b), info.Mode().Perm(), hex.EncodeToString(sum[:])[:12])
 	}
@@ -48,9 +51,29 @@ func main() {
 	fmt.Println("dbreader: connected to the database with these credentials (demo); running")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
-	select {
-	case <-stop:
-	case <-time.After(24 * time.Hour):
+	var tick <-chan time.Time
+	if *watch > 0 {
+		t := time.NewTicker(*watch)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(24 * time.Hour):
+			return
+		case <-tick:
+			for name, old := range seen {
+				b, err := os.ReadFile(filepath.Join(*dir, name))
+				if err != nil || string(b) == old {
+					continue
+				}
+				seen[name] = string(b)
+				sum := sha256.Sum256(b)
+				fmt.Printf("dbreader: %s changed: %s (%d bytes, sha256 %s...)\n", name, mask(string(b)), len(b), hex.EncodeToString(sum[:])[:12])
+			}
+		}
 	}
 }
 

@@ -1,0 +1,259 @@
+package initagent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Refresh bounds.
+const (
+	// refreshJitter spreads refreshes by up to this fraction of the
+	// interval either way, so a Deployment's pods do not read in step.
+	refreshJitter = 0.1
+	// firstRetry is the wait after a first failed refresh; it doubles up to
+	// the interval.
+	firstRetry = 10 * time.Second
+)
+
+// Refresh keeps the files current until ctx ends: every interval (give or
+// take refreshJitter) it reads the latest version of each secret that is
+// not pinned to a version and, when one changed, writes the whole set again
+// through the atomic ..data switch. A pinned secret is read once. A failed
+// refresh leaves the files as they are, is reported once per outage (the
+// agent's problem lines), and is retried with backoff, honouring
+// Retry-After; the recovery is logged once. Ending ctx (SIGTERM) returns
+// nil at once and never writes.
+//
+// The first read happens one interval after start: kvinject-agent has just
+// written the files. Until a refresh knows the versions, it compares what
+// it would write with what the files hold.
+func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
+	// The webhook asks for spec.MinRefresh or more; shorter intervals are
+	// for trying the agent by hand.
+	if interval < time.Second {
+		return fmt.Errorf("refresh interval %v is shorter than 1s", interval)
+	}
+	o := a.o
+	a.fetchLogV = 1
+	ids := o.Spec.SecretIDs()
+	pinned := 0
+	for _, id := range ids {
+		if id.Version != "" {
+			pinned++
+		}
+	}
+	o.Logger.Info("refreshing", "interval", interval.String(), "secrets", len(ids), "pinned", pinned,
+		"vaults", hosts(distinctVaults(ids)), "clientID", a.identity.clientID, "dir", o.Dir)
+
+	r := &refresher{a: a, ids: ids, known: map[spec.SecretID]Secret{}}
+	defer func() { r.c.close() }()
+	wait := jittered(interval)
+	failures := 0
+	var outage time.Time
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			o.Logger.Info("stopping", "reason", context.Cause(ctx).Error())
+			return nil
+		case <-t.C:
+		}
+		cycle, cancel := context.WithTimeout(ctx, o.Timeout)
+		res := r.once(cycle)
+		cancel()
+		if ctx.Err() != nil {
+			continue // stopping: said above, nothing written
+		}
+		if len(res.problems) > 0 {
+			failures++
+			wait = max(backoff(failures, interval), res.retryAfter)
+			if outage.IsZero() {
+				outage = o.Now()
+				a.say(res.problems)
+				o.Logger.Info("refresh failed: the files stay as they are", "problems", len(res.problems), "retryIn", wait.Round(time.Second).String())
+			} else {
+				o.Logger.V(1).Info("refresh failed again", "attempt", failures, "retryIn", wait.Round(time.Second).String())
+			}
+			continue
+		}
+		if !outage.IsZero() {
+			o.Logger.Info("refresh recovered", "after", o.Now().Sub(outage).Round(time.Second).String(), "attempts", failures)
+			outage = time.Time{}
+		}
+		failures = 0
+		wait = jittered(interval)
+		if res.wrote {
+			o.Logger.Info("wrote files", "dir", o.Dir, "files", len(o.Spec.Files), "changed", res.changed)
+		}
+	}
+}
+
+// refresher is the refresh loop's state between cycles.
+type refresher struct {
+	a   *Agent
+	ids []spec.SecretID
+	c   *conn
+	// known is the last set of secrets the files were checked or written
+	// against; the values stay in memory to render the files again when
+	// only one secret changes.
+	known map[spec.SecretID]Secret
+	// verified says the files on disk were found to match known.
+	verified bool
+}
+
+type cycleResult struct {
+	problems   []Problem
+	retryAfter time.Duration
+	wrote      bool
+	changed    []string // secrets with a new version
+}
+
+// once is one refresh: read, compare, write when something changed.
+func (r *refresher) once(ctx context.Context) cycleResult {
+	a := r.a
+	if r.c == nil {
+		c, problems, err := a.connect(ctx, r.ids)
+		if err != nil {
+			problems = append(problems, Problem{Cause: firstLine(err.Error())})
+		}
+		if len(problems) > 0 {
+			c.close()
+			return cycleResult{problems: problems}
+		}
+		r.c = c
+	}
+	// Idle connections would wake the sidecar for keep-alives until the
+	// next refresh; a TLS session ticket makes the next handshake short.
+	defer r.c.closeIdle()
+
+	var toRead []spec.SecretID
+	for _, id := range r.ids {
+		if _, ok := r.known[id]; id.Version == "" || !ok {
+			toRead = append(toRead, id)
+		}
+	}
+	results := a.fetch(ctx, r.c.getters, toRead)
+	if problems := a.fetchProblems(toRead, results); len(problems) > 0 {
+		return cycleResult{problems: problems, retryAfter: retryAfter(results)}
+	}
+	var changed []string
+	all := make(map[spec.SecretID]*fetchResult, len(r.ids))
+	for _, id := range r.ids {
+		if res, ok := results[id]; ok {
+			if old, ok := r.known[id]; !ok || old.Version != res.secret.Version {
+				changed = append(changed, secretLabel(id))
+			}
+			all[id] = res
+			continue
+		}
+		all[id] = &fetchResult{secret: r.known[id], at: &attempts{}}
+	}
+	if len(changed) == 0 && r.verified {
+		return cycleResult{}
+	}
+	files, problems := a.resolve(ctx, all)
+	if len(problems) > 0 {
+		return cycleResult{problems: problems}
+	}
+	if ctx.Err() != nil {
+		return cycleResult{} // stopping: never write
+	}
+	keep := func() {
+		for id, res := range all {
+			r.known[id] = res.secret
+		}
+		r.verified = true
+	}
+	if same, err := filesHold(a.o.Dir, files); err == nil && same {
+		keep() // a new version with the same value, or the agent's own set
+		return cycleResult{}
+	}
+	if _, err := WriteFiles(a.o.Dir, files, a.o.Now()); err != nil {
+		return cycleResult{problems: []Problem{writeProblem(a.o.Dir, err)}}
+	}
+	keep()
+	return cycleResult{wrote: true, changed: changed}
+}
+
+// say prints problem lines on the container log only: a running sidecar has
+// no termination message.
+func (a *Agent) say(problems []Problem) {
+	var b strings.Builder
+	for _, p := range problems {
+		b.WriteString(p.String())
+		b.WriteByte('\n')
+	}
+	_, _ = fmt.Fprint(a.o.Err, b.String())
+}
+
+func (c *conn) closeIdle() {
+	if c != nil && c.az != nil {
+		c.az.transport.next.CloseIdleConnections()
+	}
+}
+
+// filesHold says whether dir already holds exactly files, contents and
+// modes.
+func filesHold(dir string, files []FileData) (bool, error) {
+	for _, f := range files {
+		p := filepath.Join(dir, f.Name)
+		st, err := os.Stat(p)
+		if err != nil {
+			return false, err
+		}
+		if st.Mode().Perm() != f.Mode.Perm() {
+			return false, nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false, err
+		}
+		if !bytes.Equal(b, f.Data) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// jittered is d give or take refreshJitter.
+func jittered(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (1 + refreshJitter*(2*rand.Float64()-1)))
+}
+
+// backoff is the wait after the n-th failure in a row: firstRetry doubling,
+// at most the interval, jittered.
+func backoff(n int, interval time.Duration) time.Duration {
+	d := firstRetry
+	for i := 1; i < n && d < interval; i++ {
+		d *= 2
+	}
+	return jittered(min(d, interval))
+}
+
+// retryAfter is the longest Retry-After (seconds) among failed reads.
+func retryAfter(results map[spec.SecretID]*fetchResult) time.Duration {
+	var longest time.Duration
+	for _, r := range results {
+		var re *azcore.ResponseError
+		if r.err == nil || !errors.As(r.err, &re) || re.RawResponse == nil {
+			continue
+		}
+		if s, err := strconv.Atoi(re.RawResponse.Header.Get("Retry-After")); err == nil && s > 0 {
+			longest = max(longest, time.Duration(s)*time.Second)
+		}
+	}
+	return longest
+}

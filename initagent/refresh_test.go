@@ -1,0 +1,198 @@
+package initagent
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+)
+
+// rotatingVault is a SecretGetter whose secrets get new versions, and that
+// fails on demand, as Key Vault does during an outage.
+type rotatingVault struct {
+	mu       sync.Mutex
+	values   map[string]string
+	versions map[string]int
+	calls    map[string]int
+	fail     error
+}
+
+func (v *rotatingVault) GetSecret(_ context.Context, name, version string) (Secret, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.calls[name]++
+	if v.fail != nil {
+		return Secret{}, v.fail
+	}
+	val, ok := v.values[name]
+	if !ok {
+		return Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
+	}
+	if version == "" {
+		version = fmt.Sprintf("%032x", v.versions[name])
+	}
+	return Secret{Value: val, Version: version}, nil
+}
+
+func (v *rotatingVault) set(name, value string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.values[name] = value
+	v.versions[name]++
+}
+
+func (v *rotatingVault) setFail(err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.fail = err
+}
+
+func (v *rotatingVault) callsOf(name string) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.calls[name]
+}
+
+// syncBuffer is a bytes.Buffer safe for the refresh goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRefresh runs the refresh loop on a short interval: a new version is
+// written, all files switching together; nothing changes means no write;
+// a pinned secret is read once; an outage keeps the files and is said once,
+// its end once; cancelling stops the loop at once without writing.
+func TestRefresh(t *testing.T) {
+	dir := t.TempDir()
+	vault := &rotatingVault{values: map[string]string{}, versions: map[string]int{}, calls: map[string]int{}}
+	vault.set("app-pgsql", `{"username":"superman","password":"louiselane"}`)
+	vault.set("pinned", "p1")
+	s := mustSpec(t, dir,
+		secretFile("username", "0400", "app-pgsql#username"),
+		secretFile("password", "0400", "app-pgsql#password"),
+		secretFile("pinned", "0400", "pinned/00000000000000000000000000000001"),
+	)
+	var logs, errs syncBuffer
+	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
+		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent writes first, as kvinject-agent does.
+	if err := a.Run(context.Background()); err != nil {
+		t.Fatalf("Run: %v\n%s", err, errs.String())
+	}
+	dataDir := func() string {
+		target, err := os.Readlink(filepath.Join(dir, "..data"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return target
+	}
+	first := dataDir()
+
+	const interval = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Refresh(ctx, interval) }()
+
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * interval)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v\nlog:\n%s\nstderr:\n%s", what, 10*interval, logs.String(), errs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	read := func(name string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		return string(b)
+	}
+
+	// Unchanged versions: read again, never written.
+	waitFor("a second read", func() bool { return vault.callsOf("app-pgsql") >= 3 })
+	if got := dataDir(); got != first {
+		t.Errorf("files rewritten without a new version: ..data -> %s, was %s", got, first)
+	}
+
+	// A rotation reaches both files in one switch.
+	vault.set("app-pgsql", `{"username":"lex","password":"luthor"}`)
+	waitFor("the new version in the files", func() bool { return read("username") == "lex" })
+	if read("password") != "luthor" {
+		t.Errorf("password not switched with username")
+	}
+	if n := vault.callsOf("pinned"); n != 2 {
+		t.Errorf("the pinned secret was read %d times, want twice: by the agent, and once by the refresh", n)
+	}
+
+	// An outage: the files stay, the problem is said once, the recovery once.
+	before := dataDir()
+	vault.setFail(&azcore.ResponseError{StatusCode: 503, ErrorCode: "ServiceUnavailable"})
+	calls := vault.callsOf("app-pgsql")
+	waitFor("three failed refreshes", func() bool { return vault.callsOf("app-pgsql") >= calls+3 })
+	if got := dataDir(); got != before || read("username") != "lex" {
+		t.Errorf("an outage changed the files")
+	}
+	if n := strings.Count(errs.String(), "error: vault homelab-kv.vault.azure.net, secret app-pgsql: Key Vault failed (503 ServiceUnavailable)"); n != 1 {
+		t.Errorf("the outage was said %d times, want once:\n%s", n, errs.String())
+	}
+	vault.setFail(nil)
+	waitFor("the recovery", func() bool { return strings.Contains(logs.String(), `"msg":"refresh recovered"`) })
+
+	// A deleted secret: the last good set stays, and it is reported.
+	vault.mu.Lock()
+	delete(vault.values, "app-pgsql")
+	vault.mu.Unlock()
+	waitFor("the deletion reported", func() bool { return strings.Contains(errs.String(), `no secret named "app-pgsql"`) })
+	if read("username") != "lex" {
+		t.Errorf("a deleted secret changed the files")
+	}
+
+	// Stopping is immediate and writes nothing.
+	last := dataDir()
+	t0 := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Refresh = %v, want nil", err)
+		}
+	case <-time.After(interval):
+		t.Fatal("Refresh did not stop at once")
+	}
+	if took := time.Since(t0); took > 200*time.Millisecond {
+		t.Errorf("stopping took %v", took)
+	}
+	if dataDir() != last {
+		t.Error("stopping changed the files")
+	}
+	assertNoValues(t, logs.String()+errs.String(), "superman", "louiselane", "lex", "luthor")
+	if n := strings.Count(logs.String(), `"msg":"wrote files"`); n != 2 { // the agent's, then the rotation's
+		t.Errorf("%d writes logged, want 2:\n%s", n, logs.String())
+	}
+	if n := vault.callsOf("pinned"); n != 2 {
+		t.Errorf("the pinned secret was read %d times in all, want 2", n)
+	}
+}
