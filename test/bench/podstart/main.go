@@ -82,6 +82,7 @@ type config struct {
 	cellTimeout time.Duration
 	budget      time.Duration
 	seed        uint64
+	refresh     time.Duration
 }
 
 func main() {
@@ -97,6 +98,7 @@ func main() {
 	flag.DurationVar(&c.cellTimeout, "cell-timeout", 60*time.Second, "time limit of one run of one cell")
 	flag.DurationVar(&c.budget, "budget", 3*time.Minute+30*time.Second, "stop starting new repetitions after this long (at least 3 are kept)")
 	flag.Uint64Var(&c.seed, "seed", 7, "seed of the cell order")
+	flag.DurationVar(&c.refresh, "refresh-interval", 10*time.Second, "interval of the refresh sidecar's measurement (0 skips it); pods use 1m or more, the cost per refresh is the same")
 	flag.Parse()
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -226,7 +228,19 @@ func run(c config) error {
 		refSlow = append(refSlow, s)
 	}
 
-	r := &results{
+	// The refresh sidecar: per refresh, on the unlimited and the reference link.
+	var refresh []refreshSample
+	if c.refresh > 0 {
+		for _, l := range []link{links[0], links[3]} {
+			rs, err := b.runRefresh(l, c.refresh)
+			if err != nil {
+				return fmt.Errorf("refresh, %s: %w", l.Name, err)
+			}
+			refresh = append(refresh, rs)
+		}
+	}
+
+	r := &results{refresh: refresh, refreshInterval: c.refresh,
 		when: time.Now().UTC(), took: time.Since(started), reps: reps, sizes: c.sizes,
 		cells: map[cell]sample{}, ref: median(ref), refSlow: median(refSlow), eso: map[string]sample{},
 		agentSize: fileSize(b.agentBin), naiveSize: fileSize(b.naiveBin), cellTimeout: c.cellTimeout,

@@ -93,6 +93,8 @@ type results struct {
 	eso                  map[string]sample
 	agentSize, naiveSize int64
 	cellTimeout          time.Duration
+	refresh              []refreshSample
+	refreshInterval      time.Duration
 }
 
 func (r *results) get(prog string, n int, l link) sample {
@@ -221,6 +223,7 @@ Links: "50 ms" adds 50 ms to every request and to every new connection (a round 
 		fmt.Fprintf(&b, "- Bytes per pod start, %d secret(s): %s up, %s down on the wire (%s total); %s on the 200 kbit/s link at best.\n", n,
 			kb(a.wireUp), kb(a.wireDown), kb(a.wireUp+a.wireDown), fmt.Sprintf("%.2f s", linkSeconds(a.wireUp, a.wireDown)))
 	}
+	r.refreshSection(&b)
 	b.WriteString("\nRun it: `go run ./test/bench/podstart` (flags: `-reps`, `-secrets`, `-out -` to print, `-agent-bin` to measure a prebuilt binary). The ESO comparison's numbers come from the same run: see [eso-comparison.md](eso-comparison.md).\n\n")
 	return b.String()
 }
@@ -270,6 +273,12 @@ func (r *results) esoSection() string {
 	row("ESO: ClusterSecretStore revalidation", r.eso["store revalidation"])
 	row("ESO with useAzureSDK: true: refresh of es-pgsql-creds", r.eso["es-pgsql-creds, useAzureSDK"])
 	row("one TLS connection to Entra ID, no request (part of every row above)", r.eso["TLS handshake"])
+	var refreshFirst sample
+	if len(r.refresh) > 0 {
+		refreshFirst = r.refresh[0].first
+		row("kvinject-refresh: a refresh that signs in (the first; every one at intervals of 1h or more)", refreshFirst)
+		row("kvinject-refresh: a refresh within the token's hour", r.refresh[0].steady)
+	}
 
 	lo, hi := r.sizes[0], r.sizes[len(r.sizes)-1]
 	a1, aN := r.get(progAgent, lo, links[0]), r.get(progAgent, hi, links[0])
@@ -296,7 +305,12 @@ func (r *results) esoSection() string {
 	fmt.Fprintf(&b, "| ESO, es-mirror-registry-creds | %d | %s |\n", regPer*reg.requests, kb(regPer*regB))
 	fmt.Fprintf(&b, "| ESO, store revalidation | %d | %s |\n", valPer*val.requests, kb(valPer*valB))
 	fmt.Fprintf(&b, "| ESO, all of it | %d | %s |\n", pgPer*pg.requests+regPer*reg.requests+valPer*val.requests, kb(esoDay))
-	fmt.Fprintf(&b, "| kvinject, per dbreaderapp pod start | %d | %s |\n\n", r.ref.requests, kb(pod))
+	fmt.Fprintf(&b, "| kvinject, per dbreaderapp pod start | %d | %s |\n", r.ref.requests, kb(pod))
+	if refreshFirst.requests > 0 {
+		rb := refreshFirst.wireUp + refreshFirst.wireDown
+		fmt.Fprintf(&b, "| kvinject-refresh every 1h, per dbreaderapp pod (as es-pgsql-creds' 1h) | %d | %s |\n", pgPer*refreshFirst.requests, kb(pgPer*rb))
+	}
+	b.WriteString("\n")
 
 	b.WriteString("With kvinject, the registry credential stays with ESO (so do ESO's store revalidations), and the database credential costs one pod start's bytes per pod start. Bytes per day, N pods of dbreaderapp each started M times a day:\n\n")
 	b.WriteString("| N pods | M starts/day each | kvinject: the pod starts | kvinject + ESO kept for the registry | ESO for both (today) |\n|---|---|---|---|---|\n")
@@ -309,6 +323,32 @@ func (r *results) esoSection() string {
 	fmt.Fprintf(&b, "\nBreak-even: %.1f dbreaderapp pod starts a day cost what es-pgsql-creds' %d hourly refreshes cost (%s); ESO's store revalidations alone cost as much as %.0f pod starts a day.\n\n",
 		float64(pgPer*pgB)/float64(pod), pgPer, kb(pgPer*pgB), float64(valPer*valB)/float64(pod))
 	return b.String()
+}
+
+// refreshSection reports the kvinject-refresh sidecar's cost per refresh.
+func (r *results) refreshSection(b *strings.Builder) {
+	if len(r.refresh) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "\n### The refresh sidecar (`kvinject.io/refresh`)\n\nThe agent binary with `--refresh=%v`, as the `kvinject-refresh` sidecar runs it, for the dbreaderapp pod (one secret, two files), after the agent wrote the files. The first refresh signs in and opens a first TLS connection; a steady one (the third minus the second) reuses the access token and resumes the TLS session on a new connection, since idle connections are closed between refreshes. The access token lives an hour: an interval of an hour or more signs in on every refresh, so costs about the first row. Memory and wake-ups are read between the second and third refresh, over %d%% of the interval; a wake-up is one context switch of any of the process's threads.\n\n",
+		r.refreshInterval, 70)
+	b.WriteString("| link | refresh | HTTPS requests | by endpoint | TLS handshakes | wire up | wire down | on the link | VmRSS between | RssAnon between | wake-ups between |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, rs := range r.refresh {
+		for _, row := range []struct {
+			name string
+			s    sample
+		}{{"first", rs.first}, {"steady", rs.steady}} {
+			mem, anon, wake := "", "", ""
+			if row.name == "steady" {
+				mem, anon, wake = mib(rs.rssKiB), mib(rs.anonKiB), fmt.Sprintf("%d in %.1f s", rs.wakeups, rs.idle.Seconds())
+			}
+			fmt.Fprintf(b, "| %s | %s | %d | %s | %d | %s | %s | %.2f s | %s | %s | %s |\n", rs.link.Name, row.name, row.s.requests, byClass(row.s.classes),
+				row.s.conns, kb(row.s.wireUp), kb(row.s.wireDown), linkSeconds(row.s.wireUp, row.s.wireDown), mem, anon, wake)
+		}
+	}
+	rs := r.refresh[0]
+	fmt.Fprintf(b, "\n- The sidecar's steady resident set at most 12 MiB: %s: **%s**.\n", mib(rs.rssKiB), metOrMissed(rs.rssKiB > 0 && rs.rssKiB <= 12*1024))
+	fmt.Fprintf(b, "- No wake-ups between refreshes other than the timer: %d context switches in %.1f s: **%s**.\n", rs.wakeups, rs.idle.Seconds(), metOrMissed(rs.wakeups == 0))
 }
 
 func byClass(c map[azemu.Class]int64) string {
