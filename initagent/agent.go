@@ -1,6 +1,7 @@
 package initagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -240,16 +241,26 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 	byRef := map[spec.Ref]*Problem{}
 	var order []spec.Ref
 	var problems []Problem
-	addRefProblem := func(r spec.Ref, file, cause, detail, fix string) {
+	// addRefProblem reports a reference's problem once, listing every file
+	// (or, with env set, every variable) it keeps from being written.
+	addRefProblem := func(r spec.Ref, file, cause, detail, fix string, env ...string) {
 		if p := byRef[r]; p != nil {
-			p.Files = append(p.Files, file)
+			if env != nil {
+				p.Env = append(p.Env, env...)
+			} else {
+				p.Files = append(p.Files, file)
+			}
 			return
 		}
 		label := secretLabel(r.ID())
 		if r.Path != "" {
 			label += "#" + r.Path
 		}
-		byRef[r] = &Problem{Vault: r.Vault, Secret: label, Files: []string{file}, Cause: cause, Detail: detail, Fix: fix}
+		p := &Problem{Vault: r.Vault, Secret: label, Cause: cause, Detail: detail, Fix: fix, Env: env}
+		if env == nil {
+			p.Files = []string{file}
+		}
+		byRef[r] = p
 		order = append(order, r)
 	}
 	var files []FileData
@@ -292,6 +303,39 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			}
 		}
 		files = append(files, FileData{Name: f.Name, Mode: mode, Data: data})
+	}
+	if len(a.o.Spec.Env) > 0 {
+		var env bytes.Buffer
+		complete := true
+		for _, e := range a.o.Spec.Env {
+			data, err := lookup(e.Secret)
+			if errors.Is(err, errNotFetched) {
+				complete = false
+				continue // reported by the fetch
+			}
+			var pe *PropertyError
+			switch {
+			case errors.As(err, &pe):
+				addRefProblem(e.Secret, "", pe.Problem, pe.Detail, pe.Fix, e.Name)
+			case err != nil:
+				addRefProblem(e.Secret, "", err.Error(), "", "", e.Name)
+			default:
+				if cause, fix := envValueProblem(e.Name, data); cause != "" {
+					p := Problem{Vault: e.Secret.Vault, Secret: secretLabel(e.Secret.ID()), Env: []string{e.Name}, Cause: cause, Fix: fix}
+					if e.Secret.Path != "" {
+						p.Secret += "#" + e.Secret.Path
+					}
+					problems = append(problems, p)
+				} else {
+					writeEnvLine(&env, e.Name, data)
+					continue
+				}
+			}
+			complete = false
+		}
+		if complete {
+			files = append(files, FileData{Name: spec.EnvFileName, Mode: 0o400, Data: env.Bytes()})
+		}
 	}
 	for _, r := range order {
 		problems = append(problems, *byRef[r])

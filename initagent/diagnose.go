@@ -33,6 +33,7 @@ type Problem struct {
 	Vault  string   // vault URL
 	Secret string   // name, name/version or name#path
 	Files  []string // files affected, when known
+	Env    []string // environment variables affected, when known
 	Cause  string
 	// Detail is for the container log only, which needs pods/log: what
 	// the pod author did not type and a reader of the pod should not learn
@@ -65,6 +66,9 @@ func (p Problem) line(detail bool) string {
 		where = append(where, "file "+p.Files[0])
 	} else if len(p.Files) > 1 {
 		where = append(where, "files "+strings.Join(p.Files, ", "))
+	}
+	if len(p.Env) > 0 {
+		where = append(where, "env "+strings.Join(p.Env, ", "))
 	}
 	if len(where) > 0 {
 		b.WriteString(strings.Join(where, ", "))

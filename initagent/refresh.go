@@ -55,8 +55,18 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 			pinned++
 		}
 	}
-	o.Logger.Info("refreshing", "interval", interval.String(), "secrets", len(ids), "pinned", pinned,
-		"vaults", hosts(distinctVaults(ids)), "clientID", a.identity.clientID, "dir", o.Dir)
+	kv := []any{"interval", interval.String(), "secrets", len(ids), "pinned", pinned,
+		"vaults", hosts(distinctVaults(ids)), "clientID", a.identity.clientID, "dir", o.Dir}
+	if len(o.Spec.Env) > 0 {
+		// The kubelet reads env variables when a container starts: a new
+		// version reaches them only when the container restarts.
+		names := make([]string, len(o.Spec.Env))
+		for i, e := range o.Spec.Env {
+			names[i] = e.Name
+		}
+		kv = append(kv, "envOnlyAtContainerStart", names)
+	}
+	o.Logger.Info("refreshing", kv...)
 
 	r := &refresher{a: a, ids: ids, known: map[spec.SecretID]Secret{}}
 	defer func() { r.c.close() }()

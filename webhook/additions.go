@@ -24,8 +24,10 @@ type additions struct {
 	volumes     []corev1.Volume
 	// initContainers are kvinject's own, placed first, in this order.
 	initContainers []corev1.Container
-	// mounts go into every target container (regular or init) by name.
+	// mounts and env go into every target container (regular or init) by
+	// name; an env entry of the same name is replaced in place.
 	mounts  []corev1.VolumeMount
+	env     []corev1.EnvVar
 	targets map[string]bool
 }
 
@@ -65,6 +67,13 @@ func (a *additions) applyMounts(c *corev1.Container) {
 	for _, m := range a.mounts {
 		upsertMount(&c.VolumeMounts, m)
 	}
+	for _, e := range a.env {
+		if i := indexOf(c.Env, e.Name, envName); i >= 0 {
+			c.Env[i] = e
+		} else {
+			c.Env = append(c.Env, e)
+		}
+	}
 }
 
 func (a *additions) ownsInitContainer(name string) bool {
@@ -88,15 +97,21 @@ func (a *additions) patch(pod *corev1.Pod) []jsonpatch.Operation {
 	ops = append(ops, upsertOps("/spec/volumes", pod.Spec.Volumes, a.volumes, volumeName)...)
 	for i, c := range pod.Spec.InitContainers {
 		if a.targets[c.Name] && !a.ownsInitContainer(c.Name) {
-			ops = append(ops, upsertOps(containerPath("initContainers", i)+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)...)
+			ops = append(ops, a.targetOps(containerPath("initContainers", i), &c)...)
 		}
 	}
 	for i, c := range pod.Spec.Containers {
 		if a.targets[c.Name] {
-			ops = append(ops, upsertOps(containerPath("containers", i)+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)...)
+			ops = append(ops, a.targetOps(containerPath("containers", i), &c)...)
 		}
 	}
 	return append(ops, prefixOps("/spec/initContainers", pod.Spec.InitContainers, a.initContainers)...)
+}
+
+// targetOps puts the mounts and env into the target container at path.
+func (a *additions) targetOps(path string, c *corev1.Container) []jsonpatch.Operation {
+	ops := upsertOps(path+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)
+	return append(ops, upsertOps(path+"/env", c.Env, a.env, envName)...)
 }
 
 func (a *additions) annotationOps(have map[string]string) []jsonpatch.Operation {
@@ -202,6 +217,7 @@ func count(list []*corev1.Container, name string) int {
 
 func volumeName(v *corev1.Volume) string     { return v.Name }
 func mountName(m *corev1.VolumeMount) string { return m.Name }
+func envName(e *corev1.EnvVar) string        { return e.Name }
 
 var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
 

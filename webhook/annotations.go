@@ -109,8 +109,17 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 
 	type fileAnns struct{ secret, template, perms *string }
 	files := map[string]*fileAnns{}
+	var envNames []string // in key order
 	for _, k := range sortedKeys(ann) {
 		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
+			continue
+		}
+		if name, ok := strings.CutPrefix(k, spec.AnnotationEnvPrefix); ok {
+			if err := spec.ValidateEnvName(name); err != nil {
+				d.addf("%s: %v", k, err)
+				continue
+			}
+			envNames = append(envNames, name)
 			continue
 		}
 		matched := false
@@ -169,8 +178,24 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		defaultMode = "0400"
 	}
 
-	if len(files) == 0 {
-		d.addf("no files: add %s<file>: <secret> or %s<file>: <template>", spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix)
+	if len(files) == 0 && len(envNames) == 0 {
+		d.addf("no files: add %s<file>: <secret>, %s<file>: <template> or %s<VAR>: <secret>", spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix, spec.AnnotationEnvPrefix)
+	}
+	if len(envNames) > spec.MaxEnv {
+		d.addf("%d env variables: at most %d per pod", len(envNames), spec.MaxEnv)
+	}
+	for _, name := range envNames {
+		k := spec.AnnotationEnvPrefix + name
+		if o.kubeMinor < spec.MinEnvFilesMinor {
+			d.addf("%s: environment variables from a file (fileKeyRef) need Kubernetes 1.%d or newer, and this cluster runs 1.%d: deliver the value as a file instead, %s<file>: %s, and have the app read it",
+				k, spec.MinEnvFilesMinor, o.kubeMinor, spec.AnnotationSecretPrefix, spec.Quote(ann[k]))
+			continue
+		}
+		r, err := spec.ParseRef(ann[k], vault, o.cloud)
+		if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) {
+			d.addf("%s: %v", k, err)
+		}
+		s.Env = append(s.Env, spec.EnvVar{Name: name, Secret: r})
 	}
 	if len(files) > spec.MaxFiles {
 		d.addf("%d files: at most %d per pod", len(files), spec.MaxFiles)

@@ -54,15 +54,15 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, secret-<file>, template-<file> and perms-<file>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, secret-<file>, template-<file>, perms-<file> and env-<VAR>"},
 	}, {
 		name: "empty file name",
 		ann:  map[string]string{"kvinject.io/secret-": "db"},
-		want: []string{"kvinject.io/secret-: file name is empty: use 1-50 characters of letters, digits, '.', '_' and '-'", "no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+		want: []string{"kvinject.io/secret-: file name is empty: use 1-50 characters of letters, digits, '.', '_' and '-'", "no files: add kvinject.io/secret-<file>: <secret>, kvinject.io/template-<file>: <template> or kvinject.io/env-<VAR>: <secret>"},
 	}, {
 		name: "file name too long",
 		ann:  map[string]string{"kvinject.io/secret-" + strings.Repeat("a", 51): "db"},
-		want: []string{"kvinject.io/secret-" + strings.Repeat("a", 51) + ": file name \"" + strings.Repeat("a", 51) + "\" is 51 characters: at most 50", "no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+		want: []string{"kvinject.io/secret-" + strings.Repeat("a", 51) + ": file name \"" + strings.Repeat("a", 51) + "\" is 51 characters: at most 50", "no files: add kvinject.io/secret-<file>: <secret>, kvinject.io/template-<file>: <template> or kvinject.io/env-<VAR>: <secret>"},
 	}, {
 		name: "file name dot dot",
 		ann:  map[string]string{"kvinject.io/secret-..": "db", "kvinject.io/secret-ok": "db"},
@@ -111,6 +111,22 @@ func TestDenials(t *testing.T) {
 		name: "template calls itself",
 		ann:  map[string]string{"kvinject.io/template-conf": `{{ define "r" }}{{ template "r" }}{{ end }}{{ template "r" }}{{ secret "db" }}`},
 		want: []string{`kvinject.io/template-conf: template line 1, column 29: template "r" is called again while it runs: recursion is not allowed`},
+	}, {
+		name: "env name not a C identifier",
+		ann:  map[string]string{"kvinject.io/env-1PASSWORD": "db#password", "kvinject.io/env-DB-USER": "db#username"},
+		want: []string{
+			`kvinject.io/env-1PASSWORD: variable name "1PASSWORD" is not a C identifier: 1-128 letters, digits and '_', not starting with a digit`,
+			`kvinject.io/env-DB-USER: variable name "DB-USER" is not a C identifier: 1-128 letters, digits and '_', not starting with a digit`,
+			"no files: add kvinject.io/secret-<file>: <secret>, kvinject.io/template-<file>: <template> or kvinject.io/env-<VAR>: <secret>",
+		},
+	}, {
+		name: "env ref does not parse",
+		ann:  map[string]string{"kvinject.io/env-PASSWORD": "db#"},
+		want: []string{`kvinject.io/env-PASSWORD: property path "" must be 1-256 characters, like username or db.hosts.0`},
+	}, {
+		name: "env file name taken by a file",
+		ann:  map[string]string{"kvinject.io/secret-.kvinject-env": "db"},
+		want: []string{`kvinject.io/secret-.kvinject-env: file name ".kvinject-env" is reserved for the environment variables of kvinject.io/env-VAR annotations`, "no files: add kvinject.io/secret-<file>: <secret>, kvinject.io/template-<file>: <template> or kvinject.io/env-<VAR>: <secret>"},
 	}, {
 		name: "refresh not a duration",
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/refresh": "hourly"},
@@ -210,7 +226,7 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "no files",
 		ann:  map[string]string{"kvinject.io/vault": "homelab-kv"},
-		want: []string{"no files: add kvinject.io/secret-<file>: <secret> or kvinject.io/template-<file>: <template>"},
+		want: []string{"no files: add kvinject.io/secret-<file>: <secret>, kvinject.io/template-<file>: <template> or kvinject.io/env-<VAR>: <secret>"},
 	}, {
 		name: "several problems at once",
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/perms-db": "0777", "kvinject.io/token-expiration": "0"},
@@ -325,6 +341,40 @@ func TestRefreshNeedsSidecars(t *testing.T) {
 		if _, err := KubeMinor(bad); err == nil {
 			t.Errorf("KubeMinor(%q) accepted", bad)
 		}
+	}
+}
+
+// TestEnvNeedsEnvFiles: below Kubernetes 1.35 the kubelet does not read
+// fileKeyRef, so an env- annotation is denied, naming the version and the
+// file alternative.
+func TestEnvNeedsEnvFiles(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		denied  bool
+	}{{"v1.33.5+abcdef", true}, {"1.34", true}, {"1.35", false}, {"v1.37.2", false}} {
+		t.Run(tc.version, func(t *testing.T) {
+			o := testOptions(t)
+			if err := o.SetKubeVersion(tc.version); err != nil {
+				t.Fatal(err)
+			}
+			err := Mutate(podWith(map[string]string{"kvinject.io/env-PASSWORD": "app-pgsql#password"}), testSA("ns", "app"), o)
+			if !tc.denied {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var d *Denial
+			if !errors.As(err, &d) {
+				t.Fatalf("Mutate = %v, want a denial", err)
+			}
+			minor := strings.Split(strings.TrimPrefix(tc.version, "v"), ".")[1]
+			want := []string{"kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1." + minor +
+				`: deliver the value as a file instead, kvinject.io/secret-<file>: "app-pgsql#password", and have the app read it`}
+			if diff := cmp.Diff(want, d.Problems); diff != "" {
+				t.Errorf("problems (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -61,8 +61,17 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
 		// The agent runs first, so that init containers listed in
 		// kvinject.io/containers find their files too.
 		initContainers: []corev1.Container{agent},
-		mounts:         []corev1.VolumeMount{{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}},
 		targets:        in.targets,
+	}
+	// A container that only takes env variables does not mount the files:
+	// the kubelet reads the env file from the volume itself.
+	if len(in.spec.Files) > 0 {
+		a.mounts = []corev1.VolumeMount{{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}}
+	}
+	for _, e := range in.spec.Env {
+		a.env = append(a.env, corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{FileKeyRef: &corev1.FileKeySelector{
+			VolumeName: spec.SecretsVolumeName, Path: spec.EnvFileName, Key: e.Name, Optional: ptr.To(false),
+		}}})
 	}
 	if in.refresh > 0 {
 		a.initContainers = append(a.initContainers, refreshContainer(agent, in.refresh, o))

@@ -56,6 +56,20 @@ func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount) []byte {
 		if !ownedPath(op.Operation, op.Path) {
 			t.Errorf("operation %s %s touches what kvinject does not own", op.Operation, op.Path)
 		}
+		// An env entry is kvinject's only when the pod's annotations hand
+		// its variable over (kvinject.io/env-<VAR>).
+		if strings.Contains(op.Path, "/env") {
+			entries, ok := op.Value.([]corev1.EnvVar)
+			if e, one := op.Value.(corev1.EnvVar); one {
+				entries, ok = []corev1.EnvVar{e}, true
+			}
+			for _, e := range entries {
+				ok = ok && pod.Annotations[spec.AnnotationEnvPrefix+e.Name] != ""
+			}
+			if !ok {
+				t.Errorf("operation %s %s sets an env entry no kvinject.io/env- annotation names: %v", op.Operation, op.Path, op.Value)
+			}
+		}
 	}
 	patchJSON, err := EncodePatch(ops)
 	if err != nil {
@@ -97,8 +111,12 @@ func ownedPath(op, path string) bool {
 	case "add":
 		return path == "/metadata/annotations" || strings.HasPrefix(path, "/metadata/annotations/") ||
 			strings.HasPrefix(path, "/spec/volumes") || strings.HasPrefix(path, "/spec/initContainers") ||
-			strings.HasSuffix(path, "/volumeMounts") || strings.HasSuffix(path, "/volumeMounts/-")
-	case "replace", "remove":
+			strings.HasSuffix(path, "/volumeMounts") || strings.HasSuffix(path, "/volumeMounts/-") ||
+			strings.HasSuffix(path, "/env") || strings.HasSuffix(path, "/env/-")
+	case "replace":
+		return strings.HasPrefix(path, "/spec/volumes/") || strings.HasPrefix(path, "/spec/initContainers/") ||
+			strings.Contains(path, "/volumeMounts/") || strings.Contains(path, "/env/")
+	case "remove":
 		return strings.HasPrefix(path, "/spec/volumes/") || strings.HasPrefix(path, "/spec/initContainers/") ||
 			strings.Contains(path, "/volumeMounts/")
 	}

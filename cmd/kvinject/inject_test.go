@@ -52,6 +52,10 @@ func TestInject(t *testing.T) {
 		{name: "refresh sidecar", in: "testdata/inject/refresh.yaml", extra: []string{"--kube-version", "1.29"}},
 		{name: "refresh before native sidecars", in: "testdata/inject/refresh-old-cluster.yaml", extra: []string{"--kube-version", "v1.28.15"}, wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/refresh: the refresh sidecar is a native sidecar, which needs Kubernetes 1.29 or newer, and this cluster runs 1.28: remove the annotation (the files are then written once, when the pod starts)\nkvinject inject: 1 object(s) denied\n"},
+		{name: "env from Key Vault", in: "testdata/inject/env.yaml"},
+		{name: "env before env files", in: "testdata/inject/env-old-cluster.yaml", extra: []string{"--kube-version", "v1.33.5"}, wantCode: 1,
+			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#password\", and have the app read it; " +
+				"kvinject.io/env-USERNAME: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#username\", and have the app read it\nkvinject inject: 1 object(s) denied\n"},
 		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
 				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},
@@ -92,7 +96,7 @@ func TestConvertESO(t *testing.T) {
 	dir := "../../internal/esoconvert/testdata/"
 	ref := []string{"-f", dir + "clustersecretstore.yaml", "-f", dir + "serviceaccount.yaml", "-f", dir + "externalsecret-pgsql.yaml", "-f", dir + "externalsecret-registry.yaml"}
 	code, out, errOut := runCommand(t, "", append(append([]string{"convert-eso"}, ref...), "-f", dir+"deployment-dbreaderapp.yaml")...)
-	if code != 0 || errOut != "" || !strings.Contains(out, "kvinject.io/secret-username: app-pgsql#username") {
+	if code != 0 || errOut != "" || !strings.Contains(out, "kvinject.io/env-USERNAME: app-pgsql#username") {
 		t.Errorf("reference setup: exit %d, stderr %q, stdout:\n%s", code, errOut, out)
 	}
 	code, out, _ = runCommand(t, "", append(append([]string{"convert-eso"}, ref...), "-f", dir+"deployment-dbreaderapp-typo.yaml")...)

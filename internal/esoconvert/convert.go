@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -165,6 +166,15 @@ type Move struct {
 	ESOServiceAcct string
 	From           []string // ExternalSecrets it replaces
 	Secrets        []string // Secrets that can go once it moved
+
+	env   []envUse        // env entries and envFrom reading a Secret that moves
+	files map[string]bool // Secrets that moves mounted as volumes
+}
+
+// envUse is a container's env entry (name and key set) or envFrom (both
+// empty) reading a Secret that moves.
+type envUse struct {
+	container, name, secret, key string
 }
 
 var environmentClouds = map[string]string{
@@ -224,13 +234,19 @@ func Convert(in *Input) Result {
 		for _, ps := range w.Template.Spec.ImagePullSecrets {
 			use(ps.Name, "imagePullSecrets")
 		}
+		consumers := map[string]bool{} // containers reading a Secret that moves
+		var inits []string
+		for _, c := range w.Template.Spec.InitContainers {
+			inits = append(inits, c.Name)
+		}
 		for _, c := range append(append([]container(nil), w.Template.Spec.InitContainers...), w.Template.Spec.Containers...) {
 			for _, e := range c.Env {
 				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 					ref := e.ValueFrom.SecretKeyRef
 					use(ref.Name, fmt.Sprintf("container %s env %s", c.Name, e.Name))
 					if _, ok := byTarget[w.Namespace+"/"+ref.Name]; ok {
-						m.Notes = append(m.Notes, fmt.Sprintf("container %s: env %s becomes the file %s/%s", c.Name, e.Name, spec.DefaultMountPath, ref.Key))
+						m.env = append(m.env, envUse{container: c.Name, name: e.Name, secret: ref.Name, key: ref.Key})
+						consumers[c.Name] = true
 					}
 				}
 			}
@@ -238,17 +254,28 @@ func Convert(in *Input) Result {
 				if ef.SecretRef != nil {
 					use(ef.SecretRef.Name, fmt.Sprintf("container %s envFrom", c.Name))
 					if _, ok := byTarget[w.Namespace+"/"+ef.SecretRef.Name]; ok {
-						m.Notes = append(m.Notes, fmt.Sprintf("container %s: each variable of envFrom %s becomes a file in %s", c.Name, ef.SecretRef.Name, spec.DefaultMountPath))
+						m.env = append(m.env, envUse{container: c.Name, secret: ef.SecretRef.Name})
+						consumers[c.Name] = true
+						m.Notes = append(m.Notes, fmt.Sprintf("container %s: remove its envFrom of Secret %s (the Secret goes away); each of its keys becomes a %s<KEY> annotation", c.Name, ef.SecretRef.Name, spec.AnnotationEnvPrefix))
 					}
 				}
 			}
 		}
+		m.files = map[string]bool{}
 		for _, v := range w.Template.Spec.Volumes {
 			if v.Secret != nil {
 				use(v.Secret.SecretName, "volume "+v.Name)
 				if _, ok := byTarget[w.Namespace+"/"+v.Secret.SecretName]; ok {
+					m.files[v.Secret.SecretName] = true
 					m.Notes = append(m.Notes, fmt.Sprintf("volume %s: mounted files move to %s (or set %s to the old mount path and drop the volume)", v.Name, spec.DefaultMountPath, spec.AnnotationMountPath))
 				}
+			}
+		}
+		for _, n := range inits {
+			if consumers[n] {
+				// Init containers get nothing by default: name every consumer.
+				m.Annotations[spec.AnnotationContainers] = strings.Join(sortedKeys(consumers), ",")
+				break
 			}
 		}
 		if len(uses) == 0 {
@@ -289,28 +316,77 @@ func (m *Move) plan(uses []*converted) (problems []string) {
 	}
 	for _, c := range uses {
 		m.From = append(m.From, "ExternalSecret "+c.es.Metadata.Namespace+"/"+c.es.Metadata.Name)
-		m.Secrets = append(m.Secrets, "Secret "+c.es.Metadata.Namespace+"/"+targetName(c.es))
+		target := targetName(c.es)
+		m.Secrets = append(m.Secrets, "Secret "+c.es.Metadata.Namespace+"/"+target)
 		m.TenantID, m.ESOServiceAcct = c.tenant, c.esoSA
-		for _, f := range c.files {
-			ref := refText(f.ref, shared)
-			secretKey := spec.AnnotationSecretPrefix + f.key
-			templateKey := spec.AnnotationTemplatePrefix + f.key
-			if _, dup := m.Annotations[secretKey]; dup {
-				problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+		if m.files[target] {
+			problems = append(problems, m.planFiles(c, shared)...)
+		}
+		for _, u := range m.env {
+			if u.secret != target {
 				continue
 			}
-			if _, dup := m.Annotations[templateKey]; dup {
-				problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+			if u.name == "" { // envFrom: every key, named as it is
+				for _, f := range c.files {
+					problems = append(problems, m.planEnv(c, f, f.key, shared, fmt.Sprintf("container %s envFrom %s key %q", u.container, target, f.key))...)
+				}
 				continue
 			}
-			if f.b64 {
-				m.Annotations[templateKey] = fmt.Sprintf(`{{ secret %q | b64dec }}`, ref)
-			} else {
-				m.Annotations[secretKey] = ref
+			i := slices.IndexFunc(c.files, func(f file) bool { return f.key == u.key })
+			if i < 0 {
+				problems = append(problems, fmt.Sprintf("%s container %s env %s reads key %q of Secret %s, which ExternalSecret %s does not make: after the move it would point at a Secret that no longer exists",
+					m.Workload, u.container, u.name, u.key, target, c.es.Metadata.Name))
+				continue
 			}
+			problems = append(problems, m.planEnv(c, c.files[i], u.name, shared, fmt.Sprintf("container %s env %s", u.container, u.name))...)
+			m.Notes = append(m.Notes, fmt.Sprintf("container %s: env %s comes from Key Vault (%s%s), its entry replaced in place by the webhook: the Deployment keeps it as it is", u.container, u.name, spec.AnnotationEnvPrefix, u.name))
+		}
+	}
+	if len(m.env) > 0 {
+		m.Notes = append(m.Notes, fmt.Sprintf("env variables from Key Vault need Kubernetes 1.%d or newer (EnvFiles); below it, deliver them as files instead", spec.MinEnvFilesMinor))
+	}
+	return problems
+}
+
+// planFiles adds a file per key of c's Secret, mounted as a volume.
+func (m *Move) planFiles(c *converted, shared string) (problems []string) {
+	for _, f := range c.files {
+		ref := refText(f.ref, shared)
+		secretKey := spec.AnnotationSecretPrefix + f.key
+		templateKey := spec.AnnotationTemplatePrefix + f.key
+		if _, dup := m.Annotations[secretKey]; dup {
+			problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+			continue
+		}
+		if _, dup := m.Annotations[templateKey]; dup {
+			problems = append(problems, fmt.Sprintf("%s: two Secrets have the key %q: rename one file", m.Workload, f.key))
+			continue
+		}
+		if f.b64 {
+			m.Annotations[templateKey] = fmt.Sprintf(`{{ secret %q | b64dec }}`, ref)
+		} else {
+			m.Annotations[secretKey] = ref
 		}
 	}
 	return problems
+}
+
+// planEnv adds the variable name from f.
+func (m *Move) planEnv(c *converted, f file, name, shared, where string) []string {
+	if err := spec.ValidateEnvName(name); err != nil {
+		return []string{fmt.Sprintf("%s %s: %v: it cannot become a %s annotation; deliver it as a file", m.Workload, where, err, spec.AnnotationEnvPrefix)}
+	}
+	if f.b64 {
+		return []string{fmt.Sprintf("%s %s: ExternalSecret %s decodes it from base64, which an env variable from Key Vault cannot: deliver it as a file (%s<file>: {{ secret ... | b64dec }})",
+			m.Workload, where, c.es.Metadata.Name, spec.AnnotationTemplatePrefix)}
+	}
+	key := spec.AnnotationEnvPrefix + name
+	ref := refText(f.ref, shared)
+	if old, dup := m.Annotations[key]; dup && old != ref {
+		return []string{fmt.Sprintf("%s %s: two env variables named %s read different secrets: rename one", m.Workload, where, name)}
+	}
+	m.Annotations[key] = ref
+	return nil
 }
 
 func targetName(es *externalSecret) string {
@@ -459,4 +535,13 @@ func closest(name string, candidates []string) string {
 		return " (did you mean " + best + "?)"
 	}
 	return ""
+}
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

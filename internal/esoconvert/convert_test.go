@@ -24,7 +24,7 @@ func TestConvertGolden(t *testing.T) {
 		{name: "reference-typo", files: append(reference, "deployment-dbreaderapp-typo.yaml"), wantProblems: 1,
 			opts: Options{Issuer: "https://homelabissuer.z6.web.core.windows.net/", IdentityName: "eso-identity", ResourceGroup: "homelab-rg"}},
 		{name: "no-workload", files: reference},
-		{name: "edge-cases", files: []string{"edge-cases.yaml"}},
+		{name: "edge-cases", files: []string{"edge-cases.yaml"}, wantProblems: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

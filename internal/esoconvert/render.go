@@ -36,7 +36,7 @@ func Write(w io.Writer, res Result, o Options) error {
 			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
 		}
 		if len(m.Notes) > 0 {
-			b.WriteString("#    The app then reads files, not the Secret:\n")
+			b.WriteString("#    What changes for the app:\n")
 			for _, n := range m.Notes {
 				b.WriteString("#    - " + n + "\n")
 			}
@@ -59,7 +59,7 @@ func Write(w io.Writer, res Result, o Options) error {
 		fmt.Fprintf(&b, "az identity federated-credential create --name %s --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
 			credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
 			orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
-		fmt.Fprintf(&b, "# 4. Once its pods run with the files: delete %s and %s.\n", strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+		fmt.Fprintf(&b, "# 4. Once its pods run with kvinject: delete %s and %s.\n", strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
 	}
 	if len(res.CannotMove) > 0 {
 		b.WriteString("\n# Cannot move (stays with ESO, or needs a hand):\n")

@@ -51,6 +51,12 @@ const (
 	// at admission, else 0444.
 	AnnotationPermsPrefix = Prefix + "perms-"
 
+	// AnnotationEnvPrefix + VAR: the target containers get the environment
+	// variable VAR, a C identifier, from a secret reference like
+	// AnnotationSecretPrefix's: valueFrom.fileKeyRef on EnvFileName in the
+	// secrets volume. Needs Kubernetes 1.MinEnvFilesMinor (EnvFiles).
+	AnnotationEnvPrefix = Prefix + "env-"
+
 	// AnnotationStatus is set by the webhook, never by users, to
 	// StatusInjected on every pod it injects.
 	AnnotationStatus = Prefix + "status"
@@ -83,6 +89,10 @@ const (
 	SecretsVolumeName = "kvinject-secrets"
 	// TokenVolumeName is the projected ServiceAccount token for Entra ID.
 	TokenVolumeName = "kvinject-token"
+
+	// EnvFileName is the file in SecretsVolumeName holding the variables of
+	// AnnotationEnvPrefix annotations, in the kubelet's env file format.
+	EnvFileName = ".kvinject-env"
 
 	// TokenMountPath is where the agent, and only the agent, sees the
 	// projected token; app containers never get it.
@@ -130,6 +140,9 @@ const (
 	// MinSidecarMinor is the Kubernetes 1.x minor version from which native
 	// sidecars (init containers with restartPolicy Always) are on by default.
 	MinSidecarMinor = 29
+	// MinEnvFilesMinor is the Kubernetes 1.x minor version from which the
+	// kubelet reads env[].valueFrom.fileKeyRef by default (EnvFiles, beta).
+	MinEnvFilesMinor = 35
 )
 
 // File name limits from the contract.
@@ -138,4 +151,8 @@ const (
 	MaxFileNameLength = 50
 	// MaxFiles bounds the files of one pod.
 	MaxFiles = 50
+	// MaxEnv bounds the environment variables of one pod, and
+	// MaxEnvNameLength a variable's name.
+	MaxEnv           = 50
+	MaxEnvNameLength = 128
 )

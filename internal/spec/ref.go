@@ -186,6 +186,23 @@ func ValidateFileName(n string) error {
 		// ..data and ..kvinject_* are the agent's (like the kubelet's AtomicWriter).
 		return fmt.Errorf("file name %s starts with \"..\", which is reserved for the agent's atomic update", Quote(n))
 	}
+	if n == EnvFileName {
+		return fmt.Errorf("file name %s is reserved for the environment variables of %sVAR annotations", Quote(n), AnnotationEnvPrefix)
+	}
+	return nil
+}
+
+// ValidateEnvName accepts a C identifier, the names a shell and the
+// kubelet's env file take.
+func ValidateEnvName(n string) error {
+	ok := n != "" && len(n) <= MaxEnvNameLength && !isDigit(n[0])
+	for i := 0; ok && i < len(n); i++ {
+		c := n[i]
+		ok = isLetter(c) || isDigit(c) || c == '_'
+	}
+	if !ok {
+		return fmt.Errorf("variable name %s is not a C identifier: 1-%d letters, digits and '_', not starting with a digit", Quote(n), MaxEnvNameLength)
+	}
 	return nil
 }
 

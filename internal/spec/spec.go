@@ -29,6 +29,15 @@ type Spec struct {
 	Containers []string `json:"containers"`
 	Identity   Identity `json:"identity"`
 	Files      []File   `json:"files"`
+	// Env are the variables the agent writes into EnvFileName, for the
+	// kubelet to give the target containers through fileKeyRef.
+	Env []EnvVar `json:"env,omitempty"`
+}
+
+// EnvVar is one environment variable from a secret reference.
+type EnvVar struct {
+	Name   string `json:"name"`
+	Secret Ref    `json:"secret"`
 }
 
 // Identity is the workload identity the agent uses. The agent's credential
@@ -101,6 +110,9 @@ func (s *Spec) AllRefs() []Ref {
 		for _, k := range sortedKeys(f.Refs) {
 			refs = append(refs, f.Refs[k])
 		}
+	}
+	for _, e := range s.Env {
+		refs = append(refs, e.Secret)
 	}
 	return refs
 }
@@ -189,8 +201,24 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("identity tokenExpirationSeconds: %w", err)
 		}
 	}
-	if len(s.Files) == 0 {
-		return errors.New("no files")
+	if len(s.Files) == 0 && len(s.Env) == 0 {
+		return errors.New("no files and no env")
+	}
+	if len(s.Env) > MaxEnv {
+		return fmt.Errorf("%d env variables, at most %d", len(s.Env), MaxEnv)
+	}
+	envSeen := map[string]bool{}
+	for _, e := range s.Env {
+		if err := ValidateEnvName(e.Name); err != nil {
+			return fmt.Errorf("env: %w", err)
+		}
+		if envSeen[e.Name] {
+			return fmt.Errorf("env %s listed twice", Quote(e.Name))
+		}
+		envSeen[e.Name] = true
+		if err := e.Secret.validate(); err != nil {
+			return fmt.Errorf("env %s: %w", Quote(e.Name), err)
+		}
 	}
 	if len(s.Files) > MaxFiles {
 		return fmt.Errorf("%d files, at most %d", len(s.Files), MaxFiles)

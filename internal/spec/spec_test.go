@@ -236,6 +236,11 @@ func TestDecode(t *testing.T) {
 		{`{"version":"v1","mountPAth":"/s","files":[]}`, `spec: unknown field "mountPAth" (field names are case-sensitive)`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"Vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `spec.files[0].secret: unknown field "Vault"`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","NAME":"db"}}}]}`, `spec.files[0].refs["db"]: unknown field "NAME"`},
+		// env variables: C identifiers, once each, valid references.
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"1X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `env: variable name "1X" is not a C identifier`},
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}},{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"b"}}]}`, `env "X" listed twice`},
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"http://kv1.vault.azure.net","name":"a"}}]}`, `env "X": vault "http://kv1.vault.azure.net" must be an https:// URL`},
+		{`{"version":"v1","mountPath":"/s","files":[{"name":".kvinject-env","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `file name ".kvinject-env" is reserved`},
 		// refs are exactly the template's references.
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{}}]}`, `file "c": refs has 0 entries, the template reads 1 references`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"other":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`, `file "c": the template's reference "db" is not in refs`},
@@ -301,6 +306,7 @@ func FuzzParseTemplate(f *testing.F) {
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"version":"v1","vault":"https://homelab-kv.vault.azure.net","mountPath":"/var/run/secrets/kvinject","containers":["app"],"identity":{"clientID":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"username","mode":"0444","secret":{"vault":"https://homelab-kv.vault.azure.net","name":"app-pgsql","path":"username"}}]}`))
 	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`))
+	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"PASSWORD","secret":{"vault":"https://kv1.vault.azure.net","name":"db","path":"password"}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := Decode(b)
 		if err != nil {

@@ -8,12 +8,14 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,6 +50,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-restricted", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-root", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-refresh", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-env", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
@@ -719,66 +722,6 @@ func scale(t *testing.T, replicas int) {
 	})
 }
 
-// Scenario 9, last: no Kubernetes Secret in any test namespace, and no
-// planted secret value in any log of the run.
-func TestZNoSecretsAnywhere(t *testing.T) {
-	ctx := context.Background()
-	for _, ns := range testNamespaces {
-		list, err := cluster.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list.Items) != 0 {
-			t.Errorf("namespace %s has %d Secrets", ns, len(list.Items))
-		}
-	}
-	logsToCheck := map[string]string{"emulator": emu.LogFile}
-	for _, dir := range []string{"logs", "pod-logs"} {
-		filepath.Walk(filepath.Join(cluster.StateDir, dir), func(path string, info os.FileInfo, err error) error {
-			if err == nil && !info.IsDir() {
-				logsToCheck[path] = path
-			}
-			return nil
-		})
-	}
-	// Logs through the API too (webhook and agents), as a user reads them.
-	for _, ns := range append([]string{harness.KvinjectNS}, testNamespaces...) {
-		list, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range list.Items {
-			for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
-				b, err := cluster.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
-				if err != nil {
-					continue // not started: nothing logged
-				}
-				path := filepath.Join(t.TempDir(), p.Name+"-"+c.Name+".log")
-				if err := os.WriteFile(path, b, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				logsToCheck["kubectl logs -n "+ns+" "+p.Name+" -c "+c.Name] = path
-			}
-		}
-	}
-	checked := 0
-	for name, path := range logsToCheck {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue
-		}
-		checked++
-		for _, v := range []string{harness.DBPassword, harness.DBUsername} {
-			if strings.Contains(string(b), v) {
-				t.Errorf("%s (%s) contains a planted secret value", name, path)
-			}
-		}
-	}
-	if checked < 5 {
-		t.Errorf("only %d logs checked", checked)
-	}
-}
-
 // TestRootPod: a pod that runs as root still gets its files. The agent runs
 // as a non-root uid it names, never the pod's 0, and the app (root with
 // every capability dropped, so no CAP_DAC_OVERRIDE) reads a default 0444 file
@@ -919,3 +862,162 @@ func TestRefreshSidecar(t *testing.T) {
 		t.Errorf("the pod took %v to end with a 30s grace period: the sidecar did not stop at once", took)
 	}
 }
+
+// envValues are the value classes an env variable must carry byte for byte
+// from Key Vault through the kubelet's env file into the app's environment.
+var envValues = map[string]string{
+	"SPACES":   "a value with  spaces ",
+	"DQUOTE":   `say "hello"`,
+	"HASH":     "#not a comment # nor this",
+	"EQUALS":   "a=b==c",
+	"DOLLAR":   "$HOME ${PATH} $(id) `id`",
+	"UNICODE":  "Grüße, 世界 🌍",
+	"NEWLINES": "line one\nline two\n",
+}
+
+// TestEnvFromKeyVault: kvinject.io/env- on the real kubelet (EnvFiles). The
+// reference Deployment's env entries, which read ESO's Secret pgsql-creds
+// (absent here), are replaced in place; more variables carry every value
+// class byte for byte; the app container mounts no volume; Pod Security
+// restricted admits the pod; no value is in the pod spec.
+func TestEnvFromKeyVault(t *testing.T) {
+	const (
+		ns     = "e2e-env"
+		secret = "env-values"
+	)
+	namespace(t, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	ctx := context.Background()
+	b, err := json.Marshal(envValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Admin(ctx, "POST", "/secrets", map[string]string{"vault": harness.Vault, "name": secret, "value": string(b), "contentType": "application/json"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	d := dbreader(ns, "dbreaderapp", 1)
+	ann := map[string]string{
+		spec.AnnotationVault:                  harness.Vault,
+		spec.AnnotationEnvPrefix + "USERNAME": harness.DBSecret + "#username",
+		spec.AnnotationEnvPrefix + "PASSWORD": harness.DBSecret + "#password",
+	}
+	var names []string
+	for name := range envValues {
+		ann[spec.AnnotationEnvPrefix+name] = secret + "#" + name
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	d.Spec.Template.Annotations = ann
+	d.Spec.Template.Spec.SecurityContext.RunAsUser = ptr.To(int64(1000))
+	d.Spec.Template.Spec.SecurityContext.RunAsGroup = ptr.To(int64(1000))
+	c := &d.Spec.Template.Spec.Containers[0]
+	// As the reference setup has it: the variables come from ESO's Secret.
+	for _, v := range []struct{ name, key string }{{"USERNAME", "username"}, {"PASSWORD", "password"}} {
+		c.Env = append(c.Env, corev1.EnvVar{Name: v.name, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "pgsql-creds"}, Key: v.key}}})
+	}
+	c.Args = []string{"--files=", "--env=USERNAME,PASSWORD," + strings.Join(names, ",")}
+	create(t, d)
+	p := waitRunning(t, ns, "dbreaderapp", 1)[0]
+
+	app := p.Spec.Containers[0]
+	for _, m := range app.VolumeMounts {
+		if m.Name == spec.SecretsVolumeName {
+			t.Errorf("the app mounts %s, though it only takes env variables", m.Name)
+		}
+	}
+	for _, e := range app.Env[:2] {
+		if e.ValueFrom == nil || e.ValueFrom.FileKeyRef == nil || e.ValueFrom.SecretKeyRef != nil {
+			t.Errorf("env %s was not replaced in place by a fileKeyRef: %+v", e.Name, e.ValueFrom)
+		}
+	}
+	out := logs(t, ns, p.Name, "secret-reader", false)
+	want := map[string]string{"USERNAME": harness.DBUsername, "PASSWORD": harness.DBPassword}
+	for k, v := range envValues {
+		want[k] = v
+	}
+	for name, v := range want {
+		line := fmt.Sprintf("dbreader: env %s: %d bytes, sha256 %s...", name, len(v), fingerprint(v))
+		if !strings.Contains(out, line) {
+			t.Errorf("the app's environment lacks %s byte for byte: want %q in\n%s", name, line, out)
+		}
+	}
+	podSpec, err := json.Marshal(p.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range want {
+		if strings.Contains(string(podSpec), v) {
+			t.Errorf("the pod spec holds the value of %s", name)
+		}
+	}
+}
+
+// Scenario 9, last: no Kubernetes Secret in any test namespace, and no
+// planted secret value in any log of the run.
+func TestZNoSecretsAnywhere(t *testing.T) {
+	ctx := context.Background()
+	for _, ns := range testNamespaces {
+		list, err := cluster.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.Items) != 0 {
+			t.Errorf("namespace %s has %d Secrets", ns, len(list.Items))
+		}
+	}
+	logsToCheck := map[string]string{"emulator": emu.LogFile}
+	for _, dir := range []string{"logs", "pod-logs"} {
+		filepath.Walk(filepath.Join(cluster.StateDir, dir), func(path string, info os.FileInfo, err error) error {
+			if err == nil && !info.IsDir() {
+				logsToCheck[path] = path
+			}
+			return nil
+		})
+	}
+	// Logs through the API too (webhook and agents), as a user reads them.
+	for _, ns := range append([]string{harness.KvinjectNS}, testNamespaces...) {
+		list, err := cluster.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range list.Items {
+			for _, c := range append(append([]corev1.Container(nil), p.Spec.InitContainers...), p.Spec.Containers...) {
+				b, err := cluster.Client.CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: c.Name}).DoRaw(ctx)
+				if err != nil {
+					continue // not started: nothing logged
+				}
+				path := filepath.Join(t.TempDir(), p.Name+"-"+c.Name+".log")
+				if err := os.WriteFile(path, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				logsToCheck["kubectl logs -n "+ns+" "+p.Name+" -c "+c.Name] = path
+			}
+		}
+	}
+	checked := 0
+	for name, path := range logsToCheck {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		checked++
+		for _, v := range planted {
+			if strings.Contains(string(b), v) {
+				t.Errorf("%s (%s) contains a planted secret value", name, path)
+			}
+		}
+	}
+	if checked < 5 {
+		t.Errorf("only %d logs checked", checked)
+	}
+}
+
+// planted are the values no log may hold: the reference secret's, and the
+// ones the refresh and env tests put into the vault.
+var planted = func() []string {
+	vs := []string{harness.DBPassword, harness.DBUsername, "first-password", "second-password"}
+	for _, v := range envValues {
+		vs = append(vs, v)
+	}
+	return vs
+}()

@@ -21,12 +21,29 @@ func main() {
 	dir := flag.String("dir", "/var/run/secrets/kvinject", "directory of the files")
 	files := flag.String("files", "username,password", "comma-separated files to read")
 	once := flag.Bool("once", false, "exit after reading")
+	envNames := flag.String("env", "", "comma-separated environment variables to read, as an app configured by env does")
 	watch := flag.Duration("watch", 0, "read the files again this often and print each one that changed, as an app that follows rotation does")
 	flag.Parse()
 
 	code := 0
+	for _, name := range strings.Split(*envNames, ",") {
+		if name == "" {
+			continue
+		}
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			fmt.Printf("dbreader: env %s is not set\n", name)
+			code = 1
+			continue
+		}
+		sum := sha256.Sum256([]byte(v))
+		fmt.Printf("dbreader: env %s: %d bytes, sha256 %s...\n", name, len(v), hex.EncodeToString(sum[:])[:12])
+	}
 	seen := map[string]string{}
 	for _, name := range strings.Split(*files, ",") {
+		if name == "" {
+			continue
+		}
 		path := filepath.Join(*dir, name)
 		b, err := os.ReadFile(path)
 		if err != nil {
