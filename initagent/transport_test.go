@@ -16,7 +16,10 @@ import (
 	"github.com/kvinject/kvinject/internal/azemu"
 )
 
-func TestDialerWarmConnectionIsReused(t *testing.T) {
+// throughEmulator is the agent's dialer and transport reaching the emulator
+// as HTTPS_PROXY, closed when the test ends.
+func throughEmulator(t *testing.T) (*azemu.Emulator, *dialer, *hostGatedTransport, context.Context) {
+	t.Helper()
 	emu, err := azemu.Start(azemu.Options{Config: azemu.Config{
 		Tenants: []azemu.Tenant{{ID: testTenant}},
 		Vaults:  []azemu.Vault{{Name: "homelab-kv", Tenant: testTenant}},
@@ -24,15 +27,22 @@ func TestDialerWarmConnectionIsReused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer emu.Close()
+	t.Cleanup(func() { emu.Close() })
 	proxy, _ := url.Parse(emu.ProxyURL())
 	d := newDialer(emu.CertPool())
 	d.proxy = http.ProxyURL(proxy)
-	defer d.Close()
 	tr := newTransport(d, DefaultConcurrency)
-	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	t.Cleanup(func() {
+		cancel()
+		tr.CloseIdleConnections()
+		d.Close()
+	})
+	return emu, d, tr, ctx
+}
+
+func TestDialerWarmConnectionIsReused(t *testing.T) {
+	emu, d, tr, ctx := throughEmulator(t)
 
 	d.Warm(ctx, "homelab-kv.vault.azure.net")
 	// Several requests at once: one connection, HTTP/2.
@@ -60,7 +70,7 @@ func TestDialerWarmConnectionIsReused(t *testing.T) {
 	}
 
 	// A host the proxy refuses: the CONNECT status is reported.
-	_, err = d.DialTLSContext(ctx, "tcp", "example.com:443")
+	_, err := d.DialTLSContext(ctx, "tcp", "example.com:443")
 	if err == nil || !strings.Contains(err.Error(), "refused CONNECT example.com:443") {
 		t.Errorf("dial through a refusing proxy: %v", err)
 	}
@@ -69,22 +79,7 @@ func TestDialerWarmConnectionIsReused(t *testing.T) {
 // TestTransportFirstConnectionShared: requests that start together before
 // any connection exists still share one HTTP/2 connection.
 func TestTransportFirstConnectionShared(t *testing.T) {
-	emu, err := azemu.Start(azemu.Options{Config: azemu.Config{
-		Tenants: []azemu.Tenant{{ID: testTenant}},
-		Vaults:  []azemu.Vault{{Name: "homelab-kv", Tenant: testTenant}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emu.Close()
-	proxy, _ := url.Parse(emu.ProxyURL())
-	d := newDialer(emu.CertPool())
-	d.proxy = http.ProxyURL(proxy)
-	defer d.Close()
-	tr := newTransport(d, DefaultConcurrency)
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	emu, _, tr, ctx := throughEmulator(t)
 
 	var wg sync.WaitGroup
 	for range 20 {

@@ -307,57 +307,23 @@ func TestDeniedCollisions(t *testing.T) {
 	}
 }
 
-// TestRefreshNeedsSidecars: below Kubernetes 1.29 there are no native
-// sidecars, so a refresh is denied, saying what to do instead.
-func TestRefreshNeedsSidecars(t *testing.T) {
-	for _, tc := range []struct {
-		version string
-		denied  bool
-	}{{"1.28", true}, {"v1.28.15+k3s1", true}, {"1.29", false}, {"v1.33.5+abcdef", false}} {
-		t.Run(tc.version, func(t *testing.T) {
-			o := testOptions(t)
-			o.KubeVersion = tc.version
-			if err := o.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			err := Mutate(podWith(map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/refresh": "1h"}), testSA("ns", "app"), o)
-			if !tc.denied {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			var d *Denial
-			if !errors.As(err, &d) {
-				t.Fatalf("Mutate = %v, want a denial", err)
-			}
-			want := []string{"kvinject.io/refresh: the refresh sidecar is a native sidecar, which needs Kubernetes 1.29 or newer, and this cluster runs 1.28: remove the annotation (the files are then written once, when the pod starts)"}
-			if diff := cmp.Diff(want, d.Problems); diff != "" {
-				t.Errorf("problems (-want +got):\n%s", diff)
-			}
-		})
-	}
-	for _, bad := range []string{"", "2.0", "1.x", "latest", "1.12345"} {
-		if _, err := KubeMinor(bad); err == nil {
-			t.Errorf("KubeMinor(%q) accepted", bad)
-		}
-	}
+// versionCase is an API server version and whether it denies the feature.
+type versionCase struct {
+	version string
+	denied  bool
 }
 
-// TestEnvNeedsEnvFiles: below Kubernetes 1.35 the kubelet does not read
-// fileKeyRef, so an env- annotation is denied, naming the version and the
-// file alternative.
-func TestEnvNeedsEnvFiles(t *testing.T) {
-	for _, tc := range []struct {
-		version string
-		denied  bool
-	}{{"v1.33.5+abcdef", true}, {"1.34", true}, {"1.35", false}, {"v1.37.2", false}} {
+// checkVersionGate mutates a pod with ann on each version: admitted, or
+// denied with exactly want(minor).
+func checkVersionGate(t *testing.T, ann map[string]string, cases []versionCase, want func(minor string) []string) {
+	t.Helper()
+	for _, tc := range cases {
 		t.Run(tc.version, func(t *testing.T) {
 			o := testOptions(t)
 			if err := o.SetKubeVersion(tc.version); err != nil {
 				t.Fatal(err)
 			}
-			err := Mutate(podWith(map[string]string{"kvinject.io/env-PASSWORD": "app-pgsql#password"}), testSA("ns", "app"), o)
+			err := Mutate(podWith(ann), testSA("ns", "app"), o)
 			if !tc.denied {
 				if err != nil {
 					t.Fatal(err)
@@ -369,13 +335,38 @@ func TestEnvNeedsEnvFiles(t *testing.T) {
 				t.Fatalf("Mutate = %v, want a denial", err)
 			}
 			minor := strings.Split(strings.TrimPrefix(tc.version, "v"), ".")[1]
-			want := []string{"kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1." + minor +
-				`: deliver the value as a file instead, kvinject.io/secret-<file>: "app-pgsql#password", and have the app read it`}
-			if diff := cmp.Diff(want, d.Problems); diff != "" {
+			if diff := cmp.Diff(want(minor), d.Problems); diff != "" {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
 	}
+}
+
+// TestRefreshNeedsSidecars: below Kubernetes 1.29 there are no native
+// sidecars, so a refresh is denied, saying what to do instead.
+func TestRefreshNeedsSidecars(t *testing.T) {
+	checkVersionGate(t, map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/refresh": "1h"},
+		[]versionCase{{"1.28", true}, {"v1.28.15+k3s1", true}, {"1.29", false}, {"v1.33.5+abcdef", false}},
+		func(minor string) []string {
+			return []string{"kvinject.io/refresh: the refresh sidecar is a native sidecar, which needs Kubernetes 1.29 or newer, and this cluster runs 1." + minor + ": remove the annotation (the files are then written once, when the pod starts)"}
+		})
+	for _, bad := range []string{"", "2.0", "1.x", "latest", "1.12345"} {
+		if _, err := KubeMinor(bad); err == nil {
+			t.Errorf("KubeMinor(%q) accepted", bad)
+		}
+	}
+}
+
+// TestEnvNeedsEnvFiles: below Kubernetes 1.35 the kubelet does not read
+// fileKeyRef, so an env- annotation is denied, naming the version and the
+// file alternative.
+func TestEnvNeedsEnvFiles(t *testing.T) {
+	checkVersionGate(t, map[string]string{"kvinject.io/env-PASSWORD": "app-pgsql#password"},
+		[]versionCase{{"v1.33.5+abcdef", true}, {"1.34", true}, {"1.35", false}, {"v1.37.2", false}},
+		func(minor string) []string {
+			return []string{"kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1." + minor +
+				`: deliver the value as a file instead, kvinject.io/secret-<file>: "app-pgsql#password", and have the app read it`}
+		})
 }
 
 // TestProxyWithoutCredentials: a proxy URL with a user or password would be

@@ -51,6 +51,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-root", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-refresh", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-env", ServiceAccount: "dbreader"},
+	{Namespace: "group1", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-throttled", ServiceAccount: "dbreader"},
@@ -948,6 +949,34 @@ func TestEnvFromKeyVault(t *testing.T) {
 	for name, v := range want {
 		if strings.Contains(string(podSpec), v) {
 			t.Errorf("the pod spec holds the value of %s", name)
+		}
+	}
+}
+
+// TestReferenceDeployment: manifests/examples/dbreaderapp as users apply it.
+// The reference setup's Deployment, unchanged apart from the label, the
+// annotations and its ServiceAccount, gets USERNAME and PASSWORD from Key
+// Vault in the env entries that read ESO's Secret; the file-mode Deployment
+// beside it reads files.
+func TestReferenceDeployment(t *testing.T) {
+	const ns = "group1"
+	namespace(t, ns, nil)
+	if err := cluster.ApplyDBReader(context.Background(), appImage); err != nil {
+		t.Fatal(err)
+	}
+	envLine := func(name, v string) string {
+		return fmt.Sprintf("dbreader: env %s: %d bytes, sha256 %s...", name, len(v), fingerprint(v))
+	}
+	for app, want := range map[string][]string{
+		"dbreaderapp":       {envLine("USERNAME", harness.DBUsername), envLine("PASSWORD", harness.DBPassword)},
+		"dbreaderapp-files": {"dbreader: username = ", "dbreader: password = "},
+	} {
+		p := waitRunning(t, ns, app, 1)[0]
+		out := logs(t, ns, p.Name, "secret-reader", false)
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s's output lacks %q:\n%s", app, w, out)
+			}
 		}
 	}
 }

@@ -24,6 +24,12 @@ func main() {
 	envNames := flag.String("env", "", "comma-separated environment variables to read, as an app configured by env does")
 	watch := flag.Duration("watch", 0, "read the files again this often and print each one that changed, as an app that follows rotation does")
 	flag.Parse()
+	// As the reference setup's app: with USERNAME and PASSWORD in its
+	// environment (from ESO's Secret, or from kvinject.io/env- annotations)
+	// it reads them and no files.
+	if *envNames == "" && !isFlagSet("files") && os.Getenv("USERNAME") != "" && os.Getenv("PASSWORD") != "" {
+		*envNames, *files = "USERNAME,PASSWORD", ""
+	}
 
 	code := 0
 	for _, name := range strings.Split(*envNames, ",") {
@@ -92,6 +98,12 @@ func main() {
 			}
 		}
 	}
+}
+
+func isFlagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // mask shows the first character and the length, never the value.

@@ -108,14 +108,18 @@ func run(ctx context.Context) error {
 			if err := c.ApplyDBReader(ctx, appImage); err != nil {
 				return err
 			}
-			// On a second run the Deployment is unchanged: start a fresh pod
+			// On a second run the Deployments are unchanged: start fresh pods
 			// so the demo shows this run's injection.
-			_, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "restart", "deployment/dbreaderapp")
+			_, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "restart", "deployment/dbreaderapp", "deployment/dbreaderapp-files")
 			return err
 		}},
-		{"Wait for the app to run", func() error {
-			_, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "status", "deployment/dbreaderapp", "--timeout=180s")
-			return err
+		{"Wait for the app to run (env variables, and files)", func() error {
+			for _, d := range []string{"deployment/dbreaderapp", "deployment/dbreaderapp-files"} {
+				if _, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "status", d, "--timeout=180s"); err != nil {
+					return err
+				}
+			}
+			return nil
 		}},
 	}
 	for _, s := range steps {
@@ -124,11 +128,6 @@ func run(ctx context.Context) error {
 		}
 	}
 
-	pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=dbreaderapp"})
-	if err != nil || len(pods.Items) == 0 {
-		return fmt.Errorf("list the app's pods: %v", err)
-	}
-	pod := pods.Items[0].Name
 	section := func(title string, b []byte, err error) {
 		fmt.Printf("\n---- %s\n", title)
 		if err != nil {
@@ -136,13 +135,24 @@ func run(ctx context.Context) error {
 		}
 		fmt.Print(string(b))
 	}
-	b, err := c.KubectlOut(ctx, nil, "-n", ns, "get", "pod", pod, "-o",
-		"jsonpath={.metadata.annotations.kvinject\\.io/status}{'\\n'}{range .spec.initContainers[*]}init container {.name}: {.image} {.args}{'\\n'}{end}{range .spec.volumes[*]}volume {.name}: {.emptyDir}{.projected.sources[*].serviceAccountToken}{'\\n'}{end}{range .spec.containers[*]}container {.name}: {.volumeMounts}{'\\n'}{end}")
-	section("The pod as the webhook admitted it (kubectl get pod "+pod+" -o yaml for all of it)", b, err)
-	b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "kvinject-agent")
-	section("The agent's log (kubectl logs "+pod+" -c kvinject-agent)", b, err)
-	b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "secret-reader")
-	section("The app's output (kubectl logs "+pod+")", b, err)
+	for _, app := range []struct{ name, how string }{
+		{"dbreaderapp", "the reference Deployment as it was: USERNAME and PASSWORD env entries, now from Key Vault"},
+		{"dbreaderapp-files", "the same app reading files"},
+	} {
+		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app.name})
+		if err != nil || len(pods.Items) == 0 {
+			return fmt.Errorf("list the pods of %s: %v", app.name, err)
+		}
+		pod := pods.Items[0].Name
+		fmt.Printf("\n==== %s: %s\n", app.name, app.how)
+		b, err := c.KubectlOut(ctx, nil, "-n", ns, "get", "pod", pod, "-o",
+			"jsonpath={.metadata.annotations.kvinject\\.io/status}{'\\n'}{range .spec.initContainers[*]}init container {.name}: {.image} {.args}{'\\n'}{end}{range .spec.volumes[*]}volume {.name}: {.emptyDir}{.projected.sources[*].serviceAccountToken}{'\\n'}{end}{range .spec.containers[*]}container {.name}: mounts {.volumeMounts}{'\\n'}{range .env[*]}  env {.name}: {.valueFrom}{'\\n'}{end}{end}")
+		section("The pod as the webhook admitted it (kubectl get pod "+pod+" -o yaml for all of it)", b, err)
+		b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "kvinject-agent")
+		section("The agent's log (kubectl logs "+pod+" -c kvinject-agent)", b, err)
+		b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "secret-reader")
+		section("The app's output (kubectl logs "+pod+")", b, err)
+	}
 	secrets, err := c.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err

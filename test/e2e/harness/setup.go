@@ -176,7 +176,8 @@ func (c *Cluster) AppNamespace(ctx context.Context, name string, labels map[stri
 	}
 }
 
-// ApplyDBReader applies manifests/examples/dbreaderapp with the app image
+// ApplyDBReader applies manifests/examples/dbreaderapp (dbreaderapp reading
+// env variables, dbreaderapp-files reading files) with the app image
 // built here (the reference registry is not reachable) and without its image
 // pull Secret (the image is already on the node).
 func (c *Cluster) ApplyDBReader(ctx context.Context, appImage string) error {
@@ -200,10 +201,12 @@ images:
 patches:
   - target:
       kind: Deployment
-      name: dbreaderapp
     patch: |-
       - op: remove
         path: /spec/template/spec/imagePullSecrets
+      - op: add
+        path: /spec/template/spec/containers/0/imagePullPolicy
+        value: IfNotPresent
 `, rel, repo, tag)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return err
