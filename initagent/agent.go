@@ -61,7 +61,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, w := range res.Warnings {
 		o.Logger.Info("cleanup after the switch failed", "problem", w)
 	}
-	kv := []any{"dir", o.Dir, "files", len(files), "durationMs", time.Since(start).Milliseconds()}
+	// Count what the spec asked for: the env file is one more entry in
+	// files, not a file the user named.
+	kv := []any{"dir", o.Dir, "files", len(o.Spec.Files), "durationMs", time.Since(start).Milliseconds()}
+	if len(o.Spec.Env) > 0 {
+		kv = append(kv, "env", len(o.Spec.Env))
+	}
 	if c.az != nil {
 		kv = append(kv, "httpsRequests", c.az.transport.requests.Load())
 	}

@@ -53,6 +53,15 @@ func TestRunWritesEnvFile(t *testing.T) {
 			s.Env = append(s.Env, spec.EnvVar{Name: e.name, Secret: r})
 		}
 		var logs, errs strings.Builder
+		defer func() {
+			// The log counts the user's files and the variables, not the env file.
+			if errs.Len() == 0 && !strings.Contains(logs.String(), `"msg":"wrote files","dir":"`+dir+`","files":1,`) {
+				t.Errorf("wrote files line does not count 1 file and the env:\n%s", logs.String())
+			}
+			if errs.Len() == 0 && !strings.Contains(logs.String(), `"env":2`) {
+				t.Errorf("wrote files line does not count 2 env variables:\n%s", logs.String())
+			}
+		}()
 		a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
 			NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
 		if err != nil {
