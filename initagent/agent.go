@@ -231,6 +231,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 		err  error
 	}
 	cache := map[spec.Ref]extracted{}
+	bundles := bundleCache{}
 	lookup := func(r spec.Ref) ([]byte, error) {
 		if e, ok := cache[r]; ok {
 			return e.data, e.err
@@ -239,7 +240,15 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 		if res == nil || res.err != nil {
 			return nil, errNotFetched
 		}
-		d, err := Extract(res.secret.Value, r.Path)
+		var (
+			d   []byte
+			err error
+		)
+		if isCertRef(res.secret, r.Path) {
+			d, err = bundles.form(r.ID(), res.secret, r.Path)
+		} else {
+			d, err = Extract(res.secret.Value, r.Path)
+		}
 		cache[r] = extracted{d, err}
 		return d, err
 	}
@@ -268,6 +277,22 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 		byRef[r] = p
 		order = append(order, r)
 	}
+	// addLookupProblem reports what lookup returned for r: a bundle that
+	// does not parse once for its secret, whatever forms were asked for.
+	addLookupProblem := func(r spec.Ref, file string, err error, env ...string) {
+		var be *bundleError
+		var pe *PropertyError
+		switch {
+		case errors.As(err, &be):
+			whole := r
+			whole.Path = ""
+			addRefProblem(whole, file, be.Problem, be.Detail, be.Fix, env...)
+		case errors.As(err, &pe):
+			addRefProblem(r, file, pe.Problem, pe.Detail, pe.Fix, env...)
+		default:
+			addRefProblem(r, file, err.Error(), "", "", env...)
+		}
+	}
 	var files []FileData
 	for _, f := range a.o.Spec.Files {
 		mode, err := f.FileMode()
@@ -282,12 +307,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 				continue // reported by the fetch
 			}
 			if err != nil {
-				var pe *PropertyError
-				if errors.As(err, &pe) {
-					addRefProblem(*f.Secret, f.Name, pe.Problem, pe.Detail, pe.Fix)
-				} else {
-					addRefProblem(*f.Secret, f.Name, err.Error(), "", "")
-				}
+				addLookupProblem(*f.Secret, f.Name, err)
 				continue
 			}
 		} else {
@@ -297,7 +317,10 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			data, err = Render(ctx, f, lookup)
 			if err != nil {
 				var re *RenderError
-				if errors.As(err, &re) && re.Ref != nil {
+				var be *bundleError
+				if errors.As(err, &re) && re.Ref != nil && errors.As(err, &be) {
+					addLookupProblem(*re.Ref, f.Name, be) // the secret's problem, not the template's
+				} else if re != nil && re.Ref != nil {
 					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Detail, re.Fix)
 				} else if re != nil {
 					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
@@ -318,12 +341,9 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 				complete = false
 				continue // reported by the fetch
 			}
-			var pe *PropertyError
 			switch {
-			case errors.As(err, &pe):
-				addRefProblem(e.Secret, "", pe.Problem, pe.Detail, pe.Fix, e.Name)
 			case err != nil:
-				addRefProblem(e.Secret, "", err.Error(), "", "", e.Name)
+				addLookupProblem(e.Secret, "", err, e.Name)
 			default:
 				if cause, fix := envValueProblem(e.Name, data); cause != "" {
 					p := Problem{Vault: e.Secret.Vault, Secret: secretLabel(e.Secret.ID()), Env: []string{e.Name}, Cause: cause, Fix: fix}

@@ -24,6 +24,7 @@ import (
 type fakeVault struct {
 	mu       sync.Mutex
 	values   map[string]string // name or name/version -> value
+	types    map[string]string // name -> content type, when it has one
 	calls    map[string]int
 	inFlight int
 	maxIn    int
@@ -56,7 +57,7 @@ func (f *fakeVault) GetSecret(ctx context.Context, name, version string) (Secret
 	if !ok {
 		return Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
 	}
-	return Secret{Value: v, Version: "0123456789abcdef0123456789abcdef"}, nil
+	return Secret{Value: v, Version: "0123456789abcdef0123456789abcdef", ContentType: f.types[name]}, nil
 }
 
 func newFakeVault(values map[string]string) *fakeVault {

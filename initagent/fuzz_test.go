@@ -2,10 +2,15 @@ package initagent
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/tools/txtar"
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -73,6 +78,53 @@ func FuzzRender(f *testing.F) {
 		}
 		if re != nil && len(value) >= 24 && !strings.Contains(text, value) && strings.Contains(re.Error()+re.Detail+re.Fix, value) {
 			t.Fatalf("the problem quotes the value")
+		}
+	})
+}
+
+// FuzzCertBundle: any value under a certificate content type, any form.
+// Parsing never panics and ends within a second; a problem is a
+// *PropertyError that never quotes the value; a form that is given parses.
+func FuzzCertBundle(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "certs", "*.txtar"))
+	for _, name := range files {
+		ar, err := txtar.ParseFile(name)
+		if err != nil || len(ar.Files) < 2 {
+			f.Fatalf("%s: not a golden bundle", name)
+		}
+		f.Add(strings.TrimSpace(string(ar.Files[0].Data)) == spec.ContentTypePKCS12, string(ar.Files[1].Data), "fullchain")
+	}
+	f.Add(false, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "cert")
+	f.Add(true, "MIIBAAIBAzCB", "key")
+	f.Fuzz(func(t *testing.T, pfx bool, value, form string) {
+		ct := spec.ContentTypePEM
+		if pfx {
+			ct = spec.ContentTypePKCS12
+		}
+		start := time.Now()
+		out, err := bundleCache{}.form(spec.SecretID{Name: "c"}, Secret{Value: value, ContentType: ct}, form)
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("took %v", took)
+		}
+		if err != nil {
+			var pe *PropertyError
+			if !errors.As(err, &pe) {
+				t.Fatalf("error %T, want *PropertyError", err)
+			}
+			if len(value) >= 24 && strings.Contains(pe.Problem+pe.Detail+pe.Fix, value) {
+				t.Fatalf("the problem quotes the value")
+			}
+			return
+		}
+		switch form {
+		case spec.CertFormPFX:
+			if _, _, _, err := pkcs12.DecodeChain(out, ""); err != nil {
+				t.Fatalf("#pfx does not decode: %v", err)
+			}
+		case spec.CertFormKey, spec.CertFormCert, spec.CertFormCA:
+			if blk, _ := pem.Decode(out); blk == nil {
+				t.Fatalf("#%s is not PEM", form)
+			}
 		}
 	})
 }

@@ -3,6 +3,9 @@ package initagent
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +15,10 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/spec"
 )
 
 // rotatingVault is a SecretGetter whose secrets get new versions, and that
@@ -19,6 +26,7 @@ import (
 type rotatingVault struct {
 	mu       sync.Mutex
 	values   map[string]string
+	types    map[string]string // content types, by name
 	versions map[string]int
 	calls    map[string]int
 	fail     error
@@ -38,7 +46,7 @@ func (v *rotatingVault) GetSecret(_ context.Context, name, version string) (Secr
 	if version == "" {
 		version = fmt.Sprintf("%032x", v.versions[name])
 	}
-	return Secret{Value: val, Version: version}, nil
+	return Secret{Value: val, Version: version, ContentType: v.types[name]}, nil
 }
 
 func (v *rotatingVault) set(name, value string) {
@@ -194,5 +202,57 @@ func TestRefresh(t *testing.T) {
 	}
 	if n := vault.callsOf("pinned"); n != 2 {
 		t.Errorf("the pinned secret was read %d times in all, want 2", n)
+	}
+}
+
+// TestRefreshCertificate: a renewed certificate is a new version of its
+// secret, and its key and chain files switch together.
+func TestRefreshCertificate(t *testing.T) {
+	f := fx.get(t)
+	pfxOf := func(c *certtest.Chain) string {
+		return must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
+	}
+	dir := t.TempDir()
+	vault := &rotatingVault{values: map[string]string{}, versions: map[string]int{}, calls: map[string]int{},
+		types: map[string]string{"web-cert": spec.ContentTypePKCS12}}
+	vault.set("web-cert", pfxOf(f.rsa))
+	s := mustSpec(t, dir, secretFile("tls.key", "0400", "web-cert#key"), secretFile("tls.crt", "0444", "web-cert#fullchain"))
+	var logs, errs syncBuffer
+	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
+		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Run(context.Background()); err != nil {
+		t.Fatalf("Run: %v\n%s", err, errs.String())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = a.Refresh(ctx, time.Second) }()
+
+	vault.set("web-cert", pfxOf(f.ec)) // renewed, with a new key
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
+		if certs := parseCerts(t, b); len(certs) > 0 && certs[0].Equal(f.ec.Leaf.Cert) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate did not arrive\n%s", errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The reader sees the new pair through one ..data switch.
+	keyPEM, _ := os.ReadFile(filepath.Join(dir, "tls.key"))
+	blk, _ := pem.Decode(keyPEM)
+	if blk == nil {
+		t.Fatal("tls.key is not PEM")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !key.(crypto.Signer).Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(f.ec.Leaf.Cert.PublicKey) {
+		t.Error("tls.key is not the renewed certificate's key")
 	}
 }

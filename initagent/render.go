@@ -31,7 +31,11 @@ type RenderError struct {
 	Fix       string
 	// Ref is set when the problem is a secret reference's value.
 	Ref *spec.Ref
+	// lookup is the reference's error, when there is one.
+	lookup error
 }
+
+func (e *RenderError) Unwrap() error { return e.lookup }
 
 func (e *RenderError) Error() string {
 	switch {
@@ -96,11 +100,15 @@ func Render(ctx context.Context, f spec.File, lookup func(spec.Ref) ([]byte, err
 		line, col := errPos(err)
 		var le *lookupError
 		var pe *PropertyError
+		var cause error
+		if errors.As(err, &le) {
+			cause = le.err
+		}
 		switch {
 		case errors.As(err, &pe):
-			return nil, &RenderError{Line: line, Col: col, Problem: pe.Problem, Detail: pe.Detail, Fix: pe.Fix, Ref: refOf(err)}
-		case errors.As(err, &le):
-			return nil, &RenderError{Line: line, Col: col, Problem: le.err.Error(), Ref: refOf(err)}
+			return nil, &RenderError{Line: line, Col: col, Problem: pe.Problem, Detail: pe.Detail, Fix: pe.Fix, Ref: refOf(err), lookup: cause}
+		case le != nil:
+			return nil, &RenderError{Line: line, Col: col, Problem: le.err.Error(), Ref: refOf(err), lookup: cause}
 		case errors.Is(err, errTooLarge):
 			return nil, &RenderError{Problem: fmt.Sprintf("the rendered file exceeds %d bytes", MaxRenderedSize), Fix: "make the template produce less output"}
 		case errors.Is(err, errTooMuchWork):

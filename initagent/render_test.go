@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -98,7 +99,7 @@ func TestRenderErrors(t *testing.T) {
 			if !errors.As(err, &re) {
 				t.Fatalf("Render = %q, %v; want a *RenderError", got, err)
 			}
-			if diff := cmp.Diff(tt.want, *re); diff != "" {
+			if diff := cmp.Diff(tt.want, *re, cmpopts.IgnoreUnexported(RenderError{})); diff != "" {
 				t.Errorf("RenderError (-want +got):\n%s", diff)
 			}
 			for _, v := range []string{"superman", "louiselane"} {
@@ -149,7 +150,7 @@ func TestRenderBounded(t *testing.T) {
 			if !errors.As(err, &re) {
 				t.Fatalf("Render = %d bytes, %v; want a *RenderError", len(got), err)
 			}
-			if diff := cmp.Diff(tt.want, *re); diff != "" {
+			if diff := cmp.Diff(tt.want, *re, cmpopts.IgnoreUnexported(RenderError{})); diff != "" {
 				t.Errorf("RenderError (-want +got):\n%s", diff)
 			}
 			// The budget is 16 MiB of function results; allow for copies.
@@ -176,7 +177,7 @@ func TestRenderDeadline(t *testing.T) {
 	if !errors.As(err, &re) {
 		t.Fatalf("Render error = %v, want a *RenderError", err)
 	}
-	if diff := cmp.Diff(want, *re); diff != "" {
+	if diff := cmp.Diff(want, *re, cmpopts.IgnoreUnexported(RenderError{})); diff != "" {
 		t.Errorf("RenderError (-want +got):\n%s", diff)
 	}
 }

@@ -9,6 +9,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io/fs"
 	"os"
@@ -23,8 +24,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/kvinject/kvinject/internal/azemu"
+	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -832,5 +835,58 @@ func TestAgentTokenChangesBetweenRuns(t *testing.T) {
 	}
 	if dataDirs != 1 {
 		t.Errorf("%d data directories, want 1: %q", dataDirs, h.entries())
+	}
+}
+
+// TestAgentCertificate: the agent binary, through the emulator and the
+// SDK, splits a certificate object's secret into key and chain files; a
+// password-protected bundle is one problem line and no file.
+func TestAgentCertificate(t *testing.T) {
+	chain, err := certtest.NewChain(certtest.EC, "web.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := certtest.PFX(pkcs12.LegacyDES, "", chain.Leaf.Key, chain.Leaf.Cert, chain.Intermediate.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, err := certtest.PFX(pkcs12.Modern2023, "hunter2", chain.Leaf.Key, chain.Leaf.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t)
+	for name, value := range map[string]string{"web-cert": good, "locked-cert": locked} {
+		if _, err := h.emu.AddSecretVersion(vaultName, name, azemu.SecretVersion{Value: value, ContentType: spec.ContentTypePKCS12, Certificate: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := h.run(specOf(t, [2]string{"tls.key", "secret:web-cert#key"}, [2]string{"tls.crt", "secret:web-cert#fullchain"}))
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	files := h.files()
+	pair, err := tls.X509KeyPair([]byte(strings.TrimPrefix(files["tls.crt"], "0400 ")), []byte(strings.TrimPrefix(files["tls.key"], "0400 ")))
+	if err != nil {
+		t.Fatalf("tls.crt and tls.key are not a key pair: %v", err)
+	}
+	if len(pair.Certificate) != 2 || !bytes.Equal(pair.Certificate[0], chain.Leaf.Cert.Raw) || !bytes.Equal(pair.Certificate[1], chain.Intermediate.Cert.Raw) {
+		t.Errorf("tls.crt is not the leaf then the intermediate")
+	}
+	if got := h.requests(azemu.ClassKVGet); got != 1 {
+		t.Errorf("%d secret GETs, want 1 for both forms", got)
+	}
+
+	h = newHarness(t)
+	if _, err := h.emu.AddSecretVersion(vaultName, "locked-cert", azemu.SecretVersion{Value: locked, ContentType: spec.ContentTypePKCS12, Certificate: true}); err != nil {
+		t.Fatal(err)
+	}
+	r = h.run(specOf(t, [2]string{"tls.key", "secret:locked-cert#key"}, [2]string{"tls.crt", "secret:locked-cert#cert"}))
+	want := []string{"error: vault homelab-kv.vault.azure.net, secret locked-cert, files tls.key, tls.crt: the PKCS#12 bundle is protected by a password. " +
+		"Fix: import the certificate into Key Vault without a password (Key Vault keeps its own PFX password-less)"}
+	if diff := cmp.Diff(want, r.problems()); r.code == 0 || diff != "" {
+		t.Errorf("exit %d, problems (-want +got):\n%s", r.code, diff)
+	}
+	if len(h.entries()) != 0 {
+		t.Errorf("files written: %v", h.entries())
 	}
 }

@@ -87,7 +87,7 @@ func (e *Emulator) startAdmin() error {
 //
 //	GET  /stats                   Stats as JSON
 //	POST /stats/reset             ResetStats
-//	POST /secrets                 {"vault","name","value","contentType"} -> {"version"}
+//	POST /secrets                 {"vault","name","value","contentType","certificate"} -> {"version"}
 //	POST /secrets/delete          {"vault","name"}: DeleteSecret
 //	POST /knobs                   knobs: {"requestLatency":"150ms","connLatency":"50ms",
 //	                              "bandwidthBPS":200000,"faultRate":0.1,
@@ -119,12 +119,13 @@ func (e *Emulator) AdminHandler() http.Handler {
 	mux.HandleFunc("POST /secrets", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
 			Vault, Name, Value, ContentType string
+			Certificate                     bool
 		}
 		if err := decode(r, &req); err != nil {
 			bad(w, err)
 			return
 		}
-		ver, err := e.SetSecret(req.Vault, req.Name, req.Value, req.ContentType)
+		ver, err := e.AddSecretVersion(req.Vault, req.Name, SecretVersion{Value: req.Value, ContentType: req.ContentType, Certificate: req.Certificate})
 		if err != nil {
 			bad(w, err)
 			return

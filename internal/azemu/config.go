@@ -105,6 +105,12 @@ type SecretVersion struct {
 	// NotBefore and Expires are optional Unix times (attributes nbf, exp).
 	NotBefore *int64 `json:"nbf,omitempty"`
 	Expires   *int64 `json:"exp,omitempty"`
+	// Certificate makes this the secret behind a certificate object, as
+	// az keyvault certificate import leaves it: Value is the whole
+	// certificate with its key, ContentType application/x-pkcs12 (base64)
+	// or application/x-pem-file, and Key Vault answers with managed true
+	// and the certificate key's kid.
+	Certificate bool `json:"certificate,omitempty"`
 }
 
 // IssuerTrust lists extra CAs for reaching https issuers.

@@ -109,6 +109,9 @@ func (e *Emulator) AddSecretVersion(vault, name string, sv SecretVersion) (strin
 	} else if !versionRE.MatchString(sv.Version) {
 		return "", fmt.Errorf("%w: version %q must be 32 lowercase hex digits", ErrInvalidConfig, sv.Version)
 	}
+	if ct, _, _ := strings.Cut(sv.ContentType, ";"); sv.Certificate && ct != "application/x-pkcs12" && ct != "application/x-pem-file" {
+		return "", fmt.Errorf("%w: a certificate's secret has content type application/x-pkcs12 or application/x-pem-file, not %q", ErrInvalidConfig, sv.ContentType)
+	}
 	sv.Tags = maps.Clone(sv.Tags)
 	e.state.mu.Lock()
 	defer e.state.mu.Unlock()

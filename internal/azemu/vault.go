@@ -34,6 +34,10 @@ type secretBundle struct {
 	ContentType string            `json:"contentType,omitempty"`
 	Attributes  secretAttributes  `json:"attributes"`
 	Tags        map[string]string `json:"tags,omitempty"`
+	// Managed and Kid mark the secret behind a certificate object, as Key
+	// Vault sends them: managed true, and the certificate's key.
+	Managed bool   `json:"managed,omitempty"`
+	Kid     string `json:"kid,omitempty"`
 }
 
 type secretList struct {
@@ -55,6 +59,10 @@ func bundleOf(base, name string, v *versionState, withValue bool) secretBundle {
 		ContentType: v.ContentType,
 		Attributes:  attrsOf(v),
 		Tags:        v.Tags,
+		Managed:     v.Certificate,
+	}
+	if v.Certificate {
+		b.Kid = base + "/keys/" + name + "/" + v.Version
 	}
 	if withValue {
 		val := v.Value
@@ -300,7 +308,7 @@ func (e *Emulator) kvList(w http.ResponseWriter, r *http.Request, vault, base st
 		latest := s.versions[len(s.versions)-1]
 		items = append(items, secretBundle{
 			ID: base + "/secrets/" + s.name, ContentType: latest.ContentType,
-			Attributes: attrsOf(latest), Tags: latest.Tags,
+			Attributes: attrsOf(latest), Tags: latest.Tags, Managed: latest.Certificate,
 		})
 	}
 	e.state.mu.RUnlock()

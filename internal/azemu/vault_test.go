@@ -397,6 +397,32 @@ func TestSetSecretRuntime(t *testing.T) {
 	}
 }
 
+// TestCertificateSecret: the secret behind a certificate object reads as
+// Key Vault sends it, managed with its key's kid, through the SDK.
+func TestCertificateSecret(t *testing.T) {
+	f := newFixture(t)
+	c := f.client(t, proxyMode)
+	ver, err := f.emu.AddSecretVersion(vaultName, "web-cert", azemu.SecretVersion{Value: "MIIK...", ContentType: "application/x-pkcs12", Certificate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.GetSecret(testCtx(t), "web-cert", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		Value, ContentType, Kid string
+		Managed                 bool
+	}
+	want := got{"MIIK...", "application/x-pkcs12", "https://" + vaultName + ".vault.azure.net/keys/web-cert/" + ver, true}
+	if diff := cmp.Diff(want, got{*resp.Value, *resp.ContentType, string(*resp.KID), *resp.Managed}); diff != "" {
+		t.Errorf("certificate secret (-want +got):\n%s", diff)
+	}
+	if _, err := f.emu.AddSecretVersion(vaultName, "bad-cert", azemu.SecretVersion{Value: "x", ContentType: "text/plain", Certificate: true}); !errors.Is(err, azemu.ErrInvalidConfig) {
+		t.Errorf("a certificate secret of content type text/plain = %v, want ErrInvalidConfig", err)
+	}
+}
+
 // TestSovereignClouds runs the proxy flow against China and US Government
 // host names: login host, vault suffix and token audience all change.
 func TestSovereignClouds(t *testing.T) {

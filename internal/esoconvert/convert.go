@@ -145,6 +145,9 @@ type file struct {
 	key string   // the Secret's key, which becomes the file name
 	ref spec.Ref // what it reads
 	b64 bool     // ESO decoded it from base64
+	// cert: ESO read a certificate object (cert/NAME), whose leaf it gave
+	// in DER; the file is now NAME#fullchain, PEM.
+	cert bool
 }
 
 // Result is what Convert found.
@@ -367,6 +370,10 @@ func (m *Move) planFiles(c *converted, shared string) (problems []string) {
 		} else {
 			m.Annotations[secretKey] = ref
 		}
+		if f.cert {
+			m.Notes = append(m.Notes, fmt.Sprintf("file %s: certificate %s now comes as PEM, the leaf then its intermediates (ESO gave the leaf alone, in DER); its private key comes along too: add %s<file>: %s#%s for it",
+				f.key, f.ref.Name, spec.AnnotationSecretPrefix, f.ref.Name, spec.CertFormKey))
+		}
 	}
 	return problems
 }
@@ -379,6 +386,10 @@ func (m *Move) planEnv(c *converted, f file, name, shared, where string) []strin
 	if f.b64 {
 		return []string{fmt.Sprintf("%s %s: ExternalSecret %s decodes it from base64, which an env variable from Key Vault cannot: deliver it as a file (%s<file>: {{ secret ... | b64dec }})",
 			m.Workload, where, c.es.Metadata.Name, spec.AnnotationTemplatePrefix)}
+	}
+	if f.cert {
+		return []string{fmt.Sprintf("%s %s: ExternalSecret %s reads certificate %s, whose PEM spans lines, which an env variable from Key Vault cannot hold: deliver it as a file (%s<file>: %s#%s)",
+			m.Workload, where, c.es.Metadata.Name, f.ref.Name, spec.AnnotationSecretPrefix, f.ref.Name, spec.CertFormFullchain)}
 	}
 	key := spec.AnnotationEnvPrefix + name
 	ref := refText(f.ref, shared)
@@ -462,10 +473,16 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 	}
 	for _, d := range es.Spec.Data {
 		key := d.RemoteRef.Key
+		cert := false
 		if rest, ok := strings.CutPrefix(key, "secret/"); ok {
 			key = rest
-		} else if strings.HasPrefix(key, "cert/") || strings.HasPrefix(key, "key/") {
-			return nil, fmt.Sprintf("%s reads %s, a Key Vault certificate or key object: kvinject reads secrets (a certificate's backing secret has the same name)", name, key)
+		} else if rest, ok := strings.CutPrefix(key, "cert/"); ok {
+			if d.RemoteRef.Property != "" || (d.RemoteRef.DecodingStrategy != "" && d.RemoteRef.DecodingStrategy != "None") {
+				return nil, fmt.Sprintf("%s key %q reads certificate %s with a property or a decodingStrategy, which a certificate object does not have: name the form instead, %s<file>: %s#fullchain (or #cert, #key, #chain, #ca, #pfx)", name, d.SecretKey, rest, spec.AnnotationSecretPrefix, rest)
+			}
+			key, cert = rest, true
+		} else if strings.HasPrefix(key, "key/") {
+			return nil, fmt.Sprintf("%s reads %s, a Key Vault key object: ESO gives its public key as a JWK, and Key Vault never releases the private key, so there is no secret to read: keep it with ESO, or store the public key as a secret", name, key)
 		}
 		if err := spec.ValidateFileName(d.SecretKey); err != nil {
 			return nil, fmt.Sprintf("%s key %q cannot be a file name: %v", name, d.SecretKey, err)
@@ -473,6 +490,9 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 		text := key
 		if d.RemoteRef.Version != "" {
 			text += "/" + d.RemoteRef.Version
+		}
+		if cert {
+			text += "#" + spec.CertFormFullchain
 		}
 		if p := d.RemoteRef.Property; p != "" {
 			if strings.ContainsAny(p, `*?|#@\`) {
@@ -486,7 +506,7 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 		}
 		switch d.RemoteRef.DecodingStrategy {
 		case "", "None":
-			c.files = append(c.files, file{key: d.SecretKey, ref: ref})
+			c.files = append(c.files, file{key: d.SecretKey, ref: ref, cert: cert})
 		case "Base64":
 			c.files = append(c.files, file{key: d.SecretKey, ref: ref, b64: true})
 		default:

@@ -7,6 +7,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -28,7 +30,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/test/e2e/harness"
 
@@ -40,6 +44,7 @@ var (
 	emu             *harness.Emulator
 	image, appImage string
 	testNamespaces  []string
+	setupLog        *os.File // what builds write, for tests that build more
 )
 
 // Every namespace the tests use, and the ServiceAccounts given a federated
@@ -58,6 +63,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-denied", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-down", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-rotation", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-tls", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {
@@ -86,6 +92,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	cluster, emu, image, appImage = env.Cluster, env.Emulator, env.Image, env.AppImage
+	setupLog = log
 	return m.Run()
 }
 
@@ -978,6 +985,89 @@ func TestReferenceDeployment(t *testing.T) {
 				t.Errorf("%s's output lacks %q:\n%s", app, w, out)
 			}
 		}
+	}
+}
+
+// TestCertificateHTTPS: a Key Vault certificate (the secret behind it, as
+// PKCS#12 with its intermediate) becomes tls.key and tls.crt, and an HTTPS
+// server started from them is reached with the root CA alone. A form that
+// does not exist and a corrupt bundle fail with their problem lines.
+func TestCertificateHTTPS(t *testing.T) {
+	const ns, host = "e2e-tls", "web.e2e-tls.svc"
+	ctx := context.Background()
+	namespace(t, ns, nil)
+	chain, err := certtest.NewChain(certtest.RSA, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx, err := certtest.PFX(pkcs12.LegacyDES, "", chain.Leaf.Key, chain.Leaf.Cert, chain.Intermediate.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(chain.Leaf.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted = append(planted, pfx[:64], base64.StdEncoding.EncodeToString(keyDER)[64:128])
+	for name, value := range map[string]string{"web-cert": pfx, "broken-cert": base64.StdEncoding.EncodeToString([]byte("not a PKCS#12 file"))} {
+		body := map[string]any{"vault": harness.Vault, "name": name, "value": value, "contentType": spec.ContentTypePKCS12, "certificate": true}
+		if err := emu.Admin(ctx, http.MethodPost, "/secrets", body, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tlsImage, err := cluster.BuildImage(ctx, "./test/e2e/tlsserver", harness.AppImageRepo+"-tls:e2e", setupLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := func(name string, refs map[string]string) *appsv1.Deployment {
+		d := dbreader(ns, name, 1)
+		delete(d.Spec.Template.Annotations, spec.AnnotationSecretPrefix+"username")
+		delete(d.Spec.Template.Annotations, spec.AnnotationSecretPrefix+"password")
+		for file, ref := range refs {
+			d.Spec.Template.Annotations[spec.AnnotationSecretPrefix+file] = ref
+		}
+		// A known user: tls.key defaults to 0400, readable by the app alone.
+		d.Spec.Template.Spec.SecurityContext.RunAsUser = ptr.To(int64(1000))
+		c := &d.Spec.Template.Spec.Containers[0]
+		c.Name, c.Image = "web", tlsImage
+		c.Ports = []corev1.ContainerPort{{Name: "https", ContainerPort: 8443}}
+		return d
+	}
+	create(t, server("web", map[string]string{"tls.key": "web-cert#key", "tls.crt": "web-cert#fullchain"}))
+	create(t, server("wrong-form", map[string]string{"tls.key": "web-cert#private"}))
+	create(t, server("corrupt", map[string]string{"tls.crt": "broken-cert#fullchain"}))
+
+	p := waitRunning(t, ns, "web", 1)[0]
+	roots := x509.NewCertPool()
+	roots.AddCert(chain.Root.Cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12}}}
+	var body []byte
+	var state *tls.ConnectionState
+	waitFor(t, time.Minute, "an HTTPS answer from "+p.Status.PodIP, func() (bool, error) {
+		resp, err := client.Get("https://" + p.Status.PodIP + ":8443/")
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(resp.Body)
+		state = resp.TLS
+		return err == nil, nil
+	})
+	if want := fmt.Sprintf("serial %s\n", chain.Leaf.Cert.SerialNumber); string(body) != want {
+		t.Errorf("answer %q, want %q", body, want)
+	}
+	if got := state.PeerCertificates; len(got) != 2 || !got[0].Equal(chain.Leaf.Cert) || !got[1].Equal(chain.Intermediate.Cert) {
+		t.Errorf("the server sent %d certificates, want the leaf then the intermediate", len(got))
+	}
+
+	_, msg := failedAgent(t, ns, "wrong-form")
+	if want := "secret web-cert#private, file tls.key: the secret is a certificate (PKCS#12) and #private is not one of its forms. Fix: use #key, #cert, #chain, #fullchain, #ca, #pfx"; !strings.Contains(msg, want) {
+		t.Errorf("termination message lacks %q:\n%s", want, msg)
+	}
+	_, msg = failedAgent(t, ns, "corrupt")
+	if want := "secret broken-cert, file tls.crt: the value (18 bytes of PKCS#12) does not decode as one private key with its certificates"; !strings.Contains(msg, want) {
+		t.Errorf("termination message lacks %q:\n%s", want, msg)
 	}
 }
 

@@ -64,19 +64,41 @@ func (c *Cluster) BuildImages(ctx context.Context, tag string, log *os.File) (kv
 	kvinject, app = ImageRepo+":"+tag, AppImageRepo+":"+tag
 	steps := [][]string{
 		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", bin + "/", "./cmd/kvinject", "./cmd/kvinject-agent"},
-		{"go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, "dbreader"), "./test/e2e/dbreader"},
 		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "kvinject-image.tar"), "-binary", filepath.Join(bin, "kvinject"),
 			"-file", filepath.Join(bin, "kvinject-agent") + ":/kvinject-agent:0755", "-ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "-tag", kvinject},
-		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "dbreader-image.tar"), "-binary", filepath.Join(bin, "dbreader"), "-tag", app},
 		{"test/cluster/load-image.sh", filepath.Join(bin, "kvinject-image.tar")},
-		{"test/cluster/load-image.sh", filepath.Join(bin, "dbreader-image.tar")},
 	}
-	for _, s := range steps {
-		if err := runEnv(ctx, c.Root, log, []string{"CGO_ENABLED=0", "STATE_DIR=" + c.StateDir}, s[0], s[1:]...); err != nil {
-			return "", "", err
-		}
+	if err := c.run(ctx, log, steps); err != nil {
+		return "", "", err
+	}
+	if _, err := c.BuildImage(ctx, "./test/e2e/dbreader", app, log); err != nil {
+		return "", "", err
 	}
 	return kvinject, app, nil
+}
+
+// BuildImage builds a command of this repository (pkg, e.g.
+// ./test/e2e/tlsserver) into an image of that one static binary, user
+// 65532, tagged ref, and imports it into the cluster's containerd.
+func (c *Cluster) BuildImage(ctx context.Context, pkg, ref string, log *os.File) (string, error) {
+	bin := filepath.Join(c.Root, "bin")
+	name := filepath.Base(pkg)
+	return ref, c.run(ctx, log, [][]string{
+		{"go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(bin, name), pkg},
+		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, name+"-image.tar"), "-binary", filepath.Join(bin, name), "-tag", ref},
+		{"test/cluster/load-image.sh", filepath.Join(bin, name+"-image.tar")},
+	})
+}
+
+// run runs build steps from the repository root, static and against the
+// cluster's state.
+func (c *Cluster) run(ctx context.Context, log *os.File, steps [][]string) error {
+	for _, s := range steps {
+		if err := runEnv(ctx, c.Root, log, []string{"CGO_ENABLED=0", "STATE_DIR=" + c.StateDir}, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Deploy installs kvinject from manifests/overlays/self-signed with a local
