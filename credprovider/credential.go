@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Bounds on a Key Vault value (Key Vault itself stops at 25 KB).
@@ -51,8 +52,18 @@ func ParseCredential(value string) (Credential, error) {
 	if !ok || strings.ContainsAny(line, "\r\n") || user == "" {
 		return Credential{}, fmt.Errorf("%w: the value (%d bytes) is neither JSON nor one line user:password", ErrCredential, len(value))
 	}
-	return Credential{Any: &AuthConfig{Username: user, Password: password}}, nil
+	a := AuthConfig{Username: user, Password: password}
+	if !a.isText() {
+		return Credential{}, fmt.Errorf("%w: %w", ErrCredential, errTextOnly)
+	}
+	return Credential{Any: &a}, nil
 }
+
+// errTextOnly: the response is JSON, which would turn bytes that are not
+// UTF-8 into U+FFFD, and the registry would get another password.
+var errTextOnly = errors.New("the username and password must be UTF-8 text")
+
+func (a AuthConfig) isText() bool { return utf8.ValidString(a.Username) && utf8.ValidString(a.Password) }
 
 // dockerEntry is one entry of a dockerconfigjson's auths.
 type dockerEntry struct {
@@ -114,6 +125,9 @@ func parseDockerConfig(raw json.RawMessage) (Credential, error) {
 			return Credential{}, fmt.Errorf("%w: the dockerconfigjson entry %q must be an object with \"auth\" or \"username\" and \"password\" strings", ErrCredential, norm)
 		}
 		a, err := e.credential()
+		if err == nil && !a.isText() {
+			err = errTextOnly
+		}
 		if err != nil {
 			return Credential{}, fmt.Errorf("%w: the dockerconfigjson entry %q: %w", ErrCredential, norm, err)
 		}

@@ -24,6 +24,11 @@ type location struct {
 // parseLocation reads a schemeless host[:port][/path], as the kubelet's
 // ParseSchemelessURL does.
 func parseLocation(s string) (location, error) {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return location{}, fmt.Errorf("%q is not a registry host[:port][/path]: use printable ASCII", s)
+		}
+	}
 	u, err := url.Parse("https://" + s)
 	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return location{}, fmt.Errorf("%q is not a registry host[:port][/path]", s)
@@ -95,7 +100,7 @@ func ParseImage(image string) (Image, error) {
 		repo = "docker.io/" + rest
 	}
 	loc, err := parseLocation(repo)
-	if err != nil || strings.ContainsAny(repo, " \t\r\n") || strings.Contains(loc.host(), "*") {
+	if err != nil || strings.Contains(loc.host(), "*") {
 		return Image{}, fmt.Errorf("image %q is not an image name", image)
 	}
 	registry, _, _ := strings.Cut(repo, "/")
@@ -120,6 +125,9 @@ func (im Image) onDockerHub() bool { return im.Registry == "docker.io" }
 // (keyring.go BasicDockerKeyring.Add): no scheme, /v1/ and /v2/ dropped,
 // the host alone when no path is left.
 func normalizeKey(key string) (string, location, error) {
+	if _, err := parseLocation(strings.TrimPrefix(strings.TrimPrefix(key, "https://"), "http://")); err != nil {
+		return "", location{}, fmt.Errorf("key %q is not a registry", key)
+	}
 	raw := key
 	if !strings.HasPrefix(raw, "https://") && !strings.HasPrefix(raw, "http://") {
 		raw = "https://" + raw

@@ -120,13 +120,32 @@ func DecodeRequest(r io.Reader) (Request, error) {
 		return Request{}, fmt.Errorf("%w: stdin is not a JSON object of %s fields (%d bytes)", ErrRequest, KindRequest, len(data))
 	}
 	if req.APIVersion != APIVersion || req.Kind != KindRequest {
-		return Request{}, fmt.Errorf("%w: got apiVersion %q kind %q, want %s %s: set apiVersion: %s for this provider in the kubelet's CredentialProviderConfig",
-			ErrRequest, req.APIVersion, req.Kind, APIVersion, KindRequest, APIVersion)
+		return Request{}, fmt.Errorf("%w: got apiVersion %s kind %s, want %s %s: set apiVersion: %s for this provider in the kubelet's CredentialProviderConfig",
+			ErrRequest, known(req.APIVersion, knownAPIVersions), known(req.Kind, knownKinds), APIVersion, KindRequest, APIVersion)
 	}
 	if req.Image == "" {
 		return Request{}, fmt.Errorf("%w: no image", ErrRequest)
 	}
 	return req, nil
+}
+
+// The versions and kinds of the plugin API, the only field values an error
+// quotes: anything else in a request could be a misplaced token.
+var (
+	knownAPIVersions = []string{"credentialprovider.kubelet.k8s.io/v1alpha1", "credentialprovider.kubelet.k8s.io/v1beta1", APIVersion}
+	knownKinds       = []string{KindRequest, KindResponse}
+)
+
+func known(v string, values []string) string {
+	for _, k := range values {
+		if v == k {
+			return fmt.Sprintf("%q", v)
+		}
+	}
+	if v == "" {
+		return "none"
+	}
+	return fmt.Sprintf("of %d bytes, unknown", len(v))
 }
 
 // Encode writes the response as the kubelet reads it: one JSON object of
