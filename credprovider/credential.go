@@ -63,7 +63,9 @@ func ParseCredential(value string) (Credential, error) {
 // UTF-8 into U+FFFD, and the registry would get another password.
 var errTextOnly = errors.New("the username and password must be UTF-8 text")
 
-func (a AuthConfig) isText() bool { return utf8.ValidString(a.Username) && utf8.ValidString(a.Password) }
+func (a AuthConfig) isText() bool {
+	return utf8.ValidString(a.Username) && utf8.ValidString(a.Password)
+}
 
 // dockerEntry is one entry of a dockerconfigjson's auths.
 type dockerEntry struct {

@@ -173,11 +173,14 @@ func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 	}
 	ref, err := spec.ParseRef(rawRef, p.o.DefaultVault, p.o.Cloud)
 	if err != nil {
-		fix := "fix the annotation: <name>[/<version>][#<path>] or https://<vault-host>/secrets/<name>"
+		cause, fix := err.Error(), "fix the annotation: <name>[/<version>][#<path>] or https://<vault-host>/secrets/<name>"
 		if errors.Is(err, spec.ErrNoVault) {
+			// The spec's message names the pod annotation kvinject.io/vault,
+			// which has no say here.
+			cause = fmt.Sprintf("reference %s names no vault", spec.Quote(rawRef))
 			fix = "give the provider --default-vault, or use a full secret URL in the annotation"
 		}
-		return problem(fmt.Sprintf("ServiceAccount annotation %s: %v", spec.SAAnnotationPullSecret, err), fix, err)
+		return problem(fmt.Sprintf("ServiceAccount annotation %s: %s", spec.SAAnnotationPullSecret, cause), fix, err)
 	}
 
 	reader, err := initagent.NewReader(initagent.ReaderOptions{
