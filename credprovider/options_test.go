@@ -3,6 +3,7 @@ package credprovider
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -90,6 +91,58 @@ func TestProvideRefusesBeforeSigningIn(t *testing.T) {
 				t.Errorf("error (-want +got):\n%s", diff)
 			}
 			checkNoSecrets(t, err.Error(), token)
+		})
+	}
+}
+
+// TestAnswer: what a secret's value gives for an image, or why not, with
+// the secret named and the value never quoted.
+func TestAnswer(t *testing.T) {
+	ref := func(s string) spec.Ref {
+		cloud, _ := spec.LookupCloud(spec.DefaultCloud)
+		r, err := spec.ParseRef(s, "https://homelab-kv.vault.azure.net", cloud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	tests := []struct {
+		name, image, ref, value string
+		want                    map[string]AuthConfig
+		wantProblem             string
+	}{
+		{name: "property holding a dockerconfigjson", image: "r.example.com/a", ref: "bundle#registry",
+			value: `{"registry":{"auths":{"r.example.com":{"username":"u","password":"s3cret"}}}}`,
+			want:  map[string]AuthConfig{"r.example.com": {Username: "u", Password: "s3cret"}}},
+		{name: "property holding user:password", image: "r.example.com/a", ref: "bundle#pull", value: `{"pull":"u:s3cret"}`,
+			want: map[string]AuthConfig{"r.example.com": {Username: "u", Password: "s3cret"}}},
+		{name: "missing property", image: "r.example.com/a", ref: "bundle#registry", value: `{"db":"s3cret"}`,
+			wantProblem: `error: vault homelab-kv.vault.azure.net, secret bundle#registry: property "registry" is missing: no key "registry" at the top level. Fix: fix the path in the reference, or add the key to the secret`},
+		{name: "not a credential", image: "r.example.com/a", ref: "plain", value: "s3cret",
+			wantProblem: `error: vault homelab-kv.vault.azure.net, secret plain: not a registry credential: the value (6 bytes) is neither JSON nor one line user:password. Fix: store a dockerconfigjson ({"auths":{"registry.example.com":{"auth":"<base64 of user:password>"}}}), user:password, or {"username":"...","password":"..."}`},
+		{name: "no entry", image: "q.example.com/a", ref: "docker/0123456789abcdef0123456789abcdef", value: `{"auths":{"r.example.com":{"auth":"` + b64("u:s3cret") + `"}}}`,
+			wantProblem: `error: vault homelab-kv.vault.azure.net, secret docker/0123456789abcdef0123456789abcdef: the dockerconfigjson has no entry for q.example.com (it has r.example.com). Fix: add an entry for q.example.com to the dockerconfigjson, or annotate the ServiceAccount with the secret that has one`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			im, err := ParseImage(tt.image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, pr, _ := answer(im, ref(tt.ref), tt.value)
+			problem := ""
+			if pr != nil {
+				problem = pr.Public()
+			}
+			if diff := cmp.Diff(tt.wantProblem, problem); diff != "" {
+				t.Errorf("problem (-want +got):\n%s", diff)
+			}
+			if strings.Contains(problem, "s3cret") {
+				t.Errorf("the problem quotes the value: %s", problem)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("auth (-want +got):\n%s", diff)
+			}
 		})
 	}
 }

@@ -135,35 +135,69 @@ func (e *Error) Unwrap() error { return e.err }
 func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	fail := &Error{Image: req.Image, ServiceAccount: serviceAccountOf(req.ServiceAccountToken)}
-	problem := func(cause, fix string, err error) (Response, error) {
-		fail.Problem = initagent.Problem{Cause: cause, Fix: fix}
-		fail.err = err
-		return Response{}, fail
+	fail := func(pr initagent.Problem, err error) (Response, error) {
+		return Response{}, &Error{Image: req.Image, ServiceAccount: serviceAccountOf(req.ServiceAccountToken), Problem: pr, err: err}
 	}
 	im, err := ParseImage(req.Image)
 	if err != nil {
-		return problem(err.Error(), "check the pod's image", err)
+		return fail(initagent.Problem{Cause: err.Error(), Fix: "check the pod's image"}, err)
 	}
 	if req.ServiceAccountToken == "" {
-		return problem("the kubelet sent no ServiceAccount token",
-			"give this provider tokenAttributes in the kubelet's CredentialProviderConfig (kvinject credential-provider-config prints it) and, "+
-				"on Kubernetes 1.33, enable the kubelet feature gate KubeletServiceAccountTokenForCredentialProviders", nil)
+		return fail(initagent.Problem{Cause: "the kubelet sent no ServiceAccount token",
+			Fix: "give this provider tokenAttributes in the kubelet's CredentialProviderConfig (kvinject credential-provider-config prints it) and, " +
+				"on Kubernetes 1.33, enable the kubelet feature gate KubeletServiceAccountTokenForCredentialProviders"}, nil)
 	}
-	ann := req.ServiceAccountAnnotations
-	clientID := ann[spec.SAAnnotationClientID]
-	if err := spec.ValidateClientID(clientID); err != nil {
+	sa, pr, err := p.pullSecretOf(req.ServiceAccountAnnotations)
+	if pr != nil {
+		return fail(*pr, err)
+	}
+	reader, err := initagent.NewReader(initagent.ReaderOptions{
+		ClientID: sa.clientID, TenantID: sa.tenantID, ServiceAccountToken: req.ServiceAccountToken,
+		Cloud: p.o.Cloud, AuthorityHost: p.o.AuthorityHost, Timeout: p.o.Timeout, Now: p.o.Now,
+	})
+	if err != nil {
+		return fail(initagent.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the ServiceAccount's annotations"}, err)
+	}
+	defer reader.Close()
+	secret, err := reader.Read(ctx, sa.ref.ID())
+	if err != nil {
+		var re *initagent.ReadError
+		if !errors.As(err, &re) { // Read explains its failures: a fallback, not a panic
+			return fail(initagent.Problem{Vault: sa.ref.Vault, Secret: refLabel(sa.ref), Cause: "the secret could not be read"}, err)
+		}
+		return fail(re.Problem, err)
+	}
+	auth, pr, err := answer(im, sa.ref, secret.Value)
+	if pr != nil {
+		return fail(*pr, err)
+	}
+	return Response{CacheKeyType: cacheKeyType, CacheDuration: &Duration{p.o.CacheDuration}, Auth: auth}, nil
+}
+
+// pullSecret is what a ServiceAccount's annotations ask for.
+type pullSecret struct {
+	clientID, tenantID string
+	ref                spec.Ref
+}
+
+// pullSecretOf reads the annotations the kubelet passed, or says what is
+// wrong with them.
+func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *initagent.Problem, error) {
+	problem := func(cause, fix string, err error) (pullSecret, *initagent.Problem, error) {
+		return pullSecret{}, &initagent.Problem{Cause: cause, Fix: fix}, err
+	}
+	sa := pullSecret{clientID: ann[spec.SAAnnotationClientID], tenantID: p.o.TenantID}
+	if err := spec.ValidateClientID(sa.clientID); err != nil {
 		return problem(fmt.Sprintf("ServiceAccount annotation %s: %v", spec.SAAnnotationClientID, err),
 			fmt.Sprintf("annotate the ServiceAccount with the identity's client id, and list %s in requiredServiceAccountAnnotationKeys", spec.SAAnnotationClientID), err)
 	}
-	tenantID := p.o.TenantID
 	if t := ann[spec.SAAnnotationTenantID]; t != "" {
 		if err := spec.ValidateTenantID(t); err != nil {
 			return problem(fmt.Sprintf("ServiceAccount annotation %s: %v", spec.SAAnnotationTenantID, err), "fix the annotation", err)
 		}
-		tenantID = t
+		sa.tenantID = t
 	}
-	if tenantID == "" {
+	if sa.tenantID == "" {
 		return problem("no tenant id", fmt.Sprintf("annotate the ServiceAccount with %s, or give the provider --tenant-id", spec.SAAnnotationTenantID), nil)
 	}
 	rawRef, ok := ann[spec.SAAnnotationPullSecret]
@@ -182,57 +216,38 @@ func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 		}
 		return problem(fmt.Sprintf("ServiceAccount annotation %s: %s", spec.SAAnnotationPullSecret, cause), fix, err)
 	}
+	sa.ref = ref
+	return sa, nil, nil
+}
 
-	reader, err := initagent.NewReader(initagent.ReaderOptions{
-		ClientID: clientID, TenantID: tenantID, ServiceAccountToken: req.ServiceAccountToken,
-		Cloud: p.o.Cloud, AuthorityHost: p.o.AuthorityHost, Timeout: p.o.Timeout, Now: p.o.Now,
-	})
-	if err != nil {
-		return problem(err.Error(), "check "+spec.EnvAuthorityHost+" and the ServiceAccount's annotations", err)
+// answer turns the secret's value into the response's auth for the image:
+// the ref's property first, then the credential's entries for the image's
+// registry.
+func answer(im Image, ref spec.Ref, value string) (map[string]AuthConfig, *initagent.Problem, error) {
+	problem := func(cause, fix string, err error) (map[string]AuthConfig, *initagent.Problem, error) {
+		return nil, &initagent.Problem{Vault: ref.Vault, Secret: refLabel(ref), Cause: cause, Fix: fix}, err
 	}
-	defer reader.Close()
-	secret, err := reader.Read(ctx, ref.ID())
-	if err != nil {
-		fail.err = err
-		var re *initagent.ReadError
-		if errors.As(err, &re) {
-			fail.Problem = re.Problem
-		} else {
-			fail.Problem = initagent.Problem{Vault: ref.Vault, Secret: ref.Name, Cause: "the secret could not be read"}
-		}
-		return Response{}, fail
-	}
-	where := initagent.Problem{Vault: ref.Vault, Secret: refLabel(ref)}
-	value := secret.Value
 	if ref.Path != "" {
 		b, err := initagent.Extract(value, ref.Path)
 		if err != nil {
-			where.Cause, where.Fix = err.Error(), "fix the path in the annotation, or the secret"
+			fix := "fix the path in the annotation, or the secret"
 			var pe *initagent.PropertyError
 			if errors.As(err, &pe) && pe.Fix != "" {
-				where.Fix = pe.Fix
+				fix = pe.Fix
 			}
-			fail.Problem, fail.err = where, err
-			return Response{}, fail
+			return problem(err.Error(), fix, err)
 		}
 		value = string(b)
 	}
 	cred, err := ParseCredential(value)
 	if err != nil {
-		where.Cause = err.Error()
-		where.Fix = `store a dockerconfigjson ({"auths":{"registry.example.com":{"auth":"<base64 of user:password>"}}}), user:password, or {"username":"...","password":"..."}`
-		fail.Problem, fail.err = where, err
-		return Response{}, fail
+		return problem(err.Error(), `store a dockerconfigjson ({"auths":{"registry.example.com":{"auth":"<base64 of user:password>"}}}), user:password, or {"username":"...","password":"..."}`, err)
 	}
 	auth, err := cred.Auth(im)
 	if err != nil {
-		where.Cause = err.Error()
-		where.Fix = "add an entry for " + im.Registry + " to the dockerconfigjson, or annotate the ServiceAccount with the secret that has one"
-		fail.Problem, fail.err = where, err
-		return Response{}, fail
+		return problem(err.Error(), "add an entry for "+im.Registry+" to the dockerconfigjson, or annotate the ServiceAccount with the secret that has one", err)
 	}
-	d := &Duration{p.o.CacheDuration}
-	return Response{CacheKeyType: cacheKeyType, CacheDuration: d, Auth: auth}, nil
+	return auth, nil, nil
 }
 
 // refLabel names the secret as the agent's diagnostics do, with the path.
