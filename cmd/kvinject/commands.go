@@ -31,6 +31,8 @@ func commands() map[string]command {
 		"emulator":    {"run the Entra ID and Key Vault emulator (local demo and tests)", runEmulator},
 		"convert-eso": {"print how to move External Secrets Operator setups to kvinject", runConvertESO},
 		"version":     {"print the version", runVersion},
+
+		"credential-provider-config": {"print the kubelet's CredentialProviderConfig for kvinject-credential-provider", runCredentialProviderConfig},
 	}
 }
 
@@ -62,14 +64,16 @@ func run(ctx context.Context, args []string, io stdio) int {
 
 func usage(w io.Writer, cmds map[string]command) {
 	names := make([]string, 0, len(cmds))
+	width := 0
 	for n := range cmds {
 		names = append(names, n)
+		width = max(width, len(n))
 	}
 	sort.Strings(names)
 	var b strings.Builder
 	b.WriteString("Usage: kvinject COMMAND [flags]\n\nCommands:\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "  %-9s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, n, cmds[n].summary)
 	}
 	b.WriteString("\nRun 'kvinject COMMAND -h' for a command's flags.\n")
 	io.WriteString(w, b.String())

@@ -75,6 +75,19 @@ const (
 	SAAnnotationTenantID = "azure.workload.identity/tenant-id"
 )
 
+// ServiceAccount annotations of kvinject itself.
+const (
+	// SAAnnotationPullSecret on a ServiceAccount names the Key Vault secret
+	// holding the registry credential its pods pull images with, through
+	// the kubelet credential provider kvinject-credential-provider: a
+	// reference like AnnotationSecretPrefix's ("NAME[/VERSION][#PATH]",
+	// read from the provider's --default-vault, or a full secret URL). The
+	// value is a dockerconfigjson, "user:password" or JSON
+	// {"username","password"}. Default: none, and the kubelet does not call
+	// the provider for the ServiceAccount's pods.
+	SAAnnotationPullSecret = Prefix + "pull-secret"
+)
+
 // Names of what the webhook adds to a pod.
 const (
 	// AgentContainerName is the init container the webhook adds, first.

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/kvinject/kvinject/credprovider"
+	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/webhook"
+)
+
+// imageList is a repeatable, comma-separated --match-images flag.
+type imageList []string
+
+func (l *imageList) String() string { return strings.Join(*l, ",") }
+func (l *imageList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// runCredentialProviderConfig is `kvinject credential-provider-config`:
+// the kubelet's CredentialProviderConfig for kvinject-credential-provider.
+func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int {
+	var o credprovider.ConfigOptions
+	var images imageList
+	fs := flag.NewFlagSet("kvinject credential-provider-config", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	fs.Usage = func() {
+		fmt.Fprintf(io.err, "Usage: kvinject credential-provider-config --match-images PATTERN[,PATTERN] --tenant-id TENANT [flags]\n\n"+
+			"Prints the kubelet's CredentialProviderConfig (--image-credential-provider-config) for %s,\n"+
+			"which pulls images with the registry credential in the Key Vault secret named by the pod's\n"+
+			"ServiceAccount annotation %s, signing in with the pod's own ServiceAccount token.\n\nFlags:\n",
+			credprovider.Name, spec.SAAnnotationPullSecret)
+		fs.PrintDefaults()
+	}
+	fs.Var(&images, "match-images", "images the kubelet asks the provider about: host[:port][/path], '*' globs in host labels (repeatable, comma-separated)")
+	fs.StringVar(&o.TenantID, "tenant-id", "", "Entra ID tenant for ServiceAccounts without "+spec.SAAnnotationTenantID)
+	fs.StringVar(&o.DefaultVault, "default-vault", "", "vault name or URL that a short "+spec.SAAnnotationPullSecret+" reference reads from")
+	fs.StringVar(&o.AuthorityHost, "authority-host", "", "Entra ID host, passed as "+spec.EnvAuthorityHost+" (default: the cloud's)")
+	fs.DurationVar(&o.CacheDuration, "cache-duration", credprovider.DefaultCacheDuration, "how long the kubelet keeps a credential, per ServiceAccount and registry")
+	cloudName := fs.String("cloud", spec.DefaultCloud, "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
+	kubeVersion := fs.String("kube-version", webhook.NewestKubeVersion, "the kubelet's Kubernetes version: 1.33 needs a feature gate and has no tokenAttributes.cacheType")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	var err error
+	if o.Cloud, err = spec.LookupCloud(*cloudName); err != nil {
+		fmt.Fprintf(io.err, "kvinject credential-provider-config: --cloud: %v\n", err)
+		return 2
+	}
+	if o.KubeMinor, err = webhook.KubeMinor(*kubeVersion); err != nil {
+		fmt.Fprintf(io.err, "kvinject credential-provider-config: --kube-version: %v\n", err)
+		return 2
+	}
+	o.MatchImages = images
+	if err := credprovider.WriteKubeletConfig(io.out, o); err != nil {
+		fmt.Fprintf(io.err, "kvinject credential-provider-config: %v\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return 2
+	}
+	return 0
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	kubeletconfigv1 "k8s.io/kubelet/config/v1"
+	"sigs.k8s.io/yaml"
+)
+
+func TestCredentialProviderConfig(t *testing.T) {
+	base := []string{"credential-provider-config", "--match-images", "mirror.example.com:5000,*.azurecr.io", "--tenant-id", "11111111-2222-3333-4444-555555555555"}
+	tests := []struct {
+		name     string
+		extra    []string
+		wantCode int
+		wantErr  string
+	}{
+		{name: "newest", extra: []string{"--default-vault", "homelab-kv"}},
+		{name: "1.34", extra: []string{"--kube-version", "v1.34.2", "--cache-duration", "10m", "--match-images", "ghcr.example.org/team-a"}},
+		{name: "1.33", extra: []string{"--kube-version", "1.33"}},
+		{name: "china cloud and authority host", extra: []string{"--cloud", "AzureChinaCloud", "--default-vault", "https://homelab-kv.vault.azure.cn", "--authority-host", "https://login.chinacloudapi.cn/"}},
+		{name: "1.32", extra: []string{"--kube-version", "1.32"}, wantCode: 2,
+			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32\n"},
+		{name: "bad flags", extra: []string{"--match-images", "https://r.example.com", "--default-vault", "x", "--cache-duration", "-1s"}, wantCode: 2,
+			wantErr: `kvinject credential-provider-config: --match-images: "https://r.example.com": no scheme, just host[:port][/path]; --default-vault: vault name "x" is not valid: 3-24 letters, digits and hyphens, starting with a letter; --cache-duration -1s is negative` + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCommand(t, "", append(append([]string{}, base...), tt.extra...)...)
+			if code != tt.wantCode || errOut != tt.wantErr {
+				t.Fatalf("exit %d, stderr %q; want %d, %q", code, errOut, tt.wantCode, tt.wantErr)
+			}
+			if tt.wantCode != 0 {
+				return
+			}
+			golden(t, "testdata/credential-provider-config/"+strings.ReplaceAll(tt.name, " ", "-")+".yaml", out)
+			checkKubeletConfig(t, out, tt.name != "1.33")
+		})
+	}
+	if code, _, errOut := runCommand(t, "", "credential-provider-config", "--tenant-id", "11111111-2222-3333-4444-555555555555"); code != 2 || !strings.Contains(errOut, "--match-images: at least one image pattern") {
+		t.Errorf("no --match-images: exit %d, %q", code, errOut)
+	}
+}
+
+// checkKubeletConfig decodes the output strictly into the kubelet's own
+// v1 type, as the kubelet does, and checks what its validation requires
+// (pkg/credentialprovider/plugin validateCredentialProviderConfig).
+func checkKubeletConfig(t *testing.T, out string, wantCacheType bool) {
+	t.Helper()
+	var c kubeletconfigv1.CredentialProviderConfig
+	if err := yaml.UnmarshalStrict([]byte(out), &c); err != nil {
+		t.Fatalf("the kubelet's type does not decode the config: %v", err)
+	}
+	if c.APIVersion != "kubelet.config.k8s.io/v1" || c.Kind != "CredentialProviderConfig" || len(c.Providers) != 1 {
+		t.Fatalf("apiVersion %q kind %q, %d providers", c.APIVersion, c.Kind, len(c.Providers))
+	}
+	p := c.Providers[0]
+	ta := p.TokenAttributes
+	switch {
+	case p.Name != "kvinject-credential-provider" || p.APIVersion != "credentialprovider.kubelet.k8s.io/v1":
+		t.Errorf("name %q apiVersion %q", p.Name, p.APIVersion)
+	case len(p.MatchImages) == 0 || p.DefaultCacheDuration == nil:
+		t.Error("matchImages and defaultCacheDuration are required")
+	case ta == nil || ta.ServiceAccountTokenAudience != "api://AzureADTokenExchange" || ta.RequireServiceAccount == nil || !*ta.RequireServiceAccount:
+		t.Errorf("tokenAttributes %+v", ta)
+	case wantCacheType != (ta.CacheType == kubeletconfigv1.ServiceAccountServiceAccountTokenCacheType):
+		t.Errorf("cacheType %q", ta.CacheType)
+	}
+}

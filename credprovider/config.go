@@ -1,0 +1,134 @@
+package credprovider
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Name is the provider's name in the kubelet's CredentialProviderConfig,
+// which is also its binary's name in --image-credential-provider-bin-dir.
+const Name = "kvinject-credential-provider"
+
+// Kubernetes minor versions of the kubelet's ServiceAccount token for
+// credential providers (KubeletServiceAccountTokenForCredentialProviders).
+const (
+	// MinTokenMinor: alpha, off unless the feature gate is set.
+	MinTokenMinor = 33
+	// MinCacheTypeMinor: beta, on by default, and tokenAttributes.cacheType
+	// is required; a kubelet before it refuses the field (its config
+	// decoding is strict).
+	MinCacheTypeMinor = 34
+)
+
+// ConfigOptions describe the kubelet's CredentialProviderConfig for this
+// provider. WriteKubeletConfig validates them.
+type ConfigOptions struct {
+	// MatchImages are the images the kubelet asks the provider about:
+	// host[:port][/path], '*' globs in host labels.
+	MatchImages []string
+	// TenantID, DefaultVault and Cloud become the provider's flags.
+	TenantID, DefaultVault string
+	Cloud                  spec.Cloud
+	// AuthorityHost, when set, is passed as AZURE_AUTHORITY_HOST.
+	AuthorityHost string
+	// CacheDuration is the provider's --cache-duration and the config's
+	// defaultCacheDuration.
+	CacheDuration time.Duration
+	// KubeMinor is the kubelet's Kubernetes 1.x minor version.
+	KubeMinor int
+}
+
+// WriteKubeletConfig writes the CredentialProviderConfig YAML the kubelet
+// reads from --image-credential-provider-config.
+//
+// tokenAttributes: the audience Entra ID requires; the client id and the
+// pull secret are required annotations, so the kubelet does not even run
+// the provider for a ServiceAccount without them (its pods pull as before);
+// the tenant is optional (--tenant-id stands in). cacheType is
+// ServiceAccount: the credential depends on the ServiceAccount and its
+// annotations only, not on the pod, so pods of one ServiceAccount share
+// the kubelet's cache entry and the plugin runs once per ServiceAccount,
+// registry and cache duration rather than once per pod ("Token").
+func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
+	if o.Cloud.Name == "" {
+		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	q := func(s string) string {
+		b, _ := json.Marshal(s) // a JSON string is a YAML double-quoted scalar
+		return string(b)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# The kubelet's --image-credential-provider-config for %s (Kubernetes 1.%d);\n", Name, o.KubeMinor)
+	fmt.Fprintf(&b, "# the binary goes into --image-credential-provider-bin-dir.\n")
+	if o.KubeMinor < MinCacheTypeMinor {
+		fmt.Fprintf(&b, "# Kubernetes 1.%d: the kubelet also needs --feature-gates=KubeletServiceAccountTokenForCredentialProviders=true.\n", o.KubeMinor)
+	}
+	b.WriteString("apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n")
+	fmt.Fprintf(&b, "  - name: %s\n", Name)
+	b.WriteString("    matchImages:\n")
+	for _, m := range o.MatchImages {
+		fmt.Fprintf(&b, "      - %s\n", q(m))
+	}
+	fmt.Fprintf(&b, "    defaultCacheDuration: %s\n", q(o.CacheDuration.String()))
+	fmt.Fprintf(&b, "    apiVersion: %s\n", APIVersion)
+	b.WriteString("    args:\n")
+	fmt.Fprintf(&b, "      - %s\n", q("--tenant-id="+o.TenantID))
+	if o.DefaultVault != "" {
+		fmt.Fprintf(&b, "      - %s\n", q("--default-vault="+o.DefaultVault))
+	}
+	if o.Cloud.Name != "" && o.Cloud.Name != spec.DefaultCloud {
+		fmt.Fprintf(&b, "      - %s\n", q("--cloud="+o.Cloud.Name))
+	}
+	fmt.Fprintf(&b, "      - %s\n", q("--cache-duration="+o.CacheDuration.String()))
+	if o.AuthorityHost != "" {
+		fmt.Fprintf(&b, "    env:\n      - name: %s\n        value: %s\n", spec.EnvAuthorityHost, q(o.AuthorityHost))
+	}
+	b.WriteString("    tokenAttributes:\n")
+	fmt.Fprintf(&b, "      serviceAccountTokenAudience: %s\n", q(spec.TokenAudience))
+	if o.KubeMinor >= MinCacheTypeMinor {
+		b.WriteString("      cacheType: ServiceAccount\n")
+	}
+	b.WriteString("      requireServiceAccount: true\n")
+	fmt.Fprintf(&b, "      requiredServiceAccountAnnotationKeys:\n        - %s\n        - %s\n", spec.SAAnnotationClientID, spec.SAAnnotationPullSecret)
+	fmt.Fprintf(&b, "      optionalServiceAccountAnnotationKeys:\n        - %s\n", spec.SAAnnotationTenantID)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (o ConfigOptions) validate() error {
+	var errs []error
+	if len(o.MatchImages) == 0 {
+		errs = append(errs, errors.New("--match-images: at least one image pattern, like mirror.example.com:5000 or *.azurecr.io"))
+	}
+	for _, m := range o.MatchImages {
+		if strings.Contains(m, "://") {
+			errs = append(errs, fmt.Errorf("--match-images: %q: no scheme, just host[:port][/path]", m))
+		} else if _, err := parseLocation(m); err != nil {
+			errs = append(errs, fmt.Errorf("--match-images: %w", err))
+		}
+	}
+	if err := spec.ValidateTenantID(o.TenantID); err != nil {
+		errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
+	}
+	if o.DefaultVault != "" {
+		if _, err := spec.ParseVault(o.DefaultVault, o.Cloud); err != nil {
+			errs = append(errs, fmt.Errorf("--default-vault: %w", err))
+		}
+	}
+	if o.CacheDuration < 0 {
+		errs = append(errs, fmt.Errorf("--cache-duration %v is negative", o.CacheDuration))
+	}
+	if o.KubeMinor < MinTokenMinor {
+		errs = append(errs, fmt.Errorf("the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.%d, not 1.%d", MinTokenMinor, o.KubeMinor))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,281 @@
+package credprovider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Defaults of Options.
+const (
+	// DefaultCacheDuration is how long the kubelet keeps an answer. Its
+	// cache is per ServiceAccount and registry (see cacheKeyType), so this
+	// bounds how long a rotated credential in Key Vault, a removed
+	// federated credential or a removed role keeps serving pulls on a node
+	// that already asked: five minutes, against one token exchange and one
+	// secret read per ServiceAccount, registry and node in that time.
+	DefaultCacheDuration = 5 * time.Minute
+	// DefaultTimeout stays under the kubelet's one minute per plugin run,
+	// so that the plugin, not the kubelet's kill, says what it waited for.
+	DefaultTimeout = 50 * time.Second
+)
+
+// cacheKeyType is Registry. In ServiceAccount-token mode the kubelet adds
+// to every cache key the ServiceAccount's namespace, name and UID and the
+// values of the annotations its tokenAttributes name (client id, tenant,
+// pull secret; pkg/credentialprovider/plugin generateServiceAccountCacheKey),
+// so no cache key type lets one ServiceAccount's answer serve another's
+// pod, a ServiceAccount recreated under the same name, or one whose
+// annotations changed. Among the three, Registry is the one that neither
+// calls the plugin per repository (Image) nor lets an answer for one
+// registry stand for the others the provider matches (Global, whose cached
+// answer would lack their entries and send those pulls anonymous until it
+// expires). Credential.Auth fills the answer for the whole registry.
+const cacheKeyType = CacheKeyRegistry
+
+// Options configure the provider. New validates them once.
+type Options struct {
+	// TenantID is the tenant when the ServiceAccount has no
+	// azure.workload.identity/tenant-id annotation (--tenant-id).
+	TenantID string
+	// DefaultVault is the vault a short pull-secret reference reads from
+	// (--default-vault): a vault name or URL.
+	DefaultVault string
+	// Cloud gives vault names their host suffix and the default authority
+	// host. Zero: the public cloud.
+	Cloud spec.Cloud
+	// AuthorityHost overrides the cloud's Entra ID host
+	// (AZURE_AUTHORITY_HOST), as for the agent.
+	AuthorityHost string
+	// CacheDuration is the response's cacheDuration; zero keeps the
+	// kubelet from caching at all. Default DefaultCacheDuration, through
+	// Main's flag.
+	CacheDuration time.Duration
+	// Timeout bounds one run; default DefaultTimeout.
+	Timeout time.Duration
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+}
+
+// Provider answers the kubelet's requests.
+type Provider struct {
+	o Options
+}
+
+// New validates o.
+func New(o Options) (*Provider, error) {
+	if o.Cloud.Name == "" {
+		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+	}
+	if o.TenantID != "" {
+		if err := spec.ValidateTenantID(o.TenantID); err != nil {
+			return nil, fmt.Errorf("tenant id: %w", err)
+		}
+	}
+	if o.DefaultVault != "" {
+		v, err := spec.ParseVault(o.DefaultVault, o.Cloud)
+		if err != nil {
+			return nil, fmt.Errorf("default vault: %w", err)
+		}
+		o.DefaultVault = v
+	}
+	if o.CacheDuration < 0 {
+		return nil, fmt.Errorf("cache duration %v is negative", o.CacheDuration)
+	}
+	switch {
+	case o.Timeout == 0:
+		o.Timeout = DefaultTimeout
+	case o.Timeout < 0:
+		return nil, fmt.Errorf("timeout %v is negative", o.Timeout)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Provider{o: o}, nil
+}
+
+// Error is why the provider gave the kubelet no credential: one line
+// naming the image and the ServiceAccount (from the token's subject), then
+// the problem as the agent words it. No token, no value.
+type Error struct {
+	Image, ServiceAccount string
+	Problem               initagent.Problem
+	err                   error
+}
+
+func (e *Error) Error() string {
+	var where []string
+	if e.Image != "" {
+		where = append(where, "image "+e.Image)
+	}
+	if e.ServiceAccount != "" {
+		where = append(where, "ServiceAccount "+e.ServiceAccount)
+	}
+	line := e.Problem.Public()
+	if len(where) > 0 {
+		line = "error: " + strings.Join(where, ", ") + ", " + strings.TrimPrefix(line, "error: ")
+	}
+	return lineBreaks.Replace(line)
+}
+
+// lineBreaks keeps the error one line whatever the request's image holds.
+var lineBreaks = strings.NewReplacer("\r", " ", "\n", " ", "\t", " ")
+
+// Unwrap gives the cause, for errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.err }
+
+// Provide answers one request: sign in as the ServiceAccount's identity,
+// read its pull secret, and return the credential for the image's
+// registry. A failure is an *Error.
+func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
+	defer cancel()
+	fail := func(pr initagent.Problem, err error) (Response, error) {
+		return Response{}, &Error{Image: req.Image, ServiceAccount: serviceAccountOf(req.ServiceAccountToken), Problem: pr, err: err}
+	}
+	im, err := ParseImage(req.Image)
+	if err != nil {
+		return fail(initagent.Problem{Cause: err.Error(), Fix: "check the pod's image"}, err)
+	}
+	if req.ServiceAccountToken == "" {
+		return fail(initagent.Problem{Cause: "the kubelet sent no ServiceAccount token",
+			Fix: "give this provider tokenAttributes in the kubelet's CredentialProviderConfig (kvinject credential-provider-config prints it) and, " +
+				"on Kubernetes 1.33, enable the kubelet feature gate KubeletServiceAccountTokenForCredentialProviders"}, nil)
+	}
+	sa, pr, err := p.pullSecretOf(req.ServiceAccountAnnotations)
+	if pr != nil {
+		return fail(*pr, err)
+	}
+	reader, err := initagent.NewReader(initagent.ReaderOptions{
+		ClientID: sa.clientID, TenantID: sa.tenantID, ServiceAccountToken: req.ServiceAccountToken,
+		Cloud: p.o.Cloud, AuthorityHost: p.o.AuthorityHost, Timeout: p.o.Timeout, Now: p.o.Now,
+	})
+	if err != nil {
+		return fail(initagent.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the ServiceAccount's annotations"}, err)
+	}
+	defer reader.Close()
+	secret, err := reader.Read(ctx, sa.ref.ID())
+	if err != nil {
+		var re *initagent.ReadError
+		if !errors.As(err, &re) { // Read explains its failures: a fallback, not a panic
+			return fail(initagent.Problem{Vault: sa.ref.Vault, Secret: refLabel(sa.ref), Cause: "the secret could not be read"}, err)
+		}
+		return fail(re.Problem, err)
+	}
+	auth, pr, err := answer(im, sa.ref, secret.Value)
+	if pr != nil {
+		return fail(*pr, err)
+	}
+	return Response{CacheKeyType: cacheKeyType, CacheDuration: &Duration{p.o.CacheDuration}, Auth: auth}, nil
+}
+
+// pullSecret is what a ServiceAccount's annotations ask for.
+type pullSecret struct {
+	clientID, tenantID string
+	ref                spec.Ref
+}
+
+// pullSecretOf reads the annotations the kubelet passed, or says what is
+// wrong with them.
+func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *initagent.Problem, error) {
+	problem := func(cause, fix string, err error) (pullSecret, *initagent.Problem, error) {
+		return pullSecret{}, &initagent.Problem{Cause: cause, Fix: fix}, err
+	}
+	sa := pullSecret{clientID: ann[spec.SAAnnotationClientID], tenantID: p.o.TenantID}
+	if err := spec.ValidateClientID(sa.clientID); err != nil {
+		return problem(fmt.Sprintf("ServiceAccount annotation %s: %v", spec.SAAnnotationClientID, err),
+			fmt.Sprintf("annotate the ServiceAccount with the identity's client id, and list %s in requiredServiceAccountAnnotationKeys", spec.SAAnnotationClientID), err)
+	}
+	if t := ann[spec.SAAnnotationTenantID]; t != "" {
+		if err := spec.ValidateTenantID(t); err != nil {
+			return problem(fmt.Sprintf("ServiceAccount annotation %s: %v", spec.SAAnnotationTenantID, err), "fix the annotation", err)
+		}
+		sa.tenantID = t
+	}
+	if sa.tenantID == "" {
+		return problem("no tenant id", fmt.Sprintf("annotate the ServiceAccount with %s, or give the provider --tenant-id", spec.SAAnnotationTenantID), nil)
+	}
+	rawRef, ok := ann[spec.SAAnnotationPullSecret]
+	if !ok {
+		return problem(fmt.Sprintf("the ServiceAccount has no annotation %s", spec.SAAnnotationPullSecret),
+			fmt.Sprintf("annotate it with the Key Vault secret holding the registry credential, and list %s in requiredServiceAccountAnnotationKeys", spec.SAAnnotationPullSecret), nil)
+	}
+	ref, err := spec.ParseRef(rawRef, p.o.DefaultVault, p.o.Cloud)
+	if err != nil {
+		cause, fix := err.Error(), "fix the annotation: <name>[/<version>][#<path>] or https://<vault-host>/secrets/<name>"
+		if errors.Is(err, spec.ErrNoVault) {
+			// The spec's message names the pod annotation kvinject.io/vault,
+			// which has no say here.
+			cause = fmt.Sprintf("reference %s names no vault", spec.Quote(rawRef))
+			fix = "give the provider --default-vault, or use a full secret URL in the annotation"
+		}
+		return problem(fmt.Sprintf("ServiceAccount annotation %s: %s", spec.SAAnnotationPullSecret, cause), fix, err)
+	}
+	sa.ref = ref
+	return sa, nil, nil
+}
+
+// answer turns the secret's value into the response's auth for the image:
+// the ref's property first, then the credential's entries for the image's
+// registry.
+func answer(im Image, ref spec.Ref, value string) (map[string]AuthConfig, *initagent.Problem, error) {
+	problem := func(cause, fix string, err error) (map[string]AuthConfig, *initagent.Problem, error) {
+		return nil, &initagent.Problem{Vault: ref.Vault, Secret: refLabel(ref), Cause: cause, Fix: fix}, err
+	}
+	if ref.Path != "" {
+		b, err := initagent.Extract(value, ref.Path)
+		if err != nil {
+			fix := "fix the path in the annotation, or the secret"
+			var pe *initagent.PropertyError
+			if errors.As(err, &pe) && pe.Fix != "" {
+				fix = pe.Fix
+			}
+			return problem(err.Error(), fix, err)
+		}
+		value = string(b)
+	}
+	cred, err := ParseCredential(value)
+	if err != nil {
+		return problem(err.Error(), `store a dockerconfigjson ({"auths":{"registry.example.com":{"auth":"<base64 of user:password>"}}}), user:password, or {"username":"...","password":"..."}`, err)
+	}
+	auth, err := cred.Auth(im)
+	if err != nil {
+		return problem(err.Error(), "add an entry for "+im.Registry+" to the dockerconfigjson, or annotate the ServiceAccount with the secret that has one", err)
+	}
+	return auth, nil, nil
+}
+
+// refLabel names the secret as the agent's diagnostics do, with the path.
+func refLabel(r spec.Ref) string {
+	s := r.Name
+	if r.Version != "" {
+		s += "/" + r.Version
+	}
+	if r.Path != "" {
+		s += "#" + r.Path
+	}
+	return s
+}
+
+// serviceAccountOf names the token's ServiceAccount, NS/NAME, from its
+// public subject claim; "" when the token says otherwise.
+func serviceAccountOf(token string) string {
+	if token == "" {
+		return ""
+	}
+	c, err := initagent.ParseTokenClaims(token)
+	if err != nil {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(c.Subject, "system:serviceaccount:")
+	ns, name, ok2 := strings.Cut(rest, ":")
+	if !ok || !ok2 || ns == "" || name == "" || strings.ContainsAny(rest, " \t\r\n") {
+		return ""
+	}
+	return ns + "/" + name
+}

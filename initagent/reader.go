@@ -1,0 +1,164 @@
+package initagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// ReaderOptions configure a Reader. NewReader validates them once.
+type ReaderOptions struct {
+	// ClientID and TenantID name the workload identity.
+	ClientID, TenantID string
+	// ServiceAccountToken is the token exchanged with Entra ID. Only its
+	// claims ever appear in a diagnostic.
+	ServiceAccountToken string
+	// Cloud gives the default authority host, whether instance discovery
+	// may be skipped and the Key Vault token scope. Zero: the public cloud.
+	Cloud spec.Cloud
+	// AuthorityHost overrides the cloud's (AZURE_AUTHORITY_HOST); https.
+	AuthorityHost string
+	// Timeout is the caller's overall time limit, which a diagnostic names
+	// when it ran out; the caller's context enforces it.
+	Timeout time.Duration
+	// Now replaces time.Now in diagnostics (tests).
+	Now func() time.Time
+}
+
+// Reader reads Key Vault secrets as one workload identity, over the
+// agent's transport (HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE honoured,
+// HTTP/2), retries and Key Vault pre-authorization, and explains failures
+// with the agent's diagnostics. It is for programs of kvinject other than
+// the agent that hold a service-account token themselves, such as the
+// kubelet credential provider.
+type Reader struct {
+	az   *azureClients
+	base azcore.ClientOptions // shared by the credential and the vault clients
+	diag diagContext
+}
+
+// ReadError is a failed read, explained as the agent explains it.
+type ReadError struct {
+	Problem Problem
+	err     error
+}
+
+// Error is the problem's public line: no token, no value, no Detail.
+func (e *ReadError) Error() string { return e.Problem.Public() }
+
+// Unwrap gives the SDK's error, for errors.Is and errors.As. Never print
+// it: an SDK error's text can quote a response body.
+func (e *ReadError) Unwrap() error { return e.err }
+
+// NewReader validates o and builds the credential and the transport. It
+// makes no request.
+func NewReader(o ReaderOptions) (*Reader, error) {
+	if o.Cloud.Name == "" {
+		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+	}
+	if err := spec.ValidateClientID(o.ClientID); err != nil {
+		return nil, err
+	}
+	if err := spec.ValidateTenantID(o.TenantID); err != nil {
+		return nil, err
+	}
+	if o.ServiceAccountToken == "" {
+		return nil, errors.New("no service-account token")
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	id, err := resolveIdentity(&spec.Spec{}, Env{ClientID: o.ClientID, TenantID: o.TenantID, AuthorityHost: o.AuthorityHost}, o.Cloud)
+	if err != nil {
+		return nil, err
+	}
+	d := newDialer(nil)
+	ct := &countingTransport{next: newTransport(d, 2)}
+	base := azcore.ClientOptions{
+		Transport: &http.Client{Transport: ct},
+		Retry:     retryOptions,
+		Telemetry: policy.TelemetryOptions{ApplicationID: "kvinject"},
+		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: id.authorityHost},
+	}
+	token := o.ServiceAccountToken
+	cred, err := azidentity.NewClientAssertionCredential(id.tenantID, id.clientID,
+		func(context.Context) (string, error) { return token, nil },
+		&azidentity.ClientAssertionCredentialOptions{ClientOptions: base, DisableInstanceDiscovery: id.knownCloud})
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("credential for client id %s: %w", id.clientID, err)
+	}
+	az := &azureClients{
+		dialer:    d,
+		transport: ct,
+		cred:      cred,
+		suffix:    strings.ToLower(o.Cloud.VaultSuffix),
+		tro:       policy.TokenRequestOptions{Scopes: []string{scopeFor(o.Cloud)}, EnableCAE: true},
+		clients:   map[string]SecretGetter{},
+	}
+	return &Reader{
+		az:   az,
+		base: base,
+		diag: diagContext{
+			clientID: id.clientID, tenantID: id.tenantID, authorityHost: id.authorityHost,
+			timeout: o.Timeout, now: o.Now,
+			claims: func() (TokenClaims, error) { return ParseTokenClaims(token) },
+		},
+	}, nil
+}
+
+// Read fetches one secret version. A failure is a *ReadError.
+func (r *Reader) Read(ctx context.Context, id spec.SecretID) (Secret, error) {
+	g, err := r.getter(id.Vault)
+	if err != nil {
+		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: secretLabel(id),
+			Cause: "the vault URL is not usable: " + err.Error(), Fix: "check the reference"}}
+	}
+	at := &attempts{}
+	s, err := g.GetSecret(context.WithValue(ctx, attemptsKey{}, at), id.Name, id.Version)
+	if err == nil {
+		return s, nil
+	}
+	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// The deadline ended the retries, whatever error the last try
+		// left: say so, with what the tries got.
+		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: secretLabel(id),
+			Cause: fmt.Sprintf("gave up when the time limit of %v ran out%s", r.diag.timeout, at.summary()),
+			Fix: fmt.Sprintf("check egress to %s:443 and %s:443 (network policy, proxy, firewall); if Key Vault is throttling (429), spread the load",
+				hostOf(r.diag.authorityHost), hostOf(id.Vault))}}
+	}
+	return Secret{}, &ReadError{err: err, Problem: r.diag.diagnoseFetch(id, err, at)}
+}
+
+// getter returns the vault's client, made on first use with the agent's
+// policies: the attempt recorder and the pre-authorization.
+func (r *Reader) getter(vault string) (SecretGetter, error) {
+	if g, ok := r.az.clients[vault]; ok {
+		return g, nil
+	}
+	co := &azsecrets.ClientOptions{ClientOptions: r.base}
+	co.PerRetryPolicies = []policy.Policy{recorderPolicy{}, &preauthPolicy{az: r.az}}
+	c, err := azsecrets.NewClient(vault, r.az.cred, co)
+	if err != nil {
+		return nil, err
+	}
+	r.az.clients[vault] = azGetter{c}
+	return r.az.clients[vault], nil
+}
+
+// Requests is the number of HTTPS requests made so far.
+func (r *Reader) Requests() int64 { return r.az.transport.requests.Load() }
+
+// Close closes idle and warm connections.
+func (r *Reader) Close() { r.az.close() }
