@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -37,6 +39,10 @@ type ConfigOptions struct {
 	Cloud                  spec.Cloud
 	// AuthorityHost, when set, is passed as AZURE_AUTHORITY_HOST.
 	AuthorityHost string
+	// HTTPSProxy, NoProxy and CAFile, when set, are passed as HTTPS_PROXY,
+	// NO_PROXY and SSL_CERT_FILE: egress for the provider alone, where the
+	// kubelet's own environment has none (or should not).
+	HTTPSProxy, NoProxy, CAFile string
 	// CacheDuration is the provider's --cache-duration and the config's
 	// defaultCacheDuration.
 	CacheDuration time.Duration
@@ -81,7 +87,9 @@ func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 	fmt.Fprintf(&b, "    defaultCacheDuration: %s\n", q(o.CacheDuration.String()))
 	fmt.Fprintf(&b, "    apiVersion: %s\n", APIVersion)
 	b.WriteString("    args:\n")
-	fmt.Fprintf(&b, "      - %s\n", q("--tenant-id="+o.TenantID))
+	if o.TenantID != "" {
+		fmt.Fprintf(&b, "      - %s\n", q("--tenant-id="+o.TenantID))
+	}
 	if o.DefaultVault != "" {
 		fmt.Fprintf(&b, "      - %s\n", q("--default-vault="+o.DefaultVault))
 	}
@@ -89,8 +97,17 @@ func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 		fmt.Fprintf(&b, "      - %s\n", q("--cloud="+o.Cloud.Name))
 	}
 	fmt.Fprintf(&b, "      - %s\n", q("--cache-duration="+o.CacheDuration.String()))
-	if o.AuthorityHost != "" {
-		fmt.Fprintf(&b, "    env:\n      - name: %s\n        value: %s\n", spec.EnvAuthorityHost, q(o.AuthorityHost))
+	var env [][2]string
+	for _, e := range [][2]string{{spec.EnvAuthorityHost, o.AuthorityHost}, {"HTTPS_PROXY", o.HTTPSProxy}, {"NO_PROXY", o.NoProxy}, {"SSL_CERT_FILE", o.CAFile}} {
+		if e[1] != "" {
+			env = append(env, e)
+		}
+	}
+	if len(env) > 0 {
+		b.WriteString("    env:\n")
+		for _, e := range env {
+			fmt.Fprintf(&b, "      - name: %s\n        value: %s\n", e[0], q(e[1]))
+		}
 	}
 	b.WriteString("    tokenAttributes:\n")
 	fmt.Fprintf(&b, "      serviceAccountTokenAudience: %s\n", q(spec.TokenAudience))
@@ -116,8 +133,18 @@ func (o ConfigOptions) validate() error {
 			errs = append(errs, fmt.Errorf("--match-images: %w", err))
 		}
 	}
-	if err := spec.ValidateTenantID(o.TenantID); err != nil {
-		errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
+	if o.TenantID != "" {
+		if err := spec.ValidateTenantID(o.TenantID); err != nil {
+			errs = append(errs, fmt.Errorf("--tenant-id: %w", err))
+		}
+	}
+	if o.HTTPSProxy != "" {
+		if u, err := url.Parse(o.HTTPSProxy); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--https-proxy %q: want http://HOST:PORT or https://HOST:PORT", o.HTTPSProxy))
+		}
+	}
+	if o.CAFile != "" && !filepath.IsAbs(o.CAFile) {
+		errs = append(errs, fmt.Errorf("--ca-file %q: an absolute path on the node", o.CAFile))
 	}
 	if o.DefaultVault != "" {
 		if _, err := spec.ParseVault(o.DefaultVault, o.Cloud); err != nil {

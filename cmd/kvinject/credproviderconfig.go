@@ -32,7 +32,7 @@ func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int
 	fs := flag.NewFlagSet("kvinject credential-provider-config", flag.ContinueOnError)
 	fs.SetOutput(io.err)
 	fs.Usage = func() {
-		fmt.Fprintf(io.err, "Usage: kvinject credential-provider-config --match-images PATTERN[,PATTERN] --tenant-id TENANT [flags]\n\n"+
+		fmt.Fprintf(io.err, "Usage: kvinject credential-provider-config --match-images PATTERN[,PATTERN] [--tenant-id TENANT] [flags]\n\n"+
 			"Prints the kubelet's CredentialProviderConfig (--image-credential-provider-config) for %s,\n"+
 			"which pulls images with the registry credential in the Key Vault secret named by the pod's\n"+
 			"ServiceAccount annotation %s, signing in with the pod's own ServiceAccount token.\n\nFlags:\n",
@@ -40,9 +40,12 @@ func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int
 		fs.PrintDefaults()
 	}
 	fs.Var(&images, "match-images", "images the kubelet asks the provider about: host[:port][/path], '*' globs in host labels (repeatable, comma-separated)")
-	fs.StringVar(&o.TenantID, "tenant-id", "", "Entra ID tenant for ServiceAccounts without "+spec.SAAnnotationTenantID)
+	fs.StringVar(&o.TenantID, "tenant-id", "", "Entra ID tenant for ServiceAccounts without "+spec.SAAnnotationTenantID+" (default: none, every ServiceAccount that pulls carries it)")
 	fs.StringVar(&o.DefaultVault, "default-vault", "", "vault name or URL that a short "+spec.SAAnnotationPullSecret+" reference reads from")
 	fs.StringVar(&o.AuthorityHost, "authority-host", "", "Entra ID host, passed as "+spec.EnvAuthorityHost+" (default: the cloud's)")
+	fs.StringVar(&o.HTTPSProxy, "https-proxy", "", "egress proxy for the provider alone, passed as HTTPS_PROXY (default: the kubelet's environment)")
+	fs.StringVar(&o.NoProxy, "no-proxy", "", "hosts the provider reaches without the proxy, passed as NO_PROXY")
+	fs.StringVar(&o.CAFile, "ca-file", "", "CA bundle on the node the provider trusts instead of the system's (e.g. a TLS-inspecting proxy's), passed as SSL_CERT_FILE")
 	fs.DurationVar(&o.CacheDuration, "cache-duration", credprovider.DefaultCacheDuration, "how long the kubelet keeps a credential, per ServiceAccount and registry")
 	cloudName := fs.String("cloud", spec.DefaultCloud, "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
 	kubeVersion := fs.String("kube-version", webhook.NewestKubeVersion, "the kubelet's Kubernetes version: 1.33 needs a feature gate and has no tokenAttributes.cacheType")

@@ -20,6 +20,9 @@ func TestCredentialProviderConfig(t *testing.T) {
 		{name: "1.34", extra: []string{"--kube-version", "v1.34.2", "--cache-duration", "10m", "--match-images", "ghcr.example.org/team-a"}},
 		{name: "1.33", extra: []string{"--kube-version", "1.33"}},
 		{name: "china cloud and authority host", extra: []string{"--cloud", "AzureChinaCloud", "--default-vault", "https://homelab-kv.vault.azure.cn", "--authority-host", "https://login.chinacloudapi.cn/"}},
+		{name: "egress proxy", extra: []string{"--https-proxy", "http://proxy.internal:3128", "--no-proxy", ".svc,10.0.0.0/8", "--ca-file", "/etc/pki/proxy-ca.pem"}},
+		{name: "bad egress", extra: []string{"--https-proxy", "proxy.internal:3128", "--ca-file", "proxy-ca.pem"}, wantCode: 2,
+			wantErr: `kvinject credential-provider-config: --https-proxy "proxy.internal:3128": want http://HOST:PORT or https://HOST:PORT; --ca-file "proxy-ca.pem": an absolute path on the node` + "\n"},
 		{name: "1.32", extra: []string{"--kube-version", "1.32"}, wantCode: 2,
 			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32\n"},
 		{name: "bad flags", extra: []string{"--match-images", "https://r.example.com", "--default-vault", "x", "--cache-duration", "-1s"}, wantCode: 2,
@@ -41,6 +44,12 @@ func TestCredentialProviderConfig(t *testing.T) {
 	if code, _, errOut := runCommand(t, "", "credential-provider-config", "--tenant-id", "11111111-2222-3333-4444-555555555555"); code != 2 || !strings.Contains(errOut, "--match-images: at least one image pattern") {
 		t.Errorf("no --match-images: exit %d, %q", code, errOut)
 	}
+	// Without --tenant-id every ServiceAccount that pulls names its tenant.
+	code, out, errOut := runCommand(t, "", "credential-provider-config", "--match-images", "127.0.0.1:5000")
+	if code != 0 || strings.Contains(out, "--tenant-id") {
+		t.Errorf("no --tenant-id: exit %d, %q\n%s", code, errOut, out)
+	}
+	checkKubeletConfig(t, out, true)
 }
 
 // checkKubeletConfig decodes the output strictly into the kubelet's own
