@@ -22,6 +22,7 @@ build:
 ## test: every test: vet and format checks, unit and envtest tests with -race (builds the Kubernetes binaries once, cached in bin/), then every fuzz target for FUZZTIME
 test: cluster-binaries lint
 	$(GO) test $(GOTEST_FLAGS) ./...
+	cd test/cluster/tools && $(GO) test $(GOTEST_FLAGS) ./...
 	$(MAKE) fuzz
 
 ## fuzz: every fuzz target for FUZZTIME (20000x: 20,000 inputs) each; plain go test already runs their committed corpora (testdata/fuzz/)
@@ -46,6 +47,7 @@ lint: vet
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
+	cd test/cluster/tools && $(GO) vet ./...
 
 ## demo: the main job: a local cluster, the Azure emulator and kvinject, then the reference DB reader, shown step by step
 demo:

@@ -2,7 +2,7 @@
 # Builds the binaries of the local real cluster from the Go module proxy (no Docker, no release downloads):
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl -> bin/k8s/$K8S_VERSION/
 #   etcd                                                                       -> bin/k8s/etcd-$ETCD_VERSION/
-#   mkimage, pause, oidcsite, tokencheck (test/cluster/tools)                  -> bin/cluster-tools/
+#   mkimage, pause, oidcsite, tokencheck, registry (test/cluster/tools)        -> bin/cluster-tools/
 # The Kubernetes and etcd binaries are cached by version: when present they are not rebuilt.
 # Each lives in its own scratch module (test/cluster/k8s, test/cluster/k8s/etcd) so that the product
 # module's go.mod stays lean; k8s 1.37 wants etcd client 3.7 while we run etcd server 3.6, hence two modules.
@@ -122,11 +122,11 @@ build_tools() {
   local t newest
   mkdir -p "$TOOLS_BIN"
   newest="$(find "$HERE/tools" -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -newer "$TOOLS_BIN/.stamp" 2>/dev/null | head -1 || true)"
-  if [[ -f "$TOOLS_BIN/.stamp" && -z "$newest" ]] && have_all "$TOOLS_BIN" mkimage pause oidcsite tokencheck; then
+  if [[ -f "$TOOLS_BIN/.stamp" && -z "$newest" ]] && have_all "$TOOLS_BIN" mkimage pause oidcsite tokencheck registry; then
     log "cluster tools: up to date in $TOOLS_BIN"; return
   fi
   log "building cluster tools -> $TOOLS_BIN"
-  (cd "$HERE/tools" && "$GO" build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./mkimage ./pause ./oidcsite ./tokencheck)
+  (cd "$HERE/tools" && "$GO" build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/" ./mkimage ./pause ./oidcsite ./tokencheck ./registry)
   touch "$TOOLS_BIN/.stamp"
 }
 

@@ -24,7 +24,7 @@ CGROUP_ROOT="/kvinject-$STATE_HASH"   # kubelet cgroupRoot: every pod's processe
 BRIDGE="kvi$STATE_HASH"               # CNI bridge (<= 15 characters)
 
 # Start order; down.sh stops them in reverse (with the containers in between, see there).
-COMPONENTS=(oidcsite containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(oidcsite registry containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Brings up a real single-node Kubernetes on this machine, without Docker or a registry:
-#   oidcsite (service-account issuer website), containerd (own socket/root/state), etcd, kube-apiserver,
-#   kube-controller-manager, kube-scheduler, kubelet and kube-proxy, all from binaries that
+# Brings up a real single-node Kubernetes on this machine, without Docker or a public registry:
+#   oidcsite (service-account issuer website), registry (a private mirror on loopback: TLS, basic auth),
+#   containerd (own socket/root/state), etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+#   kubelet (with kvinject-credential-provider for the mirror) and kube-proxy, all from binaries that
 #   build-binaries.sh builds from the Go module proxy. Everything lives in one state dir
 #   (STATE_DIR, default _out/cluster), binds to 127.0.0.1 or the node IP on free ports, and is
 #   stopped by down.sh. Every start begins from a clean state (fresh PKI, etcd, containerd root).
@@ -115,7 +116,7 @@ free_port() {
 pick_ports() {
   local v
   for v in APISERVER_PORT OIDC_PORT ETCD_PORT ETCD_PEER_PORT KCM_PORT SCHEDULER_PORT KUBELET_PORT \
-    KUBELET_HEALTHZ_PORT PROXY_HEALTHZ_PORT PROXY_METRICS_PORT; do
+    KUBELET_HEALTHZ_PORT PROXY_HEALTHZ_PORT PROXY_METRICS_PORT REGISTRY_PORT EMULATOR_PORT; do
     if [[ -z "${!v:-}" ]]; then printf -v "$v" %s "$(free_port)"; else TAKEN[${!v}]=1; fi
   done
 }
@@ -197,6 +198,8 @@ new_cert ca kubelet-serving "/CN=$NODE_NAME" server "IP:$NODE_IP,DNS:$NODE_NAME"
 # front proxy (requestheader) CA, as kubeadm sets up: aggregated APIs work and components stop complaining
 new_ca front-proxy-ca "kvinject-local-front-proxy-ca"
 new_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" client
+new_ca registry-ca "kvinject-local-registry-ca"
+new_cert registry-ca registry "/CN=127.0.0.1" server "IP:127.0.0.1"
 new_ca oidc-ca "kvinject-local-issuer-ca"
 new_cert oidc-ca oidcsite "/CN=$NODE_IP" server "IP:$NODE_IP,IP:127.0.0.1,DNS:localhost"
 cp "$PKI/oidc-ca.crt" "$STATE_DIR/oidc-ca.crt"
@@ -237,6 +240,23 @@ kubeconfig "$STATE_DIR/kube-proxy.kubeconfig" kube-proxy system:kube-proxy
 # issuer website (empty until the apiserver is up)
 start oidcsite "$TOOLS_BIN/oidcsite" -addr "$NODE_IP:$OIDC_PORT" -dir "$STATE_DIR/oidc/site" \
   -cert "$PKI/oidcsite.crt" -key "$PKI/oidcsite.key"
+
+# ---------------------------------------------------------------------------------------------------
+# mirror registry: a private registry on loopback with TLS and basic auth, as the reference setup pulls
+# its app from one with a dockerconfigjson credential. containerd trusts its CA (certs.d below); the
+# credential reaches the kubelet only through kvinject-credential-provider (kubelet section).
+REGISTRY="127.0.0.1:$REGISTRY_PORT"
+mkdir -p "$STATE_DIR/registry"
+(umask 077 && printf 'kvinject:%s\n' "$(openssl rand -hex 16)" >"$STATE_DIR/registry/auth")
+start registry "$TOOLS_BIN/registry" serve -addr "$REGISTRY" -cert "$PKI/registry.crt" -key "$PKI/registry.key" \
+  -auth-file "$STATE_DIR/registry/auth"
+mkdir -p "$STATE_DIR/containerd/certs.d/$REGISTRY"
+cat >"$STATE_DIR/containerd/certs.d/$REGISTRY/hosts.toml" <<HOSTS
+server = "https://$REGISTRY"
+[host."https://$REGISTRY"]
+  capabilities = ["pull", "resolve"]
+  ca = "$PKI/registry-ca.crt"
+HOSTS
 
 # ---------------------------------------------------------------------------------------------------
 # containerd: own config, root, state and socket; CNI: bridge + host-local
@@ -291,6 +311,8 @@ state = "$STATE_DIR/containerd/state"
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$STATE_DIR/containerd/certs.d"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE_DIR/cni/net.d"
@@ -364,6 +386,8 @@ grep -qF "\"issuer\":\"$ISSUER_URL\"" "$STATE_DIR/oidc/site/.well-known/openid-c
   die "apiserver discovery document does not name issuer $ISSUER_URL: $(cat "$STATE_DIR/oidc/site/.well-known/openid-configuration")"
 wait_for oidcsite 20 "serving the issuer discovery document" \
   curl -fsS --cacert "$STATE_DIR/oidc-ca.crt" "$ISSUER_URL/.well-known/openid-configuration"
+wait_for registry 20 "asking for credentials" \
+  sh -c "curl -sS -o /dev/null -w '%{http_code}' --cacert '$PKI/registry-ca.crt' 'https://$REGISTRY/v2/' | grep -qx 401"
 
 # ---------------------------------------------------------------------------------------------------
 # controllers and scheduler
@@ -423,8 +447,18 @@ evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.availa
 rotateCertificates: false
 serverTLSBootstrap: false
 KCFG
+# the image credential provider for the mirror registry: the kubelet hands it the pod's ServiceAccount
+# token, it signs in to Entra ID (the emulator, whose proxy port is reserved above and whose CA the
+# e2e harness keeps in STATE_DIR/emulator/ca) and reads the registry credential from Key Vault.
+CP_DIR="$STATE_DIR/credential-provider"
+mkdir -p "$CP_DIR/bin"
+(cd "$ROOT" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$CP_DIR/bin/" ./cmd/kvinject-credential-provider &&
+  go run ./cmd/kvinject credential-provider-config --match-images "$REGISTRY" \
+    --https-proxy "http://$NODE_IP:$EMULATOR_PORT" --ca-file "$STATE_DIR/emulator/ca/ca.crt" >"$CP_DIR/config.yaml") \
+  >>"$LOG_DIR/credential-provider-build.log" 2>&1 || die "building kvinject-credential-provider failed: see $LOG_DIR/credential-provider-build.log"
 start kubelet "$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet-config.yaml" \
   --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" --cert-dir="$STATE_DIR/kubelet/pki" \
+  --image-credential-provider-config="$CP_DIR/config.yaml" --image-credential-provider-bin-dir="$CP_DIR/bin" \
   --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
 
 # kube-proxy (iptables mode): makes Service IPs work inside pods, e.g. the in-cluster config's
@@ -480,6 +514,10 @@ export CONTAINERD_SOCK='$CONTAINERD_SOCK'
 export CTR='ctr --address $CONTAINERD_SOCK --namespace k8s.io'
 export PAUSE_IMAGE='$PAUSE_IMAGE'
 export APISERVER_PORT=$APISERVER_PORT OIDC_PORT=$OIDC_PORT ETCD_PORT=$ETCD_PORT KUBELET_PORT=$KUBELET_PORT
+export REGISTRY='$REGISTRY'
+export REGISTRY_CA_FILE='$PKI/registry-ca.crt'
+export REGISTRY_AUTH_FILE='$STATE_DIR/registry/auth'
+export EMULATOR_PORT=$EMULATOR_PORT
 case ":\$PATH:" in *":$K8S_BIN:"*) ;; *) export PATH="$K8S_BIN:\$PATH" ;; esac
 ENV
 FAILED=0
