@@ -114,7 +114,7 @@ func meta(o runtime.Object) (metav1.Object, error) {
 }
 
 func TestEverythingRenders(t *testing.T) {
-	dirs := append([]string{"base", "default", "examples"}, Overlays...)
+	dirs := append([]string{"base", "default", "examples", PullCredentials}, Overlays...)
 	dirs = append(dirs, Examples...)
 	for _, d := range dirs {
 		t.Run(d, func(t *testing.T) { objects(t, d, "") })
@@ -581,6 +581,21 @@ func TestOpenShiftOverlay(t *testing.T) {
 }
 
 // The examples: what the contract says, accepted by the webhook's own mutation.
+// TestPullCredentials: kubelets may ask for a token of Entra ID's audience
+// for pods that pull without being injected, and for nothing else.
+func TestPullCredentials(t *testing.T) {
+	objs := objects(t, PullCredentials, "")
+	role := only[*rbacv1.ClusterRole](t, objs)
+	want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"api://AzureADTokenExchange"}, Verbs: []string{"request-serviceaccounts-token-audience"}}}
+	if diff := cmp.Diff(want, role.Rules); diff != "" {
+		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
+	}
+	b := only[*rbacv1.ClusterRoleBinding](t, objs)
+	if b.RoleRef.Name != role.Name || len(b.Subjects) != 1 || b.Subjects[0].Kind != "Group" || b.Subjects[0].Name != "system:nodes" {
+		t.Errorf("ClusterRoleBinding %+v", b)
+	}
+}
+
 func TestExamples(t *testing.T) {
 	objs := objects(t, "examples/dbreaderapp", "")
 	sa := only[*corev1.ServiceAccount](t, objs)
@@ -601,6 +616,16 @@ func TestExamples(t *testing.T) {
 		if d.Namespace != "group1" || tpl.Labels["kvinject.io/inject"] != "true" || !cmp.Equal(wantAnnotations[d.Name], tpl.Annotations) ||
 			tpl.Spec.ServiceAccountName != "dbreader" {
 			t.Errorf("%s: %s labels %v annotations %v sa %q", d.Name, d.Namespace, tpl.Labels, tpl.Annotations, tpl.Spec.ServiceAccountName)
+		}
+	}
+	// The image comes through the credential provider: the ServiceAccount
+	// names the registry credential, no pod names a pull Secret.
+	if got := sa.Annotations["kvinject.io/pull-secret"]; got != "https://homelab-kv.vault.azure.net/secrets/mirror-registry-cred" {
+		t.Errorf("ServiceAccount kvinject.io/pull-secret %q", got)
+	}
+	for _, d := range deployments {
+		if len(d.Spec.Template.Spec.ImagePullSecrets) != 0 {
+			t.Errorf("%s names imagePullSecrets %v", d.Name, d.Spec.Template.Spec.ImagePullSecrets)
 		}
 	}
 	// Once admitted, no container reads a Secret.
@@ -703,7 +728,7 @@ func TestServerSideDryRun(t *testing.T) {
 		}
 	}
 	dirs := append(slices.Clone(Overlays), Examples...)
-	dirs = append(dirs, "default")
+	dirs = append(dirs, "default", PullCredentials)
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
 			for _, obj := range objects(t, dir, "") {

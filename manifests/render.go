@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-//go:embed all:base all:overlays all:default all:examples
+//go:embed all:base all:overlays all:default all:examples all:pull-credentials
 var files embed.FS
 
 // ImageName is the image name the manifests use for both roles (webhook and agent); the
@@ -23,6 +23,10 @@ const BaseKustomization = "base/kustomization.yaml"
 
 // Overlays are the installable kustomizations, one per source of the serving certificate.
 var Overlays = []string{"overlays/self-signed", "overlays/cert-manager", "overlays/openshift"}
+
+// PullCredentials is the RBAC that kvinject-credential-provider needs for
+// pods that pull without being injected.
+const PullCredentials = "pull-credentials"
 
 // Examples are the example workloads' kustomizations.
 var Examples = []string{"examples/dbreaderapp", "examples/multi-container", "examples/template"}
