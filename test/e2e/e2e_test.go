@@ -43,6 +43,7 @@ var (
 	cluster         *harness.Cluster
 	emu             *harness.Emulator
 	image, appImage string
+	mirrorImage     string // the app image in the mirror registry, pulled through the credential provider
 	testNamespaces  []string
 	setupLog        *os.File // what builds write, for tests that build more
 )
@@ -64,6 +65,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-down", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-rotation", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-tls", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-pull", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {
@@ -91,7 +93,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e setup:", err)
 		return 1
 	}
-	cluster, emu, image, appImage = env.Cluster, env.Emulator, env.Image, env.AppImage
+	cluster, emu, image, appImage, mirrorImage = env.Cluster, env.Emulator, env.Image, env.AppImage, env.MirrorImage
 	setupLog = log
 	return m.Run()
 }
@@ -968,7 +970,7 @@ func TestEnvFromKeyVault(t *testing.T) {
 func TestReferenceDeployment(t *testing.T) {
 	const ns = "group1"
 	namespace(t, ns, nil)
-	if err := cluster.ApplyDBReader(context.Background(), appImage); err != nil {
+	if err := cluster.ApplyDBReader(context.Background(), mirrorImage); err != nil {
 		t.Fatal(err)
 	}
 	envLine := func(name, v string) string {
@@ -985,6 +987,103 @@ func TestReferenceDeployment(t *testing.T) {
 				t.Errorf("%s's output lacks %q:\n%s", app, w, out)
 			}
 		}
+	}
+}
+
+// TestImagePullCredentialProvider: the kubelet pulls from the mirror
+// registry (TLS, basic auth) with the credential in Key Vault, through
+// kvinject-credential-provider and the pod's own ServiceAccount token, with
+// no imagePullSecrets and no Secret: an injected pod, and a pod that only
+// pulls (manifests/pull-credentials). A ServiceAccount without a federated
+// credential gets no credential, not even from the kubelet's cache of the
+// first one's, and its pod stays in ErrImagePull with AADSTS700213 in the
+// kubelet's log.
+func TestImagePullCredentialProvider(t *testing.T) {
+	const ns = "e2e-pull"
+	ctx := context.Background()
+	namespace(t, ns, nil)
+	if _, err := cluster.KubectlOut(ctx, nil, "apply", "-k", filepath.Join(cluster.Root, "manifests", "pull-credentials")); err != nil {
+		t.Fatal(err)
+	}
+	pullAnnotations := map[string]string{
+		spec.SAAnnotationClientID:   harness.ClientID,
+		spec.SAAnnotationTenantID:   harness.TenantID,
+		spec.SAAnnotationPullSecret: "https://" + harness.Vault + ".vault.azure.net/secrets/" + harness.MirrorCredentialSecret,
+	}
+	sas := cluster.Client.CoreV1().ServiceAccounts(ns)
+	sa, err := sas.Get(ctx, "dbreader", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa.Annotations = pullAnnotations
+	if _, err := sas.Update(ctx, sa, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sas.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "nofed", Annotations: pullAnnotations}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, password, err := cluster.MirrorCredential()
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted = append(planted, password)
+
+	mirrored := func(name, serviceAccount string, injected bool) *appsv1.Deployment {
+		d := dbreader(ns, name, 1)
+		d.Spec.Template.Spec.ServiceAccountName = serviceAccount
+		c := &d.Spec.Template.Spec.Containers[0]
+		c.Image, c.ImagePullPolicy = mirrorImage, corev1.PullAlways // every pod start asks the registry
+		if !injected {
+			delete(d.Spec.Template.Labels, spec.LabelInject)
+			d.Spec.Template.Annotations = nil
+			c.Args = []string{"--files", ""} // nothing to read: it pulls and runs
+		}
+		return d
+	}
+	// An injected pod: the image through the provider, the DB credential
+	// through the agent.
+	create(t, mirrored("injected", "dbreader", true))
+	p := waitRunning(t, ns, "injected", 1)[0]
+	if len(p.Spec.ImagePullSecrets) != 0 {
+		t.Errorf("imagePullSecrets %v", p.Spec.ImagePullSecrets)
+	}
+	if out := logs(t, ns, p.Name, "secret-reader", false); !strings.Contains(out, "dbreader: password = ") {
+		t.Errorf("the app pulled from the mirror did not read its password:\n%s", out)
+	}
+	// A pod that only pulls: the kubelet asks for the token itself.
+	create(t, mirrored("pull-only", "dbreader", false))
+	waitRunning(t, ns, "pull-only", 1)
+
+	// Another ServiceAccount with the same annotations, without a
+	// federated credential: after the first one's pulls, still no credential.
+	create(t, mirrored("nofed", "nofed", false))
+	waitFor(t, 2*time.Minute, "the nofed pod in ErrImagePull or ImagePullBackOff", func() (bool, error) {
+		for _, p := range pods(t, ns, "nofed") {
+			for _, cs := range p.Status.ContainerStatuses {
+				if w := cs.State.Waiting; w != nil && (w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") {
+					return true, nil
+				}
+				if cs.State.Running != nil {
+					return false, fmt.Errorf("the nofed pod runs: it pulled with another ServiceAccount's credential")
+				}
+			}
+		}
+		return false, nil
+	})
+	kubeletLog, err := os.ReadFile(filepath.Join(cluster.StateDir, "logs", "kubelet.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for _, l := range strings.Split(string(kubeletLog), "\n") {
+		if strings.Contains(l, "AADSTS700213") && strings.Contains(l, "system:serviceaccount:"+ns+":nofed") {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Errorf("the kubelet log has no AADSTS700213 line for %s/nofed", ns)
+	} else {
+		t.Logf("kubelet: %s", line)
 	}
 }
 

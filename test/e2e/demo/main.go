@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kvinject/kvinject/test/e2e/harness"
@@ -67,7 +68,9 @@ func run(ctx context.Context) error {
 	var t timer
 	var c *harness.Cluster
 	var emu *harness.Emulator
-	var image, appImage string
+	var image, mirrorImage string
+	since := time.Now()         // pods of this run start after it
+	pods := map[string]string{} // app -> the running pod of this run
 	const ns = "group1"
 	steps := []struct {
 		name string
@@ -83,8 +86,14 @@ func run(ctx context.Context) error {
 			c, err = harness.Open(root)
 			return err
 		}},
-		{"Build the kvinject and app images, import them into containerd", func() error {
-			image, appImage, err = c.BuildImages(ctx, "demo", log)
+		{"Build the kvinject and app images; kvinject into containerd, the app into the mirror registry", func() error {
+			if image, _, err = c.BuildImages(ctx, "demo", log); err != nil {
+				return err
+			}
+			mirrorImage, err = c.MirrorDBReader(ctx, "demo", log)
+			if err == nil {
+				fmt.Printf("    %s (TLS, basic auth; the credential only in Key Vault, as %s)\n", mirrorImage, harness.MirrorCredentialSecret)
+			}
 			return err
 		}},
 		{"Start the Entra ID + Key Vault emulator (the agents' HTTPS_PROXY)", func() error {
@@ -105,7 +114,7 @@ func run(ctx context.Context) error {
 			if err := c.AppNamespace(ctx, ns, nil, emu); err != nil {
 				return err
 			}
-			if err := c.ApplyDBReader(ctx, appImage); err != nil {
+			if err := c.ApplyDBReader(ctx, mirrorImage); err != nil {
 				return err
 			}
 			// On a second run the Deployments are unchanged: start fresh pods
@@ -114,10 +123,12 @@ func run(ctx context.Context) error {
 			return err
 		}},
 		{"Wait for the app to run (env variables, and files)", func() error {
-			for _, d := range []string{"deployment/dbreaderapp", "deployment/dbreaderapp-files"} {
-				if _, err := c.KubectlOut(ctx, nil, "-n", ns, "rollout", "status", d, "--timeout=180s"); err != nil {
+			for _, app := range []string{"dbreaderapp", "dbreaderapp-files"} {
+				p, err := readyPod(ctx, c, ns, app, since)
+				if err != nil {
 					return err
 				}
+				pods[app] = p
 			}
 			return nil
 		}},
@@ -139,15 +150,14 @@ func run(ctx context.Context) error {
 		{"dbreaderapp", "the reference Deployment as it was: USERNAME and PASSWORD env entries, now from Key Vault"},
 		{"dbreaderapp-files", "the same app reading files"},
 	} {
-		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app.name})
-		if err != nil || len(pods.Items) == 0 {
-			return fmt.Errorf("list the pods of %s: %v", app.name, err)
-		}
-		pod := pods.Items[0].Name
+		pod := pods[app.name]
 		fmt.Printf("\n==== %s: %s\n", app.name, app.how)
 		b, err := c.KubectlOut(ctx, nil, "-n", ns, "get", "pod", pod, "-o",
 			"jsonpath={.metadata.annotations.kvinject\\.io/status}{'\\n'}{range .spec.initContainers[*]}init container {.name}: {.image} {.args}{'\\n'}{end}{range .spec.volumes[*]}volume {.name}: {.emptyDir}{.projected.sources[*].serviceAccountToken}{'\\n'}{end}{range .spec.containers[*]}container {.name}: mounts {.volumeMounts}{'\\n'}{range .env[*]}  env {.name}: {.valueFrom}{'\\n'}{end}{end}")
 		section("The pod as the webhook admitted it (kubectl get pod "+pod+" -o yaml for all of it)", b, err)
+		b, err = c.KubectlOut(ctx, nil, "-n", ns, "get", "pod", pod, "-o",
+			"jsonpath=image {.spec.containers[0].image}, imagePullPolicy {.spec.containers[0].imagePullPolicy}, imagePullSecrets: [{.spec.imagePullSecrets}]{'\\n'}pulled {.status.containerStatuses[0].imageID}{'\\n'}")
+		section("The image, pulled from the mirror by kvinject-credential-provider with the pod's own token (no pull Secret)", b, err)
 		b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "kvinject-agent")
 		section("The agent's log (kubectl logs "+pod+" -c kvinject-agent)", b, err)
 		b, err = c.KubectlOut(ctx, nil, "-n", ns, "logs", pod, "-c", "secret-reader")
@@ -163,4 +173,35 @@ func run(ctx context.Context) error {
 	fmt.Printf("\nThe cluster is up. Explore it with:\n  export KUBECONFIG=%s\n  %s get pods -A\n", c.Kubeconfig, c.Kubectl)
 	fmt.Printf("Tear it down with:\n  make cluster-down\n")
 	return nil
+}
+
+// readyPod waits for a Ready pod of app created after since (a second run
+// restarts the Deployments; their old pods may still be there) and returns
+// its name.
+func readyPod(ctx context.Context, c *harness.Cluster, ns, app string, since time.Time) (string, error) {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		if err != nil {
+			return "", err
+		}
+		for _, p := range list.Items {
+			if p.DeletionTimestamp != nil || p.CreationTimestamp.Time.Before(since.Truncate(time.Second)) {
+				continue
+			}
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					return p.Name, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no Ready pod of %s/%s after 3m: kubectl -n %s describe pods -l app=%s", ns, app, ns, app)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

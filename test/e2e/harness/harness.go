@@ -48,6 +48,12 @@ type Cluster struct {
 	IssuerURL    string
 	IssuerCAFile string
 	NodeIP       string
+	// Registry is the mirror registry (host:port on loopback, TLS and
+	// basic auth), RegistryCAFile its CA, RegistryAuthFile its user:password.
+	Registry, RegistryCAFile, RegistryAuthFile string
+	// EmulatorPort is the emulator's proxy port on NodeIP, reserved by
+	// up.sh: the kubelet's credential provider is configured with it.
+	EmulatorPort string
 	Kubectl      string
 	Config       *rest.Config
 	Client       kubernetes.Interface
@@ -71,8 +77,11 @@ func Open(root string) (*Cluster, error) {
 	c := &Cluster{
 		Root: root, StateDir: state, Kubeconfig: env["KUBECONFIG"], IssuerURL: env["ISSUER_URL"],
 		IssuerCAFile: env["ISSUER_CA_FILE"], NodeIP: env["NODE_IP"],
+		Registry: env["REGISTRY"], RegistryCAFile: env["REGISTRY_CA_FILE"], RegistryAuthFile: env["REGISTRY_AUTH_FILE"],
+		EmulatorPort: env["EMULATOR_PORT"],
 	}
-	for k, v := range map[string]string{"KUBECONFIG": c.Kubeconfig, "ISSUER_URL": c.IssuerURL, "ISSUER_CA_FILE": c.IssuerCAFile, "NODE_IP": c.NodeIP} {
+	for k, v := range map[string]string{"KUBECONFIG": c.Kubeconfig, "ISSUER_URL": c.IssuerURL, "ISSUER_CA_FILE": c.IssuerCAFile, "NODE_IP": c.NodeIP,
+		"REGISTRY": c.Registry, "REGISTRY_CA_FILE": c.RegistryCAFile, "REGISTRY_AUTH_FILE": c.RegistryAuthFile, "EMULATOR_PORT": c.EmulatorPort} {
 		if v == "" {
 			return nil, fmt.Errorf("%s/env has no %s", state, k)
 		}
@@ -152,7 +161,8 @@ type Emulator struct {
 }
 
 // StartEmulator runs `kvinject emulator` (binary at bin) in the background on
-// the node's address, so pods reach it, trusting the cluster's issuer site.
+// the node's address and the port up.sh reserved, so pods and the kubelet's
+// credential provider reach it, trusting the cluster's issuer site.
 // It outlives the caller (the demo leaves it up); down.sh stops it.
 func (c *Cluster) StartEmulator(ctx context.Context, bin string, config []byte) (*Emulator, error) {
 	dir := filepath.Join(c.StateDir, "emulator")
@@ -171,7 +181,7 @@ func (c *Cluster) StartEmulator(ctx context.Context, bin string, config []byte) 
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, "emulator", "--config", cfgPath, "--listen", c.NodeIP+":0",
+	cmd := exec.Command(bin, "emulator", "--config", cfgPath, "--listen", c.NodeIP+":"+c.EmulatorPort,
 		"--admin-listen", "127.0.0.1:0", "--ca-dir", filepath.Join(dir, "ca"), "--state-file", statePath,
 		"--issuer-ca-file", c.IssuerCAFile, "--log-format", "json")
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -2,6 +2,8 @@ package harness
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,10 +19,32 @@ import (
 // Subject is a ServiceAccount given a federated credential in the emulator.
 type Subject struct{ Namespace, ServiceAccount string }
 
+// MirrorCredentialSecret is the Key Vault secret holding the mirror
+// registry's credential, a dockerconfigjson, as in the reference setup.
+const MirrorCredentialSecret = "mirror-registry-cred"
+
+// MirrorCredential is the mirror registry's dockerconfigjson, and its
+// password (which no log may hold).
+func (c *Cluster) MirrorCredential() (dockerconfigjson, password string, err error) {
+	b, err := os.ReadFile(c.RegistryAuthFile)
+	if err != nil {
+		return "", "", fmt.Errorf("the mirror registry's credential: %w", err)
+	}
+	userPass := strings.TrimSpace(string(b))
+	_, password, _ = strings.Cut(userPass, ":")
+	cfg, err := json.Marshal(map[string]any{"auths": map[string]any{c.Registry: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(userPass))}}})
+	return string(cfg), password, err
+}
+
 // EmulatorConfig is the emulator's world: the reference setup's tenant,
-// identity and vault, with a federated credential for each subject on the
-// cluster's issuer, and the issuer's CA.
+// identity and vault (its DB secret and the mirror registry's credential),
+// with a federated credential for each subject on the cluster's issuer, and
+// the issuer's CA.
 func (c *Cluster) EmulatorConfig(subjects []Subject) ([]byte, error) {
+	mirrorCred, _, err := c.MirrorCredential()
+	if err != nil {
+		return nil, err
+	}
 	type fedCred struct {
 		Name      string   `json:"name"`
 		Issuer    string   `json:"issuer"`
@@ -51,6 +75,9 @@ func (c *Cluster) EmulatorConfig(subjects []Subject) ([]byte, error) {
 					"value":       fmt.Sprintf(`{"username":%q,"password":%q}`, DBUsername, DBPassword),
 					"contentType": "application/json",
 				}},
+			}, map[string]any{
+				"name":     MirrorCredentialSecret,
+				"versions": []any{map[string]any{"value": mirrorCred}},
 			}},
 		}},
 	}
@@ -198,11 +225,26 @@ func (c *Cluster) AppNamespace(ctx context.Context, name string, labels map[stri
 	}
 }
 
+// PushToMirror pushes an image tarball (from mkimage) to the mirror
+// registry as repo:tag and returns its reference there.
+func (c *Cluster) PushToMirror(ctx context.Context, tarball, repoTag string, log *os.File) (string, error) {
+	ref := c.Registry + "/" + repoTag
+	return ref, c.run(ctx, log, [][]string{{filepath.Join(c.Root, "bin/cluster-tools/registry"), "push", "-tarball", tarball, "-ref", ref,
+		"-auth-file", c.RegistryAuthFile, "-ca", c.RegistryCAFile}})
+}
+
+// MirrorDBReader pushes the app image BuildImages made to the mirror
+// registry, at the reference setup's path: pods pull it from there with
+// the credential provider.
+func (c *Cluster) MirrorDBReader(ctx context.Context, tag string, log *os.File) (string, error) {
+	return c.PushToMirror(ctx, filepath.Join(c.Root, "bin", "dbreader-image.tar"), "docker/dbreader:"+tag, log)
+}
+
 // ApplyDBReader applies manifests/examples/dbreaderapp (dbreaderapp reading
-// env variables, dbreaderapp-files reading files) with the app image
-// built here (the reference registry is not reachable) and without its image
-// pull Secret (the image is already on the node).
-func (c *Cluster) ApplyDBReader(ctx context.Context, appImage string) error {
+// env variables, dbreaderapp-files reading files) with the app image in the
+// local mirror registry (mirrorImage, from MirrorDBReader) in place of the
+// reference one: the kubelet pulls it with the credential provider.
+func (c *Cluster) ApplyDBReader(ctx context.Context, mirrorImage string) error {
 	dir := filepath.Join(c.StateDir, "dbreader-overlay")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -211,7 +253,8 @@ func (c *Cluster) ApplyDBReader(ctx context.Context, appImage string) error {
 	if err != nil {
 		return err
 	}
-	repo, tag, _ := strings.Cut(appImage, ":")
+	repo, tag, _ := strings.Cut(strings.TrimPrefix(mirrorImage, c.Registry+"/"), ":")
+	repo = c.Registry + "/" + repo
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
@@ -220,15 +263,6 @@ images:
   - name: mirror-registry.alishomelab.local:8443/docker/dbreader
     newName: %s
     newTag: %s
-patches:
-  - target:
-      kind: Deployment
-    patch: |-
-      - op: remove
-        path: /spec/template/spec/imagePullSecrets
-      - op: add
-        path: /spec/template/spec/containers/0/imagePullPolicy
-        value: IfNotPresent
 `, rel, repo, tag)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return err
@@ -247,6 +281,8 @@ type Env struct {
 	Cluster         *Cluster
 	Emulator        *Emulator
 	Image, AppImage string
+	// MirrorImage is the app image in the mirror registry.
+	MirrorImage string
 }
 
 // Up builds the images, starts the emulator with federated credentials for
@@ -263,7 +299,10 @@ func Up(ctx context.Context, root, tag string, subjects []Subject, log *os.File,
 		f    func() error
 	}{
 		{"images", func() (err error) {
-			env.Image, env.AppImage, err = c.BuildImages(ctx, tag, log)
+			if env.Image, env.AppImage, err = c.BuildImages(ctx, tag, log); err != nil {
+				return err
+			}
+			env.MirrorImage, err = c.MirrorDBReader(ctx, tag, log)
 			return err
 		}},
 		{"emulator", func() error {
