@@ -139,6 +139,35 @@ type converted struct {
 	tenant string
 	files  []file
 	esoSA  string // ESO's ServiceAccount, namespace/name
+	// pull: a dockerconfigjson for imagePullSecrets, its one file the
+	// registry credential the kubelet's credential provider reads instead.
+	pull bool
+}
+
+// passThroughDockerConfig says why a dockerconfigjson ExternalSecret is not
+// just one Key Vault value copied into .dockerconfigjson (the reference
+// setup's `{{ .dockercfgjson | toString }}`), or "" when it is.
+func passThroughDockerConfig(es *externalSecret) string {
+	t := es.Spec.Target.Template
+	if len(es.Spec.Data) != 1 || len(es.Spec.DataFrom) != 0 {
+		return "from several values"
+	}
+	key := es.Spec.Data[0].SecretKey
+	if len(t.Data) == 0 {
+		if key == ".dockerconfigjson" {
+			return ""
+		}
+		return "without a template for .dockerconfigjson"
+	}
+	v, ok := t.Data[".dockerconfigjson"]
+	if !ok || len(t.Data) != 1 {
+		return "with a template of other keys than .dockerconfigjson"
+	}
+	compact := strings.Join(strings.Fields(v), "")
+	if compact != "{{."+key+"}}" && compact != "{{."+key+"|toString}}" {
+		return "with a template that builds the value"
+	}
+	return ""
 }
 
 type file struct {
@@ -169,6 +198,13 @@ type Move struct {
 	ESOServiceAcct string
 	From           []string // ExternalSecrets it replaces
 	Secrets        []string // Secrets that can go once it moved
+	// PullSecret is the ServiceAccount's kvinject.io/pull-secret when its
+	// imagePullSecrets move to the credential provider, for the images of
+	// Registries.
+	PullSecret string
+	Registries []string
+	// PullSecretNames are the imagePullSecrets to remove.
+	PullSecretNames []string
 
 	env   []envUse        // env entries and envFrom reading a Secret that moves
 	files map[string]bool // Secrets that moves mounted as volumes
@@ -214,7 +250,7 @@ func Convert(in *Input) Result {
 		if m.ServiceAccount == "" {
 			m.ServiceAccount = "default"
 		}
-		var uses []*converted
+		var uses, pulls []*converted
 		use := func(secret, where string) {
 			k := w.Namespace + "/" + secret
 			if c, ok := byTarget[k]; ok {
@@ -235,6 +271,14 @@ func Convert(in *Input) Result {
 			}
 		}
 		for _, ps := range w.Template.Spec.ImagePullSecrets {
+			if c, ok := byTarget[w.Namespace+"/"+ps.Name]; ok && c.pull {
+				consumed[w.Namespace+"/"+ps.Name] = true
+				if !containsPtr(pulls, c) {
+					pulls = append(pulls, c)
+					m.PullSecretNames = append(m.PullSecretNames, ps.Name)
+				}
+				continue
+			}
 			use(ps.Name, "imagePullSecrets")
 		}
 		consumers := map[string]bool{} // containers reading a Secret that moves
@@ -281,10 +325,13 @@ func Convert(in *Input) Result {
 				break
 			}
 		}
-		if len(uses) == 0 {
+		if len(uses) == 0 && len(pulls) == 0 {
 			continue
 		}
-		res.Problems = append(res.Problems, m.plan(uses)...)
+		if len(uses) > 0 {
+			res.Problems = append(res.Problems, m.plan(uses)...)
+		}
+		res.Problems = append(res.Problems, m.planPull(pulls, w.Template.Spec.InitContainers, w.Template.Spec.Containers)...)
 		if sa, ok := in.serviceAccounts[m.ESOServiceAcct]; ok {
 			m.ClientID = sa.Annotations[spec.SAAnnotationClientID]
 		}
@@ -304,6 +351,49 @@ func Convert(in *Input) Result {
 	sort.Strings(res.CannotMove)
 	sort.Strings(res.Problems)
 	return res
+}
+
+// planPull moves a workload's imagePullSecrets to the credential provider:
+// one pull credential per ServiceAccount, read from Key Vault with the pod's
+// own token, for the registries of its images.
+func (m *Move) planPull(pulls []*converted, containerLists ...[]container) (problems []string) {
+	if len(pulls) == 0 {
+		return nil
+	}
+	if len(pulls) > 1 {
+		return []string{fmt.Sprintf("%s has %d pull Secrets from ExternalSecrets: a ServiceAccount names one %s; merge their dockerconfigjson values into one Key Vault secret",
+			m.Workload, len(pulls), spec.SAAnnotationPullSecret)}
+	}
+	c := pulls[0]
+	m.From = append(m.From, "ExternalSecret "+c.es.Metadata.Namespace+"/"+c.es.Metadata.Name)
+	m.Secrets = append(m.Secrets, "Secret "+c.es.Metadata.Namespace+"/"+targetName(c.es))
+	m.PullSecret = c.files[0].ref.String()
+	if m.TenantID == "" {
+		m.TenantID, m.ESOServiceAcct = c.tenant, c.esoSA
+	}
+	seen := map[string]bool{}
+	for _, cs := range containerLists {
+		for _, ct := range cs {
+			if host := registryHost(ct.Image); host != "" && !seen[host] {
+				seen[host] = true
+				m.Registries = append(m.Registries, host)
+			}
+		}
+	}
+	sort.Strings(m.Registries)
+	m.Notes = append(m.Notes, fmt.Sprintf("remove imagePullSecrets %s: the kubelet pulls with kvinject-credential-provider, which reads %s (the ServiceAccount's %s) with the pod's own token",
+		strings.Join(m.PullSecretNames, ", "), m.PullSecret, spec.SAAnnotationPullSecret))
+	return nil
+}
+
+// registryHost is an image's registry host[:port], or "" for Docker Hub's
+// short names.
+func registryHost(image string) string {
+	first, _, ok := strings.Cut(image, "/")
+	if !ok || !strings.ContainsAny(first, ".:") && first != "localhost" {
+		return ""
+	}
+	return first
 }
 
 // plan fills in the annotations for the ExternalSecrets a workload uses.
@@ -410,14 +500,20 @@ func targetName(es *externalSecret) string {
 // convertOne maps one ExternalSecret to files, or says why it cannot move.
 func convertOne(in *Input, es *externalSecret) (*converted, string) {
 	name := "ExternalSecret " + es.Metadata.Namespace + "/" + es.Metadata.Name
+	pull := false
 	if t := es.Spec.Target.Template; t != nil {
 		switch t.Type {
-		case "kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg":
-			return nil, fmt.Sprintf("%s makes a %s Secret for imagePullSecrets: the kubelet pulls images before any init container runs, so keep it with ESO", name, t.Type)
+		case "kubernetes.io/dockercfg":
+			return nil, fmt.Sprintf("%s makes a kubernetes.io/dockercfg Secret (the legacy format): store the credential in Key Vault as a dockerconfigjson ({\"auths\":{...}}) for %s", name, spec.SAAnnotationPullSecret)
+		case "kubernetes.io/dockerconfigjson":
+			if why := passThroughDockerConfig(es); why != "" {
+				return nil, fmt.Sprintf("%s makes a kubernetes.io/dockerconfigjson Secret %s: store the finished dockerconfigjson in one Key Vault secret for %s", name, why, spec.SAAnnotationPullSecret)
+			}
+			pull = true
 		case "kubernetes.io/tls":
 			return nil, fmt.Sprintf("%s makes a kubernetes.io/tls Secret, which Ingress and other controllers read from the API: keep it with ESO", name)
 		}
-		if len(t.Data) > 0 {
+		if len(t.Data) > 0 && !pull {
 			return nil, fmt.Sprintf("%s renders an ESO template: rewrite it as %s<file> with {{ secret \"<ref>\" }}", name, spec.AnnotationTemplatePrefix)
 		}
 	}
@@ -460,7 +556,7 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 	if err != nil {
 		return nil, fmt.Sprintf("%s: store vault: %v", name, err)
 	}
-	c := &converted{es: es, store: storeKind + " " + store.Metadata.Name, cloud: cloud, vault: vault, tenant: az.TenantID}
+	c := &converted{es: es, store: storeKind + " " + store.Metadata.Name, cloud: cloud, vault: vault, tenant: az.TenantID, pull: pull}
 	if sa := az.ServiceAccountRef; sa != nil {
 		ns := sa.Namespace
 		if ns == "" {

@@ -25,6 +25,7 @@ func TestConvertGolden(t *testing.T) {
 			opts: Options{Issuer: "https://homelabissuer.z6.web.core.windows.net/", IdentityName: "eso-identity", ResourceGroup: "homelab-rg"}},
 		{name: "no-workload", files: reference},
 		{name: "edge-cases", files: []string{"edge-cases.yaml"}, wantProblems: 2},
+		{name: "pull-only", files: []string{"pull-only.yaml"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,8 +19,12 @@ func Write(w io.Writer, res Result, o Options) error {
 	fmt.Fprintf(&b, "# kvinject convert-eso: %d workload(s) can move, %d thing(s) cannot, %d problem(s)\n", len(res.Moves), len(res.CannotMove), len(res.Problems))
 	for _, m := range res.Moves {
 		fmt.Fprintf(&b, "\n# ---- %s (ServiceAccount %s), replacing %s\n", m.Workload, m.ServiceAccount, strings.Join(m.From, ", "))
-		b.WriteString("# 1. Add to its pod template:\n")
-		b.WriteString("metadata:\n  labels:\n    " + spec.LabelInject + ": \"true\"\n  annotations:\n")
+		if len(m.Annotations) == 0 {
+			b.WriteString("# 1. Its pod template needs no injection: it only pulls images.\n")
+		} else {
+			b.WriteString("# 1. Add to its pod template:\n")
+			b.WriteString("metadata:\n  labels:\n    " + spec.LabelInject + ": \"true\"\n  annotations:\n")
+		}
 		keys := make([]string, 0, len(m.Annotations))
 		for k := range m.Annotations {
 			keys = append(keys, k)
@@ -51,6 +55,9 @@ func Write(w io.Writer, res Result, o Options) error {
 		if m.TenantID != "" {
 			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationTenantID, m.TenantID)
 		}
+		if m.PullSecret != "" {
+			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationPullSecret, m.PullSecret)
+		}
 		if m.ServiceAccount == "default" {
 			b.WriteString("#    (it uses the namespace's default ServiceAccount: a dedicated one keeps other pods from this identity)\n")
 		}
@@ -59,7 +66,29 @@ func Write(w io.Writer, res Result, o Options) error {
 		fmt.Fprintf(&b, "az identity federated-credential create --name %s --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
 			credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
 			orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
-		fmt.Fprintf(&b, "# 4. Once its pods run with kvinject: delete %s and %s.\n", strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+		step := 4
+		if m.PullSecret != "" {
+			registries := strings.Join(m.Registries, ",")
+			if registries == "" {
+				registries = "<registry host:port>"
+			}
+			fmt.Fprintf(&b, "# %d. Once per cluster, on every node that pulls from %s (docs/pull-credentials.md): the kubelet's credential provider\n", step, registries)
+			tenant := ""
+			if m.TenantID != "" {
+				tenant = " --tenant-id " + m.TenantID
+			}
+			fmt.Fprintf(&b, "kvinject credential-provider-config --match-images %s%s > /etc/kubernetes/kvinject-credential-provider.yaml\n", registries, tenant)
+			b.WriteString("#    kubelet flags: --image-credential-provider-config=/etc/kubernetes/kvinject-credential-provider.yaml --image-credential-provider-bin-dir=<the directory holding kvinject-credential-provider>\n")
+			if len(m.Annotations) == 0 {
+				b.WriteString("#    and, since these pods are not injected: kubectl apply -k manifests/pull-credentials\n")
+			}
+			step++
+		}
+		when := "Once its pods run with kvinject"
+		if len(m.Annotations) == 0 {
+			when = "Once its pods pull through the provider"
+		}
+		fmt.Fprintf(&b, "# %d. %s: delete %s and %s.\n", step, when, strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
 	}
 	if len(res.CannotMove) > 0 {
 		b.WriteString("\n# Cannot move (stays with ESO, or needs a hand):\n")

@@ -83,8 +83,9 @@ type podSpec struct {
 }
 
 type container struct {
-	Name string `json:"name"`
-	Env  []struct {
+	Name  string `json:"name"`
+	Image string `json:"image"`
+	Env   []struct {
 		Name      string `json:"name"`
 		ValueFrom *struct {
 			SecretKeyRef *struct {
