@@ -13,7 +13,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,15 +22,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
 	kubeletv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 
 	"github.com/kvinject/kvinject/internal/azemu"
+	"github.com/kvinject/kvinject/internal/golden"
 	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 const (
 	tenantID  = "11111111-2222-3333-4444-555555555555"
@@ -173,23 +170,6 @@ func stable(s string, iss *oidctest.Issuer) string {
 	return strings.ReplaceAll(s, iss.URL(), "ISSUER")
 }
 
-func golden(t *testing.T, path, got string) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), got); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", path, diff)
-	}
-}
-
 // TestProvider runs each testdata/NAME.request.json and compares stdout
 // with NAME.response.json, or the error line with NAME.stderr.
 func TestProvider(t *testing.T) {
@@ -232,7 +212,7 @@ func TestProvider(t *testing.T) {
 				if r.stderr != "" {
 					t.Errorf("stderr = %q, want nothing", r.stderr)
 				}
-				golden(t, filepath.Join("testdata", tt.name+".response.json"), r.stdout)
+				golden.Check(t, filepath.Join("testdata", tt.name+".response.json"), []byte(r.stdout))
 				checkKubeletReads(t, []byte(r.stdout))
 				return
 			}
@@ -242,7 +222,7 @@ func TestProvider(t *testing.T) {
 			if n := strings.Count(r.stderr, "\n"); n != 1 {
 				t.Errorf("stderr has %d lines, want one:\n%s", n, r.stderr)
 			}
-			golden(t, filepath.Join("testdata", tt.name+".stderr"), stable(r.stderr, iss))
+			golden.Check(t, filepath.Join("testdata", tt.name+".stderr"), []byte(stable(r.stderr, iss)))
 		})
 	}
 }

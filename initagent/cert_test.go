@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -21,10 +20,9 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/golden"
 	"github.com/kvinject/kvinject/internal/spec"
 )
-
-var updateGolden = flag.Bool("update", false, "rewrite the expected sections of the golden files under testdata/ (the inputs stay; delete a file to make new inputs)")
 
 // bundleCase is a certificate-backed secret as Key Vault could hold it.
 type bundleCase struct {
@@ -189,7 +187,7 @@ func TestCertFormsGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join("testdata", "certs", tc.name+".txtar")
 			ar, err := txtar.ParseFile(path)
-			update := *updateGolden
+			update := *golden.Update // -update rewrites the expected sections; the inputs stay (delete a file to make new inputs)
 			if errors.Is(err, os.ErrNotExist) {
 				ar = &txtar.Archive{
 					Comment: []byte("A certificate-backed secret (test certificates only) and what each form gives.\n"),

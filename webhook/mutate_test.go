@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,10 +10,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kvinject/kvinject/internal/golden"
 	"github.com/kvinject/kvinject/internal/spec"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 const (
 	testTenant   = "11111111-2222-3333-4444-555555555555"
@@ -50,24 +48,6 @@ func readPod(t testing.TB, path string) *corev1.Pod {
 	return &pod
 }
 
-// checkGolden compares got with the golden file, or rewrites it with -update.
-func checkGolden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./webhook -run %s -update to create it)", err, t.Name())
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s differs (-want +got):\n%s", path, diff)
-	}
-}
-
 func TestMutateGolden(t *testing.T) {
 	ins, err := filepath.Glob("testdata/mutate/*.in.yaml")
 	if err != nil || len(ins) == 0 {
@@ -90,7 +70,7 @@ func TestMutateGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkGolden(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", out)
+			golden.Check(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", out)
 
 			checkInjected(t, pod)
 			checkPatch(t, before, sa)

@@ -6,6 +6,8 @@ import (
 
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/kvinject/kvinject/internal/golden"
 )
 
 func TestCredentialProviderConfig(t *testing.T) {
@@ -37,7 +39,7 @@ func TestCredentialProviderConfig(t *testing.T) {
 			if tt.wantCode != 0 {
 				return
 			}
-			golden(t, "testdata/credential-provider-config/"+strings.ReplaceAll(tt.name, " ", "-")+".yaml", out)
+			golden.Check(t, "testdata/credential-provider-config/"+strings.ReplaceAll(tt.name, " ", "-")+".yaml", []byte(out))
 			checkKubeletConfig(t, out, tt.name != "1.33")
 		})
 	}

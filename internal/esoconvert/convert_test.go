@@ -2,15 +2,12 @@ package esoconvert
 
 import (
 	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/kvinject/kvinject/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 func TestConvertGolden(t *testing.T) {
 	reference := []string{"clustersecretstore.yaml", "serviceaccount.yaml", "externalsecret-pgsql.yaml", "externalsecret-registry.yaml"}
@@ -48,20 +45,7 @@ func TestConvertGolden(t *testing.T) {
 			if err := Write(&out, res, tt.opts); err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update)", err)
-			}
-			if diff := cmp.Diff(string(want), out.String()); diff != "" {
-				t.Errorf("%s (-want +got):\n%s", path, diff)
-			}
+			golden.Check(t, filepath.Join("testdata", tt.name+".golden"), out.Bytes())
 		})
 	}
 }
