@@ -3,6 +3,7 @@ package cacheserver
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -307,3 +308,6 @@ func (env *testEnv) logged() string {
 }
 
 func testutilEntries(env *testEnv) float64 { return testutil.ToFloat64(env.srv.metrics.entries) }
+
+func base64URLDecode(s string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(s) }
+func base64URLEncode(b []byte) string          { return base64.RawURLEncoding.EncodeToString(b) }
