@@ -166,15 +166,25 @@ func (g azGetter) GetSecret(ctx context.Context, name, version string) (Secret, 
 	return s, nil
 }
 
-// countingTransport counts HTTP requests, for the final log line.
+// countingTransport counts HTTP requests, for the final log line, and
+// tells upstream (when set) of each request and of the bytes read.
 type countingTransport struct {
 	next     *hostGatedTransport
 	requests atomic.Int64
+	upstream UpstreamCounter
 }
 
 func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	t.requests.Add(1)
-	return t.next.RoundTrip(r)
+	if t.upstream == nil {
+		return t.next.RoundTrip(r)
+	}
+	t.upstream.UpstreamRequest()
+	resp, err := t.next.RoundTrip(r)
+	if resp != nil && resp.Body != nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, upstream: t.upstream}
+	}
+	return resp, err
 }
 
 // scopeFor is the token scope of a cloud's vaults.

@@ -2,10 +2,14 @@ package initagent
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -24,6 +28,21 @@ type ReaderOptions struct {
 	// ServiceAccountToken is the token exchanged with Entra ID. Only its
 	// claims ever appear in a diagnostic.
 	ServiceAccountToken string
+	// Assertion, when set, replaces ServiceAccountToken: it is asked for a
+	// token at each exchange, so that a long-lived Reader signs in with the
+	// newest token its program holds. Diagnostics read the claims of the
+	// last token it gave.
+	Assertion func(context.Context) (string, error)
+	// Proxy and RootCAs replace HTTPS_PROXY/NO_PROXY and the system roots,
+	// for a program that serves many identities in one process (and its
+	// tests). Nil: the environment's.
+	Proxy   func(*http.Request) (*url.URL, error)
+	RootCAs *x509.CertPool
+	// Retry replaces the agent's retries (retryOptions) when not nil.
+	Retry *policy.RetryOptions
+	// Upstream, when not nil, is told of each HTTPS request and of the
+	// response bytes read (metrics).
+	Upstream UpstreamCounter
 	// Cloud gives the default authority host, whether instance discovery
 	// may be skipped and the Key Vault token scope. Zero: the public cloud.
 	Cloud spec.Cloud
@@ -43,6 +62,7 @@ type ReaderOptions struct {
 // the agent that hold a service-account token themselves, such as the
 // kubelet credential provider.
 type Reader struct {
+	mu   sync.Mutex // guards az.clients: Read may run concurrently
 	az   *azureClients
 	base azcore.ClientOptions // shared by the credential and the vault clients
 	diag diagContext
@@ -73,7 +93,7 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 	if err := spec.ValidateTenantID(o.TenantID); err != nil {
 		return nil, err
 	}
-	if o.ServiceAccountToken == "" {
+	if o.ServiceAccountToken == "" && o.Assertion == nil {
 		return nil, errors.New("no service-account token")
 	}
 	if o.Now == nil {
@@ -83,17 +103,34 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := newDialer(nil)
-	ct := &countingTransport{next: newTransport(d, 2)}
+	d := newDialer(o.RootCAs)
+	if o.Proxy != nil {
+		d.proxy = o.Proxy
+	}
+	ct := &countingTransport{next: newTransport(d, 2), upstream: o.Upstream}
+	retry := retryOptions
+	if o.Retry != nil {
+		retry = *o.Retry
+	}
 	base := azcore.ClientOptions{
 		Transport: &http.Client{Transport: ct},
-		Retry:     retryOptions,
+		Retry:     retry,
 		Telemetry: policy.TelemetryOptions{ApplicationID: "kvinject"},
 		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: id.authorityHost},
 	}
-	token := o.ServiceAccountToken
-	cred, err := azidentity.NewClientAssertionCredential(id.tenantID, id.clientID,
-		func(context.Context) (string, error) { return token, nil },
+	var lastToken atomic.Pointer[string]
+	lastToken.Store(&o.ServiceAccountToken)
+	assertion := func(ctx context.Context) (string, error) {
+		if o.Assertion == nil {
+			return o.ServiceAccountToken, nil
+		}
+		tok, err := o.Assertion(ctx)
+		if err == nil {
+			lastToken.Store(&tok)
+		}
+		return tok, err
+	}
+	cred, err := azidentity.NewClientAssertionCredential(id.tenantID, id.clientID, assertion,
 		&azidentity.ClientAssertionCredentialOptions{ClientOptions: base, DisableInstanceDiscovery: id.knownCloud})
 	if err != nil {
 		d.Close()
@@ -113,7 +150,7 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 		diag: diagContext{
 			clientID: id.clientID, tenantID: id.tenantID, authorityHost: id.authorityHost,
 			timeout: o.Timeout, now: o.Now,
-			claims: func() (TokenClaims, error) { return ParseTokenClaims(token) },
+			claims: func() (TokenClaims, error) { return ParseTokenClaims(*lastToken.Load()) },
 		},
 	}, nil
 }
@@ -144,6 +181,8 @@ func (r *Reader) Read(ctx context.Context, id spec.SecretID) (Secret, error) {
 // getter returns the vault's client, made on first use with the agent's
 // policies: the attempt recorder and the pre-authorization.
 func (r *Reader) getter(vault string) (SecretGetter, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if g, ok := r.az.clients[vault]; ok {
 		return g, nil
 	}

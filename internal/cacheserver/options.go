@@ -1,0 +1,130 @@
+package cacheserver
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kvinject/kvinject/internal/spec"
+)
+
+// Defaults of Options.
+const (
+	DefaultTTL             = time.Hour
+	DefaultMaxStale        = 24 * time.Hour
+	DefaultMaxEntries      = 10_000
+	DefaultMaxBytes        = 64 << 20
+	DefaultRatePerSecond   = 5
+	DefaultRateBurst       = 100
+	DefaultUpstreamTimeout = 30 * time.Second
+)
+
+// Options configure the cache. New validates them once.
+type Options struct {
+	// TTL is how long a value is served without asking Key Vault again,
+	// and how long one identity's credential (and so its Entra ID access
+	// token) is reused; default DefaultTTL.
+	TTL time.Duration
+	// MaxStale is how long past its TTL a value is still served while
+	// Entra ID or Key Vault is unreachable or failing; default
+	// DefaultMaxStale. Negative: never serve a stale value.
+	MaxStale time.Duration
+	// MaxEntries and MaxBytes cap the cached values; the least recently
+	// used go first. Defaults DefaultMaxEntries and DefaultMaxBytes.
+	MaxEntries int
+	MaxBytes   int64
+	// RatePerSecond and RateBurst are each caller's token bucket; a caller
+	// is a token subject (one ServiceAccount), so all replicas of a
+	// Deployment share one. Defaults DefaultRatePerSecond, DefaultRateBurst.
+	RatePerSecond float64
+	RateBurst     int
+	// UpstreamTimeout bounds one read from Entra ID and Key Vault, retries
+	// included; default DefaultUpstreamTimeout.
+	UpstreamTimeout time.Duration
+
+	// Cloud gives the authority host, the vault host suffix requests must
+	// name and the Key Vault token scope. Zero: the public cloud.
+	Cloud spec.Cloud
+	// AuthorityHost overrides the cloud's; https.
+	AuthorityHost string
+	// Proxy and RootCAs replace HTTPS_PROXY/NO_PROXY and the system roots
+	// for upstream requests; nil: the environment's (the command reads it).
+	Proxy   func(*http.Request) (*url.URL, error)
+	RootCAs *x509.CertPool
+	// Retry replaces the agent's upstream retries when not nil.
+	Retry *policy.RetryOptions
+
+	// Reviewer proves callers (APITokenReviewer in production). Required.
+	Reviewer TokenReviewer
+	// Registerer receives the cache's metrics; nil: not registered.
+	Registerer prometheus.Registerer
+	// Logger receives one line per refusal and per upstream outcome; never
+	// a value or a token.
+	Logger logr.Logger
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+}
+
+// validate fills in the defaults and checks o.
+func (o *Options) validate() error {
+	var errs []error
+	positive := func(name string, d *time.Duration, def time.Duration) {
+		switch {
+		case *d == 0:
+			*d = def
+		case *d < 0:
+			errs = append(errs, fmt.Errorf("%s %v is negative", name, *d))
+		}
+	}
+	positive("TTL", &o.TTL, DefaultTTL)
+	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
+	if o.MaxStale == 0 {
+		o.MaxStale = DefaultMaxStale
+	}
+	if o.MaxStale < 0 {
+		o.MaxStale = 0
+	}
+	if o.MaxEntries == 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	if o.MaxEntries < 0 {
+		errs = append(errs, fmt.Errorf("max entries %d is negative", o.MaxEntries))
+	}
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("max bytes %d is negative", o.MaxBytes))
+	}
+	if o.RatePerSecond == 0 {
+		o.RatePerSecond = DefaultRatePerSecond
+	}
+	if o.RateBurst == 0 {
+		o.RateBurst = DefaultRateBurst
+	}
+	if o.RatePerSecond < 0 || o.RateBurst < 0 {
+		errs = append(errs, fmt.Errorf("rate %v/s, burst %d: neither may be negative", o.RatePerSecond, o.RateBurst))
+	}
+	if o.Cloud.Name == "" {
+		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+	}
+	if o.AuthorityHost != "" {
+		if u, err := url.Parse(o.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("authority host %q is not an https URL", o.AuthorityHost))
+		}
+	}
+	if o.Reviewer == nil {
+		errs = append(errs, errors.New("no token reviewer"))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return errors.Join(errs...)
+}
