@@ -27,6 +27,7 @@ func commands() map[string]command {
 	return map[string]command{
 		"agent":       {"the init container: fetch the pod's Key Vault secrets into files", runAgent},
 		"webhook":     {"the mutating admission webhook server", runWebhook},
+		"cache":       {"the cluster cache: Key Vault values for proven pods, read once per TTL, served through outages", runCache},
 		"inject":      {"preview offline what the webhook does to Pods and workloads", runInject},
 		"emulator":    {"run the Entra ID and Key Vault emulator (local demo and tests)", runEmulator},
 		"convert-eso": {"print how to move External Secrets Operator setups to kvinject", runConvertESO},

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/kvinject/kvinject/internal/cacheserver"
+	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/webhookserver"
+)
+
+// runCache is `kvinject cache`: the cluster cache's server.
+func runCache(ctx context.Context, args []string, io stdio) int {
+	o := cacheserver.DefaultServeOptions()
+	c := &o.Cache
+	fs := flag.NewFlagSet("kvinject cache", flag.ContinueOnError)
+	fs.SetOutput(io.err)
+	fs.IntVar(&o.Port, "port", o.Port, "port of the HTTPS server agents ask")
+	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics (HTTPS with the same certificate, for bearer tokens allowed to get /metrics), or 0 to disable")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.DurationVar(&c.TTL, "ttl", cacheserver.DefaultTTL, "how long a value is served before Key Vault is asked again, and how long an identity's access token is reused")
+	fs.DurationVar(&c.MaxStale, "max-stale", cacheserver.DefaultMaxStale, "how long past its TTL a value is still served while Entra ID or Key Vault is unreachable or failing (negative: never)")
+	fs.IntVar(&c.MaxEntries, "max-entries", cacheserver.DefaultMaxEntries, "most values kept; the least recently used go first")
+	fs.Int64Var(&c.MaxBytes, "max-bytes", cacheserver.DefaultMaxBytes, "most bytes of values kept")
+	fs.Float64Var(&c.RatePerSecond, "rate", cacheserver.DefaultRatePerSecond, "requests per second allowed to each ServiceAccount")
+	fs.IntVar(&c.RateBurst, "rate-burst", cacheserver.DefaultRateBurst, "burst of requests allowed to each ServiceAccount (a rollout's pods)")
+	cloudName := fs.String("cloud", spec.DefaultCloud, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
+	fs.StringVar(&c.AuthorityHost, "authority-host", "", "Entra ID authority host (default: the cloud's)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: KUBECONFIG, else in-cluster)")
+	verbose := fs.Bool("v", false, "log every request")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	cloud, err := spec.LookupCloud(*cloudName)
+	if err == nil {
+		c.Cloud = cloud
+		err = o.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(io.err, "kvinject cache: %v\n", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
+	ctrl.SetLogger(log)
+	ctx = logr.NewContext(ctx, log)
+	cfg, err := webhookserver.RestConfig(*kubeconfig)
+	if err != nil {
+		log.Error(err, "cannot start")
+		return 1
+	}
+	if err := cacheserver.Serve(ctx, o, cfg); err != nil {
+		log.Error(err, "cache stopped")
+		return 1
+	}
+	return 0
+}

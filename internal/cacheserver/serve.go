@@ -1,0 +1,124 @@
+package cacheserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/kvinject/kvinject/internal/cacheapi"
+)
+
+// ServeOptions configure `kvinject cache`: the cache, and the servers
+// around it, set up as the webhook's are.
+type ServeOptions struct {
+	Cache Options
+	// Host, Port and CertDir (tls.crt, tls.key, reloaded when they change)
+	// of the HTTPS server answering cacheapi.Path.
+	Host    string
+	Port    int
+	CertDir string
+	// MetricsAddr serves /metrics over HTTPS (the same certificate) to
+	// bearer tokens that pass a TokenReview and may get /metrics; "0"
+	// disables it. ProbeAddr serves /healthz and /readyz over plain HTTP.
+	MetricsAddr string
+	ProbeAddr   string
+}
+
+// DefaultServeOptions are the cache's defaults, before flags.
+func DefaultServeOptions() ServeOptions {
+	return ServeOptions{
+		Port:        9443,
+		CertDir:     "/tmp/k8s-webhook-server/serving-certs",
+		MetricsAddr: ":8443",
+		ProbeAddr:   ":8081",
+	}
+}
+
+// Validate checks what Serve cannot check later; the cache's own Options
+// are validated by New.
+func (o *ServeOptions) Validate() error {
+	var errs []error
+	if o.Port <= 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--port %d is not a port", o.Port))
+	}
+	if o.CertDir == "" {
+		errs = append(errs, errors.New("--cert-dir is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+func minTLS(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }
+
+// Serve runs the cache until ctx ends. It proves callers with TokenReviews
+// through cfg, unless o.Cache.Reviewer is already set.
+func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
+	if o.Cache.Reviewer == nil {
+		r, err := NewAPITokenReviewer(cfg)
+		if err != nil {
+			return err
+		}
+		o.Cache.Reviewer = r
+	}
+	if o.Cache.Registerer == nil {
+		o.Cache.Registerer = ctrlmetrics.Registry
+	}
+	if o.Cache.Logger.GetSink() == nil {
+		o.Cache.Logger = ctrl.LoggerFrom(ctx).WithName("cache")
+	}
+	cache, err := New(o.Cache)
+	if err != nil {
+		return err
+	}
+	defer cache.Close()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return fmt.Errorf("build scheme: %w", err)
+	}
+	// The manager brings what the webhook has: certificate reloading, TLS
+	// 1.2 at least, authenticated metrics, probes and a graceful stop. It
+	// watches nothing: the cache asks the API server only to review tokens.
+	mgr, err := ctrl.NewManager(cfg, manager.Options{
+		Scheme: scheme,
+		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
+			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
+			TLSOpts: []func(*tls.Config){minTLS},
+		}),
+		Metrics: metricsserver.Options{
+			BindAddress:    o.MetricsAddr,
+			SecureServing:  true,
+			FilterProvider: filters.WithAuthenticationAndAuthorization,
+			CertDir:        o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
+			TLSOpts: []func(*tls.Config){minTLS},
+		},
+		HealthProbeBindAddress:  o.ProbeAddr,
+		GracefulShutdownTimeout: ptr.To(25 * time.Second),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	srv := mgr.GetWebhookServer()
+	srv.Register(cacheapi.Path, cache)
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return fmt.Errorf("add healthz check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("cache", srv.StartedChecker()); err != nil {
+		return fmt.Errorf("add readyz check: %w", err)
+	}
+	ctrl.LoggerFrom(ctx).Info("starting kvinject cache", "port", o.Port, "path", cacheapi.Path,
+		"ttl", o.Cache.TTL.String(), "maxStale", o.Cache.MaxStale.String(), "cloud", o.Cache.Cloud.Name)
+	return mgr.Start(ctx)
+}
