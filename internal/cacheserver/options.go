@@ -72,8 +72,9 @@ type Options struct {
 	Now func() time.Time
 }
 
-// validate fills in the defaults and checks o.
-func (o *Options) validate() error {
+// Validate fills in the defaults and checks what a command line sets:
+// everything but the Reviewer, which New requires.
+func (o *Options) Validate() error {
 	var errs []error
 	positive := func(name string, d *time.Duration, def time.Duration) {
 		switch {
@@ -120,11 +121,17 @@ func (o *Options) validate() error {
 			errs = append(errs, fmt.Errorf("authority host %q is not an https URL", o.AuthorityHost))
 		}
 	}
-	if o.Reviewer == nil {
-		errs = append(errs, errors.New("no token reviewer"))
-	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
 	return errors.Join(errs...)
+}
+
+// validate is Validate, with the Reviewer required.
+func (o *Options) validate() error {
+	err := o.Validate()
+	if o.Reviewer == nil {
+		err = errors.Join(err, errors.New("no token reviewer"))
+	}
+	return err
 }

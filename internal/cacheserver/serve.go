@@ -48,10 +48,10 @@ func DefaultServeOptions() ServeOptions {
 	}
 }
 
-// Validate checks what Serve cannot check later; the cache's own Options
-// are validated by New.
+// Validate checks the options once, the cache's own included (filling in
+// their defaults), all but the Reviewer, which Serve makes.
 func (o *ServeOptions) Validate() error {
-	var errs []error
+	errs := []error{o.Cache.Validate()}
 	if o.Port <= 0 || o.Port > 65535 {
 		errs = append(errs, fmt.Errorf("--port %d is not a port", o.Port))
 	}

@@ -168,6 +168,23 @@ func run(ctx context.Context) error {
 		return err
 	}
 	fmt.Printf("\n---- Kubernetes Secrets in namespace %s: %d\n", ns, len(secrets.Items))
+	// Cluster-wide: no registry credential and no Key Vault value; what is
+	// there is named, with its type.
+	all, err := c.Client.CoreV1().Secrets("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("---- Kubernetes Secrets in the whole cluster: %d\n", len(all.Items))
+	for _, sec := range all.Items {
+		what := ""
+		if sec.Namespace == harness.KvinjectNS && sec.Type == corev1.SecretTypeTLS {
+			what = " (the webhook's own serving certificate)"
+		}
+		fmt.Printf("    %s/%s, type %s%s\n", sec.Namespace, sec.Name, sec.Type, what)
+		if sec.Type == corev1.SecretTypeDockerConfigJson || sec.Type == corev1.SecretTypeDockercfg {
+			return fmt.Errorf("the Secret %s/%s holds a registry credential", sec.Namespace, sec.Name)
+		}
+	}
 
 	fmt.Printf("\n---- Steps\n%s\n", strings.Join(t.steps, "\n"))
 	fmt.Printf("\nThe cluster is up. Explore it with:\n  export KUBECONFIG=%s\n  %s get pods -A\n", c.Kubeconfig, c.Kubectl)
