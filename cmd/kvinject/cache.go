@@ -30,6 +30,7 @@ func runCache(ctx context.Context, args []string, io stdio) int {
 	fs.Int64Var(&c.MaxBytes, "max-bytes", cacheserver.DefaultMaxBytes, "most bytes of values kept")
 	fs.Float64Var(&c.RatePerSecond, "rate", cacheserver.DefaultRatePerSecond, "requests per second allowed to each ServiceAccount")
 	fs.IntVar(&c.RateBurst, "rate-burst", cacheserver.DefaultRateBurst, "burst of requests allowed to each ServiceAccount (a rollout's pods)")
+	fs.IntVar(&c.MaxConcurrentReviews, "max-concurrent-reviews", cacheserver.DefaultMaxConcurrentReviews, "TokenReviews in flight at most; a request that finds none free within 5s is refused with 503 (its agent goes to Azure directly)")
 	cloudName := fs.String("cloud", spec.DefaultCloud, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
 	fs.StringVar(&c.AuthorityHost, "authority-host", "", "Entra ID authority host (default: the cloud's)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: KUBECONFIG, else in-cluster)")

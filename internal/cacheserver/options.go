@@ -24,6 +24,13 @@ const (
 	DefaultRatePerSecond   = 5
 	DefaultRateBurst       = 100
 	DefaultUpstreamTimeout = 30 * time.Second
+	// DefaultMaxConcurrentReviews bounds the TokenReviews in flight, so
+	// that callers with tokens the API server must check cannot flood it.
+	DefaultMaxConcurrentReviews = 16
+	// DefaultReviewWait is how long a request waits for a review slot
+	// before it is refused with 503, so that an agent goes to Azure
+	// directly instead of waiting.
+	DefaultReviewWait = 5 * time.Second
 )
 
 // Options configure the cache. New validates them once.
@@ -63,6 +70,11 @@ type Options struct {
 
 	// Reviewer proves callers (APITokenReviewer in production). Required.
 	Reviewer TokenReviewer
+	// MaxConcurrentReviews and ReviewWait bound the TokenReviews in flight
+	// and how long a request waits for one; defaults
+	// DefaultMaxConcurrentReviews and DefaultReviewWait.
+	MaxConcurrentReviews int
+	ReviewWait           time.Duration
 	// Registerer receives the cache's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives one line per refusal and per upstream outcome; never
@@ -86,6 +98,13 @@ func (o *Options) Validate() error {
 	}
 	positive("TTL", &o.TTL, DefaultTTL)
 	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
+	positive("review wait", &o.ReviewWait, DefaultReviewWait)
+	if o.MaxConcurrentReviews == 0 {
+		o.MaxConcurrentReviews = DefaultMaxConcurrentReviews
+	}
+	if o.MaxConcurrentReviews < 0 {
+		errs = append(errs, fmt.Errorf("max concurrent reviews %d is negative", o.MaxConcurrentReviews))
+	}
 	if o.MaxStale == 0 {
 		o.MaxStale = DefaultMaxStale
 	}

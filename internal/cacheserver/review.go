@@ -79,6 +79,7 @@ const (
 	reasonNotServiceAccount = "not-a-serviceaccount"
 	reasonNotPodBound       = "not-pod-bound"
 	reasonReviewFailed      = "review-failed"
+	reasonReviewBusy        = "review-busy"
 	reasonRateLimited       = "rate-limited"
 	reasonTooLarge          = "too-large"
 	reasonBadRequest        = "bad-request"
@@ -87,7 +88,7 @@ const (
 )
 
 var allReasons = []string{reasonNoToken, reasonNotAJWT, reasonWrongAudience, reasonExpired, reasonPodGone,
-	reasonNotAuthenticated, reasonNotServiceAccount, reasonNotPodBound, reasonReviewFailed, reasonRateLimited,
+	reasonNotAuthenticated, reasonNotServiceAccount, reasonNotPodBound, reasonReviewFailed, reasonReviewBusy, reasonRateLimited,
 	reasonTooLarge, reasonBadRequest, reasonMethod, reasonContentType}
 
 // refusal is why a request gets no answer: an HTTP status, a reason label

@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
+	authenticationv1 "k8s.io/api/authentication/v1"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
 	"github.com/kvinject/kvinject/internal/spec"
@@ -32,6 +33,7 @@ type Server struct {
 	identities *identities
 	limits     *callerLimits
 	flights    singleflight.Group
+	reviews    chan struct{} // a slot per TokenReview in flight
 }
 
 // New validates o and returns the cache. It makes no request.
@@ -51,6 +53,7 @@ func New(o Options) (*Server, error) {
 		limits:  &callerLimits{perSecond: rate.Limit(o.RatePerSecond), burst: o.RateBurst, buckets: map[string]*bucket{}},
 	}
 	s.identities = newIdentities(&s.o, m)
+	s.reviews = make(chan struct{}, s.o.MaxConcurrentReviews)
 	return s, nil
 }
 
@@ -99,7 +102,12 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi
 		}
 		return caller{}, cacheapi.Request{}, &refusal{http.StatusBadRequest, reasonBadRequest, fmt.Sprintf("read the request body: %v", err)}
 	}
-	st, err := s.o.Reviewer.Review(r.Context(), token)
+	st, busy, err := s.review(r.Context(), token)
+	if busy {
+		w.Header().Set("Retry-After", "1")
+		return caller{}, cacheapi.Request{}, &refusal{http.StatusServiceUnavailable, reasonReviewBusy,
+			fmt.Sprintf("%d token reviews are in flight and none ended within %v: retry", s.o.MaxConcurrentReviews, s.o.ReviewWait)}
+	}
 	if err != nil {
 		s.log.Error(err, "token review failed")
 		return caller{}, cacheapi.Request{}, &refusal{http.StatusServiceUnavailable, reasonReviewFailed, "the API server could not review the token; retry"}
@@ -123,6 +131,23 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi
 		return caller{}, cacheapi.Request{}, &refusal{http.StatusBadRequest, reasonBadRequest, err.Error()}
 	}
 	return c, req, nil
+}
+
+// review asks the Reviewer once a slot is free; busy when none frees up
+// within ReviewWait (or the request ends first).
+func (s *Server) review(ctx context.Context, token string) (st authenticationv1.TokenReviewStatus, busy bool, err error) {
+	wait := time.NewTimer(s.o.ReviewWait)
+	defer wait.Stop()
+	select {
+	case s.reviews <- struct{}{}:
+	case <-wait.C:
+		return st, true, nil
+	case <-ctx.Done():
+		return st, true, nil
+	}
+	defer func() { <-s.reviews }()
+	st, err = s.o.Reviewer.Review(ctx, token)
+	return st, false, err
 }
 
 // refuse answers with the refusal's status and logs its exact reason.
