@@ -2,24 +2,18 @@ package cacheserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/internal/serving"
 )
 
 // ServeOptions configure `kvinject cache`: the cache, and the servers
@@ -61,8 +55,6 @@ func (o *ServeOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-func minTLS(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }
-
 // Serve runs the cache until ctx ends. It proves callers with TokenReviews
 // through cfg, unless o.Cache.Reviewer is already set.
 func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
@@ -91,22 +83,8 @@ func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
 	// The manager brings what the webhook has: certificate reloading, TLS
 	// 1.2 at least, authenticated metrics, probes and a graceful stop. It
 	// watches nothing: the cache asks the API server only to review tokens.
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme: scheme,
-		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
-			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
-			TLSOpts: []func(*tls.Config){minTLS},
-		}),
-		Metrics: metricsserver.Options{
-			BindAddress:    o.MetricsAddr,
-			SecureServing:  true,
-			FilterProvider: filters.WithAuthenticationAndAuthorization,
-			CertDir:        o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
-			TLSOpts: []func(*tls.Config){minTLS},
-		},
-		HealthProbeBindAddress:  o.ProbeAddr,
-		GracefulShutdownTimeout: ptr.To(25 * time.Second),
-	})
+	mgr, err := ctrl.NewManager(cfg, serving.ManagerOptions(serving.Addresses{
+		Host: o.Host, Port: o.Port, CertDir: o.CertDir, MetricsAddr: o.MetricsAddr, ProbeAddr: o.ProbeAddr}, scheme))
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}

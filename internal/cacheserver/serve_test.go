@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,16 +28,6 @@ import (
 	"github.com/kvinject/kvinject/internal/k8stest"
 	"github.com/kvinject/kvinject/internal/spec"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // TestServe runs `kvinject cache` behind a real kube-apiserver: HTTPS with
 // TLS 1.2 at least, callers proven by TokenReview (no token and garbage
@@ -65,8 +54,8 @@ func TestServe(t *testing.T) {
 	}
 
 	o := DefaultServeOptions()
-	o.Host, o.Port, o.CertDir = "127.0.0.1", freePort(t), dir
-	metricsPort, probePort := freePort(t), freePort(t)
+	o.Host, o.Port, o.CertDir = "127.0.0.1", k8stest.FreePort(t), dir
+	metricsPort, probePort := k8stest.FreePort(t), k8stest.FreePort(t)
 	o.MetricsAddr, o.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort), fmt.Sprintf("127.0.0.1:%d", probePort)
 	o.Cache.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
 	// Azure is out of reach here: upstream reads fail at once, which is
@@ -91,7 +80,7 @@ func TestServe(t *testing.T) {
 			t.Error("Serve did not stop")
 		}
 	})
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
+	k8stest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
 
 	roots := x509.NewCertPool()
 	roots.AddCert(cert.Cert)
@@ -163,23 +152,5 @@ func TestServe(t *testing.T) {
 	if r, err := old.Post(endpoint, "application/json", bytes.NewReader(body)); err == nil {
 		r.Body.Close()
 		t.Error("a TLS 1.1 client was answered")
-	}
-}
-
-func waitReady(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready in 30s: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

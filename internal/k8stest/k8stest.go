@@ -3,11 +3,14 @@ package k8stest
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -160,5 +163,37 @@ func Shared(t testing.TB) *rest.Config {
 func StopShared() {
 	if shared.env != nil {
 		_ = shared.env.Stop()
+	}
+}
+
+// FreePort is a TCP port on 127.0.0.1 that was free a moment ago, for a
+// server under test.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// WaitReady polls url (a server's /readyz) until it answers 200, for at
+// most 30 s.
+func WaitReady(t testing.TB, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30s: %v", url, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

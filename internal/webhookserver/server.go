@@ -2,12 +2,10 @@ package webhookserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
@@ -19,13 +17,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
-	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/kvinject/kvinject/internal/selfcert"
+	"github.com/kvinject/kvinject/internal/serving"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -107,11 +102,6 @@ func ServerVersion(cfg *rest.Config) (string, error) {
 	return info.GitVersion, nil
 }
 
-// minTLS sets the servers' lowest TLS version explicitly: 1.2, which every
-// supported API server speaks. Go's servers choose 1.3 whenever the client
-// offers it.
-func minTLS(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }
-
 // Serve runs the webhook server until ctx ends.
 func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	scheme := runtime.NewScheme()
@@ -119,29 +109,15 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		return fmt.Errorf("build scheme: %w", err)
 	}
 	saMeta := newServiceAccountMetadata()
-	mgr, err := ctrl.NewManager(cfg, manager.Options{
-		Scheme: scheme,
-		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
-			Host: o.Host, Port: o.Port, CertDir: o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
-			TLSOpts: []func(*tls.Config){minTLS},
-		}),
-		Metrics: metricsserver.Options{
-			BindAddress:    o.MetricsAddr,
-			SecureServing:  true,
-			FilterProvider: filters.WithAuthenticationAndAuthorization,
-			CertDir:        o.CertDir, CertName: "tls.crt", KeyName: "tls.key",
-			TLSOpts: []func(*tls.Config){minTLS},
-		},
-		HealthProbeBindAddress:  o.ProbeAddr,
-		GracefulShutdownTimeout: ptr.To(25 * time.Second),
-		Cache: cache.Options{
-			// Only ServiceAccounts' metadata is read; keep no managed fields.
-			DefaultTransform: cache.TransformStripManagedFields(),
-			// The handler only reads a ServiceAccount's annotations and
-			// never changes them: no copy per admission.
-			ByObject: map[client.Object]cache.ByObject{saMeta: {UnsafeDisableDeepCopy: ptr.To(true)}},
-		},
-	})
+	mo := serving.ManagerOptions(serving.Addresses{Host: o.Host, Port: o.Port, CertDir: o.CertDir, MetricsAddr: o.MetricsAddr, ProbeAddr: o.ProbeAddr}, scheme)
+	mo.Cache = cache.Options{
+		// Only ServiceAccounts' metadata is read; keep no managed fields.
+		DefaultTransform: cache.TransformStripManagedFields(),
+		// The handler only reads a ServiceAccount's annotations and
+		// never changes them: no copy per admission.
+		ByObject: map[client.Object]cache.ByObject{saMeta: {UnsafeDisableDeepCopy: ptr.To(true)}},
+	}
+	mgr, err := ctrl.NewManager(cfg, mo)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}

@@ -29,16 +29,6 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestServeWithAPIServer runs `kvinject webhook` behind a real kube-apiserver:
 // the API server calls it for labelled pods only, Deployment-style pods get
 // their namespace from the request, a ServiceAccount created just before its
@@ -78,7 +68,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	o.Mutation.AgentImage = "kvinject:test"
 	o.Mutation.TenantID = testTenant
 	o.Host, o.Port, o.CertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
-	metricsPort, probePort := freePort(t), freePort(t)
+	metricsPort, probePort := k8stest.FreePort(t), k8stest.FreePort(t)
 	o.MetricsAddr, o.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort), fmt.Sprintf("127.0.0.1:%d", probePort)
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
@@ -97,7 +87,7 @@ func TestServeWithAPIServer(t *testing.T) {
 			t.Error("Serve did not stop")
 		}
 	})
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
+	k8stest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
 
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	ctx, cancelTest := context.WithTimeout(ctx, time.Minute)
@@ -253,24 +243,6 @@ func getWith(t *testing.T, hc *http.Client, url, token string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
-}
-
-func waitReady(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30s: %v", url, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // checkInjected asserts what the API server stored of an injected pod.
