@@ -80,8 +80,8 @@ for p in /proc/[0-9]*; do
   esac
 done
 
-# 5. the control plane and the issuer site
-for c in kube-scheduler kube-controller-manager kube-apiserver etcd oidcsite; do
+# 5. the control plane, the issuer site and the registry
+for c in kube-scheduler kube-controller-manager kube-apiserver etcd oidcsite registry; do
   if pid="$(pid_of "$c")"; then stop_pid "$c" "$pid" 15; did=1; fi
 done
 rm -f "$PID_DIR"/*.pid 2>/dev/null || true
