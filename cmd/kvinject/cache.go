@@ -4,10 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
-
-	"github.com/go-logr/logr"
-	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/kvinject/kvinject/internal/cacheserver"
 	"github.com/kvinject/kvinject/internal/spec"
@@ -51,13 +47,7 @@ func runCache(ctx context.Context, args []string, io stdio) int {
 		fmt.Fprintf(io.err, "kvinject cache: %v\n", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
-	ctrl.SetLogger(log)
-	ctx = logr.NewContext(ctx, log)
+	ctx, log := serverLogger(ctx, io, *verbose)
 	cfg, err := webhookserver.RestConfig(*kubeconfig)
 	if err != nil {
 		log.Error(err, "cannot start")

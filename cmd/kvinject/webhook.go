@@ -59,13 +59,7 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 		fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)
 		return 2
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
-	ctrl.SetLogger(log)
-	ctx = logr.NewContext(ctx, log)
+	ctx, log := serverLogger(ctx, io, *verbose)
 	cfg, err := webhookserver.RestConfig(o.Kubeconfig)
 	if err != nil {
 		log.Error(err, "cannot start")
@@ -86,4 +80,16 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 		return 1
 	}
 	return 0
+}
+
+// serverLogger is the JSON logger of the in-cluster servers on stderr,
+// debug with -v, set for controller-runtime and carried by ctx.
+func serverLogger(ctx context.Context, io stdio, verbose bool) (context.Context, logr.Logger) {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	log := logr.FromSlogHandler(slog.NewJSONHandler(io.err, &slog.HandlerOptions{Level: level}))
+	ctrl.SetLogger(log)
+	return logr.NewContext(ctx, log), log
 }

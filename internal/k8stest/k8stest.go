@@ -1,6 +1,7 @@
 package k8stest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -196,4 +197,26 @@ func WaitReady(t testing.TB, url string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// RunServer runs serve until the test ends, then cancels its context and
+// fails the test if it returns an error or does not stop within 30 s. The
+// context it returns ends with the test.
+func RunServer(t testing.TB, serve func(context.Context) error) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("the server stopped with: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("the server did not stop within 30s")
+		}
+	})
+	return ctx
 }

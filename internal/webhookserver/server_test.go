@@ -73,20 +73,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, o, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Serve did not stop")
-		}
-	})
+	ctx := k8stest.RunServer(t, func(ctx context.Context) error { return Serve(ctx, o, cfg) })
 	k8stest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
 
 	cs := kubernetes.NewForConfigOrDie(cfg)
