@@ -208,6 +208,14 @@ func TestDenials(t *testing.T) {
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "secrets"},
 		want: []string{`kvinject.io/mount-path: "secrets" must be a clean absolute path other than /, like /var/run/secrets/kvinject`},
 	}, {
+		name: "mount path not UTF-8",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/etc/\x80app"},
+		want: []string{`kvinject.io/mount-path: "/etc/\x80app" must be printable UTF-8, like /var/run/secrets/kvinject`},
+	}, {
+		name: "mount path with a control character",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/etc/a\tpp"},
+		want: []string{`kvinject.io/mount-path: "/etc/a\tpp" must be printable UTF-8, like /var/run/secrets/kvinject`},
+	}, {
 		name: "mount path above the token's",
 		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/mount-path": "/var/run/secrets"},
 		want: []string{`kvinject.io/mount-path: "/var/run/secrets" overlaps /var/run/secrets/kvinject.io/token, where kvinject mounts the agent's token: choose a path outside it, like /var/run/secrets/kvinject`},

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ValidateClientID accepts a client id as Entra ID writes it: a GUID.
@@ -47,6 +49,12 @@ func ValidateTenantID(s string) error {
 func ValidateMountPath(p string) error {
 	if !path.IsAbs(p) || path.Clean(p) != p || p == "/" || strings.Contains(p, ":") {
 		return fmt.Errorf("%s must be a clean absolute path other than /, like %s", Quote(p), DefaultMountPath)
+	}
+	// The pod and the agent's spec travel as JSON, which turns invalid
+	// UTF-8 into U+FFFD: the app would mount one path and the agent's spec
+	// name another.
+	if !utf8.ValidString(p) || strings.IndexFunc(p, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%s must be printable UTF-8, like %s", Quote(p), DefaultMountPath)
 	}
 	// The agent mounts its token at these paths: the files' volume on, above
 	// or below one would hide the token or put the token's mount point into
