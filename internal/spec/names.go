@@ -40,6 +40,15 @@ const (
 	// once when the pod starts. Needs Kubernetes MinSidecarVersion.
 	AnnotationRefresh = Prefix + "refresh"
 
+	// AnnotationCache says whether the agent and the refresh sidecar ask
+	// the cluster cache (docs/cache.md) before Azure: CacheOn ("true": the
+	// cache, or Azure directly when the cache cannot be reached),
+	// CacheRequired ("required": the cache only) or CacheOff ("false").
+	// Default: the webhook's --cache-by-default, else "false". The cache
+	// is there only when the webhook has --cache-url: without it "true"
+	// reads from Azure directly and "required" is a denial.
+	AnnotationCache = Prefix + "cache"
+
 	// AnnotationSecretPrefix + FILE: the file holds a secret's value or one
 	// JSON property of it: "NAME[/VERSION][#PATH]" or a full secret URL.
 	AnnotationSecretPrefix = Prefix + "secret-"

@@ -32,6 +32,8 @@ type Spec struct {
 	// Env are the variables the agent writes into EnvFileName, for the
 	// kubelet to give the target containers through fileKeyRef.
 	Env []EnvVar `json:"env,omitempty"`
+	// Cache, when set, is asked before Azure.
+	Cache *Cache `json:"cache,omitempty"`
 }
 
 // EnvVar is one environment variable from a secret reference.
@@ -199,6 +201,11 @@ func (s *Spec) Validate() error {
 		}
 		if err := ValidateTokenExpiration(id.TokenExpirationSeconds); err != nil {
 			return fmt.Errorf("identity tokenExpirationSeconds: %w", err)
+		}
+	}
+	if s.Cache != nil {
+		if err := s.Cache.Validate(); err != nil {
+			return fmt.Errorf("cache %w", err)
 		}
 	}
 	if len(s.Files) == 0 && len(s.Env) == 0 {
