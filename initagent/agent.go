@@ -36,18 +36,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(problems) > 0 {
 		return a.report(problems)
 	}
-	if c.az != nil {
-		// Sign in while the vault connections, warmed by connect, open.
-		t0 := time.Now()
-		if err := c.az.token(ctx); err != nil {
-			return a.report(a.signInProblems(ctx, err, ids))
-		}
-		o.Logger.Info("signed in", "authority", a.identity.authorityHost, "durationMs", time.Since(t0).Milliseconds())
-	}
-
-	results := a.fetch(ctx, c.getters, ids)
-	problems = a.fetchProblems(ids, results)
-	// Extract and render what was fetched, so that one run reports every
+	results, problems := a.read(ctx, c, ids, true)
+	// Extract and render what was read, so that one run reports every
 	// problem, not just the first kind.
 	files, more := a.resolve(ctx, results)
 	problems = append(problems, more...)
@@ -67,6 +57,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if len(o.Spec.Env) > 0 {
 		kv = append(kv, "env", len(o.Spec.Env))
 	}
+	if c.cache != nil {
+		kv = append(kv, "fromCache", a.fromCache.served, "stale", a.fromCache.stale)
+	}
 	if c.az != nil {
 		kv = append(kv, "httpsRequests", c.az.transport.requests.Load())
 	}
@@ -77,51 +70,123 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// conn is what the agent reads the vaults through: the Azure clients, or
-// Options.NewGetter's getters.
+// conn is what the agent reads the vaults through: the cache when the spec
+// names one, and the Azure clients or Options.NewGetter's getters.
 type conn struct {
-	getters map[string]SecretGetter
-	az      *azureClients // nil with Options.NewGetter
+	cache    *cacheClient // nil without spec.Cache
+	getters  map[string]SecretGetter
+	az       *azureClients // nil until a read goes to Azure; nil with Options.NewGetter
+	signedIn bool
 }
 
 func (c *conn) close() {
-	if c != nil && c.az != nil {
+	if c == nil {
+		return
+	}
+	if c.az != nil {
 		c.az.close()
+	}
+	if c.cache != nil {
+		c.cache.closeIdle()
 	}
 }
 
-// connect makes one getter per vault of ids. With Azure it also starts
-// opening the vault connections; identity problems (AZURE_* missing or
-// disagreeing with the spec) and client setup failures are problems.
+// connect checks the identity and prepares the reads of ids: the cache's
+// client when the spec names one; otherwise one getter per vault, and with
+// Azure the vault connections start opening. Identity problems (AZURE_*
+// missing or disagreeing with the spec) and client setup failures are
+// problems.
 func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []Problem, error) {
-	vaults := distinctVaults(ids)
 	c := &conn{getters: map[string]SecretGetter{}}
+	if a.o.NewGetter == nil {
+		if ps := a.identity.problems(a.o.Spec, a.o.Env); len(ps) > 0 {
+			var problems []Problem
+			for _, p := range ps {
+				problems = append(problems, Problem{Cause: p})
+			}
+			return c, problems, nil
+		}
+	}
+	if a.o.Spec.Cache != nil {
+		cc, err := newCacheClient(a.o.Spec.Cache, a.identity)
+		if err != nil {
+			return c, []Problem{{Cause: "cannot set up the cache's client: " + firstLine(err.Error())}}, nil
+		}
+		c.cache = cc
+		// Azure is dialled only for what the cache cannot answer.
+		return c, nil, nil
+	}
+	problems, err := a.direct(ctx, c, ids)
+	return c, problems, err
+}
+
+// direct makes the getters for the vaults of ids that have none yet. With
+// Azure it creates the clients once, for every vault of the spec, and
+// starts opening the connections to the vaults of ids; failing to create
+// them is a problem.
+func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]Problem, error) {
+	vaults := distinctVaults(ids)
 	if a.o.NewGetter != nil {
 		for _, v := range vaults {
+			if c.getters[v] != nil {
+				continue
+			}
 			g, err := a.o.NewGetter(v)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
 			c.getters[v] = g
 		}
-		return c, nil, nil
+		return nil, nil
 	}
-	if ps := a.identity.problems(a.o.Spec, a.o.Env); len(ps) > 0 {
-		var problems []Problem
-		for _, p := range ps {
-			problems = append(problems, Problem{Cause: p})
+	if c.az == nil {
+		az, err := a.newAzure(distinctVaults(a.o.Spec.SecretIDs()))
+		if err != nil {
+			return []Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}}, nil
 		}
-		return c, problems, nil
+		c.az, c.getters = az, az.clients
 	}
-	az, err := a.newAzure(vaults)
-	if err != nil {
-		return c, []Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}}, nil
-	}
-	c.az, c.getters = az, az.clients
 	for _, v := range vaults {
-		az.dialer.Warm(ctx, hostOf(v))
+		c.az.dialer.Warm(ctx, hostOf(v))
 	}
-	return c, nil, nil
+	return nil, nil
+}
+
+// read reads ids: from the cache first when the spec names one, the rest
+// from Azure directly. signIn exchanges the token before the first direct
+// read, while the vault connections open, so that a refused sign-in is one
+// problem per vault rather than one per secret. Every id has a result.
+func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn bool) (map[spec.SecretID]*fetchResult, []Problem) {
+	results := make(map[spec.SecretID]*fetchResult, len(ids))
+	toRead := ids
+	if c.cache != nil {
+		var problems []Problem
+		toRead, problems = a.askCache(ctx, c.cache, ids, results)
+		if len(problems) > 0 {
+			return results, problems
+		}
+	}
+	if len(toRead) > 0 {
+		problems, err := a.direct(ctx, c, toRead)
+		if err != nil {
+			problems = append(problems, Problem{Cause: firstLine(err.Error())})
+		}
+		if len(problems) > 0 {
+			return results, problems
+		}
+		if signIn && c.az != nil && !c.signedIn {
+			t0 := time.Now()
+			if err := c.az.token(ctx); err != nil {
+				return results, a.signInProblems(ctx, err, toRead)
+			}
+			c.signedIn = true
+			a.o.Logger.Info("signed in", "authority", a.identity.authorityHost, "durationMs", time.Since(t0).Milliseconds())
+		}
+		for id, r := range a.fetch(ctx, c.getters, toRead) {
+			results[id] = r
+		}
+	}
+	return results, a.fetchProblems(ids, results)
 }
 
 // signInProblems is a failed sign-in, said once per vault it kept from

@@ -310,7 +310,12 @@ func (d diagContext) diagnoseFetch(id spec.SecretID, err error, at *attempts) Pr
 	p := Problem{Vault: id.Vault, Secret: secretLabel(id)}
 	var re *azcore.ResponseError
 	var afe *azidentity.AuthenticationFailedError
+	var ce *CacheSecretError
 	switch {
+	case errors.As(err, &ce):
+		// The cache diagnosed the read it made for the pod.
+		p.Cause, p.Fix = ce.Answer.Cause+" (the kvinject cache's answer)", ce.Answer.Fix
+		return p
 	case errors.As(err, &afe):
 		ap := d.diagnoseAuth(err)
 		p.Cause, p.Fix = ap.Cause, ap.Fix

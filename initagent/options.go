@@ -98,6 +98,8 @@ type Agent struct {
 	// fetchLogV is the verbosity of the per-secret log line: the refresh
 	// loop logs what changed, not every read.
 	fetchLogV int
+	// fromCache counts the values the cache served (stale ones too).
+	fromCache struct{ served, stale int }
 }
 
 // identity is what the credential will use, after reconciling the

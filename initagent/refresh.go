@@ -160,8 +160,8 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 			toRead = append(toRead, id)
 		}
 	}
-	results := a.fetch(ctx, r.c.getters, toRead)
-	if problems := a.fetchProblems(toRead, results); len(problems) > 0 {
+	results, problems := a.read(ctx, r.c, toRead, false)
+	if len(problems) > 0 {
 		return cycleResult{problems: problems, retryAfter: retryAfter(results)}
 	}
 	var changed []string
@@ -215,8 +215,14 @@ func (a *Agent) say(problems []Problem) {
 }
 
 func (c *conn) closeIdle() {
-	if c != nil && c.az != nil {
+	if c == nil {
+		return
+	}
+	if c.az != nil {
 		c.az.transport.next.CloseIdleConnections()
+	}
+	if c.cache != nil {
+		c.cache.closeIdle()
 	}
 }
 

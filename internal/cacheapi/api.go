@@ -68,9 +68,12 @@ type Error struct {
 	// Entra ID's ("AADSTS700213"), or the cache's own ("InvalidReference",
 	// "ValueTooLarge").
 	Code string `json:"code,omitempty"`
-	// Problem is the agent's diagnosis as one line: where, the cause and
-	// the fix. Never a value or a token.
-	Problem string `json:"problem"`
+	// Cause and Fix are the agent's diagnosis, as it would give it reading
+	// Key Vault directly: what went wrong with this secret, and what to do.
+	// Never a value or a token, nor what only the container log may show
+	// (a secret's other key names, the vault's resource id).
+	Cause string `json:"cause"`
+	Fix   string `json:"fix,omitempty"`
 }
 
 // Codes the cache gives in Error.Code when the answer is its own.
@@ -80,7 +83,11 @@ const (
 )
 
 // Refusal is the JSON body of a refused request (400, 401, 403, 405, 413,
-// 415, 429, 503): the exact reason, which names no token or value.
+// 415, 429, 503), which names no token or value.
 type Refusal struct {
+	// Reason is one word: "wrong-audience", "expired", "pod-gone",
+	// "rate-limited", "review-busy" (docs/cache.md lists them all).
+	Reason string `json:"reason"`
+	// Error is the exact cause, one line.
 	Error string `json:"error"`
 }

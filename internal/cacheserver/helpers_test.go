@@ -2,7 +2,6 @@ package cacheserver
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -19,13 +18,11 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	authenticationv1 "k8s.io/api/authentication/v1"
 
-	"github.com/kvinject/kvinject/initagent"
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/internal/cachetest"
 	"github.com/kvinject/kvinject/internal/oidctest"
-	"github.com/kvinject/kvinject/internal/spec"
 )
 
 const (
@@ -82,43 +79,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// fakeReviewer authenticates tokens as the API server would those of
-// existing pods: by their unverified claims, for the exchange audience.
-// Statuses override the answer for a token.
-type fakeReviewer struct {
-	mu       sync.Mutex
-	statuses map[string]authenticationv1.TokenReviewStatus
-	err      error
-}
-
-func (f *fakeReviewer) set(token string, st authenticationv1.TokenReviewStatus) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.statuses[token] = st
-}
-
-func (f *fakeReviewer) Review(_ context.Context, token string) (authenticationv1.TokenReviewStatus, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.err != nil {
-		return authenticationv1.TokenReviewStatus{}, f.err
-	}
-	if st, ok := f.statuses[token]; ok {
-		return st, nil
-	}
-	c, err := initagent.ParseTokenClaims(token)
-	if err != nil || len(c.Audience) != 1 || c.Audience[0] != spec.TokenAudience {
-		return authenticationv1.TokenReviewStatus{Error: "[invalid bearer token, token lookup failed]"}, nil
-	}
-	return authenticationv1.TokenReviewStatus{
-		Authenticated: true,
-		Audiences:     []string{spec.TokenAudience},
-		User: authenticationv1.UserInfo{Username: c.Subject, Extra: map[string]authenticationv1.ExtraValue{
-			extraPodName: {"web-7d9f-abcde"}, extraPodUID: {"0d1e2f3a-0000-4000-8000-000000000001"},
-		}},
-	}, nil
-}
-
 // testEnv is a cache in front of the emulator, with a fake clock, a fake
 // reviewer and its logs in a buffer.
 type testEnv struct {
@@ -126,7 +86,7 @@ type testEnv struct {
 	iss      *oidctest.Issuer
 	srv      *Server
 	clock    *fakeClock
-	reviewer *fakeReviewer
+	reviewer *cachetest.Reviewer
 	reg      *prometheus.Registry
 	// down makes the emulator unreachable: the proxy is a closed port.
 	down atomic.Bool
@@ -161,7 +121,7 @@ func newTestEnv(t *testing.T, mutate func(*Options)) *testEnv {
 		t.Fatal(err)
 	}
 	env := &testEnv{emu: emu, iss: iss, clock: &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
-		reviewer: &fakeReviewer{statuses: map[string]authenticationv1.TokenReviewStatus{}}, reg: prometheus.NewRegistry()}
+		reviewer: cachetest.NewReviewer(), reg: prometheus.NewRegistry()}
 	proxyURL, err := url.Parse(emu.ProxyURL())
 	if err != nil {
 		t.Fatal(err)

@@ -55,7 +55,7 @@ func (s *Server) lookup(ctx context.Context, id identityKey, token string, ref c
 		if e, ok := s.store.get(key); ok && !now.After(e.expires.Add(s.o.MaxStale)) {
 			s.metrics.lookups.WithLabelValues(resultStale).Inc()
 			s.log.Info("served stale", "subject", id.Subject, "vault", vaultHost(ref.Vault), "secret", ref.Name,
-				"outcome", outcomeStale, "ageSeconds", int64(now.Sub(e.readAt).Seconds()), "reason", f.err.Problem)
+				"outcome", outcomeStale, "ageSeconds", int64(now.Sub(e.readAt).Seconds()), "reason", f.err.Cause)
 			return resultOf(ref, e, now, true)
 		}
 	}
@@ -75,7 +75,7 @@ func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched 
 	if err != nil {
 		// The request was validated: only a broken option gets here.
 		log.Error(err, "no reader for the identity")
-		return fetched{err: &cacheapi.Error{Problem: "error: the cache cannot sign in as this identity: " + err.Error()}}
+		return fetched{err: &cacheapi.Error{Cause: "the cache cannot sign in as this identity: " + err.Error()}}
 	}
 	// The read outlives a caller that hangs up: others may wait on it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.UpstreamTimeout)
@@ -88,8 +88,8 @@ func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched 
 		s.store.forget(key)
 		log.Info("upstream", "outcome", outcomeTooBig, "reason", fmt.Sprintf("value of %d bytes", len(secret.Value)))
 		return fetched{refusal: true, err: &cacheapi.Error{Code: cacheapi.CodeValueTooLarge,
-			Problem: fmt.Sprintf("error: vault %s, secret %s: the value is %d bytes, over the cache's limit of %d; read it without the cache",
-				vaultHost(key.Vault), key.Name, len(secret.Value), cacheapi.MaxValueBytes)}}
+			Cause: fmt.Sprintf("the value is %d bytes, over the cache's limit of %d", len(secret.Value), cacheapi.MaxValueBytes),
+			Fix:   fmt.Sprintf("read it without the cache (the pod annotation %s: %q)", spec.AnnotationCache, spec.CacheOff)}}
 	}
 	e := entry{key: key, value: secret.Value, version: secret.Version, contentType: secret.ContentType, readAt: now,
 		expires: earliest(now.Add(s.o.TTL), r.created.Add(s.o.TTL))}
@@ -104,10 +104,10 @@ func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched 
 func (s *Server) failed(log logr.Logger, key entryKey, err error) fetched {
 	var re *initagent.ReadError
 	if !errors.As(err, &re) {
-		return fetched{err: &cacheapi.Error{Problem: "error: " + err.Error()}}
+		return fetched{err: &cacheapi.Error{Cause: err.Error()}}
 	}
 	status, code := re.Upstream()
-	apiErr := &cacheapi.Error{Status: status, Code: code, Problem: re.Problem.Public()}
+	apiErr := &cacheapi.Error{Status: status, Code: code, Cause: re.Problem.Cause, Fix: re.Problem.Fix}
 	if isOutage(status) {
 		log.Info("upstream", "outcome", outcomeOutage, "status", status, "code", code, "reason", re.Problem.Cause)
 		return fetched{err: apiErr}

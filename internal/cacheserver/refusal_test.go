@@ -17,6 +17,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/internal/cachetest"
 	"github.com/kvinject/kvinject/internal/oidctest"
 )
 
@@ -39,10 +40,10 @@ func TestRefusals(t *testing.T) {
 	}
 	wrongAudience := mint(oidctest.Claims{Namespace: "apps", ServiceAccount: "web", Audience: []string{"https://kubernetes.default.svc"}})
 	notBound := env.token(t, "batch")
-	env.reviewer.set(notBound, authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"api://AzureADTokenExchange"},
+	env.reviewer.Set(notBound, authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"api://AzureADTokenExchange"},
 		User: authenticationv1.UserInfo{Username: "system:serviceaccount:apps:batch"}})
 	user := env.token(t, "alice")
-	env.reviewer.set(user, authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"api://AzureADTokenExchange"},
+	env.reviewer.Set(user, authenticationv1.TokenReviewStatus{Authenticated: true, Audiences: []string{"api://AzureADTokenExchange"},
 		User: authenticationv1.UserInfo{Username: "alice@example.com"}})
 	tooMany := request()
 	for range cacheapi.MaxSecretsPerRequest + 1 {
@@ -98,7 +99,7 @@ func TestRefusals(t *testing.T) {
 
 func TestReviewFailureIsUnavailable(t *testing.T) {
 	env := newTestEnv(t, nil)
-	env.reviewer.err = errors.New("review token: connection refused")
+	env.reviewer.SetError(errors.New("review token: connection refused"))
 	a := env.post(t, env.token(t, "web"), request("db-password"))
 	if diff := cmp.Diff([]any{503, "the API server could not review the token; retry"}, []any{a.status, a.refusal}); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -206,11 +207,11 @@ func TestNewOptions(t *testing.T) {
 		o       Options
 		wantErr string
 	}{
-		{"defaults", Options{Reviewer: &fakeReviewer{}}, ""},
+		{"defaults", Options{Reviewer: cachetest.NewReviewer()}, ""},
 		{"no reviewer", Options{}, "cache options: no token reviewer"},
-		{"negative TTL", Options{Reviewer: &fakeReviewer{}, TTL: -time.Second}, "cache options: TTL -1s is negative"},
-		{"http authority", Options{Reviewer: &fakeReviewer{}, AuthorityHost: "http://login.example.com/"}, `cache options: authority host "http://login.example.com/" is not an https URL`},
-		{"negative caps", Options{Reviewer: &fakeReviewer{}, MaxEntries: -1, MaxBytes: -1}, "cache options: max entries -1 is negative\nmax bytes -1 is negative"},
+		{"negative TTL", Options{Reviewer: cachetest.NewReviewer(), TTL: -time.Second}, "cache options: TTL -1s is negative"},
+		{"http authority", Options{Reviewer: cachetest.NewReviewer(), AuthorityHost: "http://login.example.com/"}, `cache options: authority host "http://login.example.com/" is not an https URL`},
+		{"negative caps", Options{Reviewer: cachetest.NewReviewer(), MaxEntries: -1, MaxBytes: -1}, "cache options: max entries -1 is negative\nmax bytes -1 is negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,7 +245,7 @@ func FuzzHandler(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	noUpstream := func(*http.Request) (*url.URL, error) { return nil, errors.New("no upstream in this test") }
-	srv, err := New(Options{Reviewer: &fakeReviewer{statuses: map[string]authenticationv1.TokenReviewStatus{}}, Logger: logr.Discard(),
+	srv, err := New(Options{Reviewer: cachetest.NewReviewer(), Logger: logr.Discard(),
 		Proxy: noUpstream, Retry: &policy.RetryOptions{MaxRetries: -1}, UpstreamTimeout: time.Second,
 		RatePerSecond: 1e9, RateBurst: 1e9}) // the fuzzer is one caller, and fast
 	if err != nil {

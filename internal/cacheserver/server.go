@@ -157,7 +157,7 @@ func (s *Server) refuse(w http.ResponseWriter, ref *refusal) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(ref.status)
-	_ = json.NewEncoder(w).Encode(cacheapi.Refusal{Error: ref.message})
+	_ = json.NewEncoder(w).Encode(cacheapi.Refusal{Reason: ref.reason, Error: ref.message})
 }
 
 func bearerToken(r *http.Request) string {

@@ -91,7 +91,7 @@ func TestSubjectsNeverShareAValue(t *testing.T) {
 	if diff := cmp.Diff(want, brief(intruder)); diff != "" {
 		t.Errorf("apps/intruder, not federated, asking for a cached secret (-want +got):\n%s", diff)
 	}
-	if p := intruder.resp.Secrets[0].Error.Problem; !strings.Contains(p, "no federated credential of client id "+clientID+" matches the token's subject") {
+	if p := intruder.resp.Secrets[0].Error.Cause; !strings.Contains(p, "no federated credential of client id "+clientID+" matches the token's subject") {
 		t.Errorf("problem %q does not give the agent's diagnosis", p)
 	}
 }
@@ -159,7 +159,7 @@ func TestOutageServesStaleWithinMaxStale(t *testing.T) {
 			if diff := cmp.Diff([]seen{{Name: "db-password", Status: tt.wantStatus}}, got); diff != "" {
 				t.Errorf("past TTL + MaxStale (-want +got):\n%s", diff)
 			}
-			if gone.resp.Secrets[0].Error == nil || gone.resp.Secrets[0].Error.Problem == "" {
+			if gone.resp.Secrets[0].Error == nil || gone.resp.Secrets[0].Error.Cause == "" {
 				t.Errorf("no diagnosis past MaxStale: %+v", gone.resp.Secrets[0])
 			}
 			if diff := cmp.Diff([]float64{1, 1}, []float64{env.lookups(resultStale), env.lookups(resultError)}); diff != "" {
@@ -211,7 +211,7 @@ func TestRevocationForgets(t *testing.T) {
 			if diff := cmp.Diff([]seen{tt.want}, brief(refused)); diff != "" {
 				t.Errorf("past the TTL (-want +got):\n%s", diff)
 			}
-			if p := refused.resp.Secrets[0].Error.Problem; !strings.Contains(p, tt.problem) {
+			if p := refused.resp.Secrets[0].Error.Cause; !strings.Contains(p, tt.problem) {
 				t.Errorf("problem %q does not say %q", p, tt.problem)
 			}
 			if got := testutilEntries(env); got != 0 {

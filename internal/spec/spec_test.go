@@ -307,6 +307,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"version":"v1","vault":"https://homelab-kv.vault.azure.net","mountPath":"/var/run/secrets/kvinject","containers":["app"],"identity":{"clientID":"aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee","tenantID":"t","tokenExpirationSeconds":3600},"files":[{"name":"username","mode":"0444","secret":{"vault":"https://homelab-kv.vault.azure.net","name":"app-pgsql","path":"username"}}]}`))
 	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{"db":{"vault":"https://kv1.vault.azure.net","name":"db"}}}]}`))
 	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"PASSWORD","secret":{"vault":"https://kv1.vault.azure.net","name":"db","path":"password"}}]}`))
+	f.Add([]byte(`{"version":"v1","mountPath":"/s","files":[{"name":"x","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}],"cache":{"url":"https://kvinject-cache.kvinject-system.svc","ca":"-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBATAKBggqhkjOPQQDAjAAMCAXDTAwMDEwMTAwMDAwMFoYDzIxMDAwMTAxMDAwMDAwWjAAMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END CERTIFICATE-----\n","required":true}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := Decode(b)
 		if err != nil {
