@@ -89,6 +89,8 @@ func (e *Emulator) startAdmin() error {
 //	POST /stats/reset             ResetStats
 //	POST /secrets                 {"vault","name","value","contentType","certificate"} -> {"version"}
 //	POST /secrets/delete          {"vault","name"}: DeleteSecret
+//	POST /federated-credentials   {"clientID","name","issuer","subject","audiences"}: AddFederatedCredential
+//	POST /federated-credentials/delete {"clientID","name"}: RemoveFederatedCredential
 //	POST /knobs                   knobs: {"requestLatency":"150ms","connLatency":"50ms",
 //	                              "bandwidthBPS":200000,"faultRate":0.1,
 //	                              "rateFaults":[{"kind":"throttle","retryAfter":"1s"}],"rateClasses":["kv-get"]}
@@ -144,6 +146,38 @@ func (e *Emulator) AdminHandler() http.Handler {
 			return
 		}
 		e.log.Info("admin deleted secret", "vault", req.Vault, "secret", req.Name)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /federated-credentials", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ClientID string `json:"clientID"`
+			FederatedCredential
+		}
+		if err := decode(r, &req); err != nil {
+			bad(w, err)
+			return
+		}
+		if err := e.AddFederatedCredential(req.ClientID, req.FederatedCredential); err != nil {
+			bad(w, err)
+			return
+		}
+		e.log.Info("admin added federated credential", "clientID", req.ClientID, "name", req.Name, "subject", req.Subject)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /federated-credentials/delete", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ClientID string `json:"clientID"`
+			Name     string `json:"name"`
+		}
+		if err := decode(r, &req); err != nil {
+			bad(w, err)
+			return
+		}
+		if err := e.RemoveFederatedCredential(req.ClientID, req.Name); err != nil {
+			bad(w, err)
+			return
+		}
+		e.log.Info("admin removed federated credential", "clientID", req.ClientID, "name", req.Name)
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("GET /knobs", func(w http.ResponseWriter, _ *http.Request) {

@@ -165,13 +165,21 @@ func TestAdminAPI(t *testing.T) {
 	if got := f.emu.Stats().Classes; len(got) != 0 {
 		t.Errorf("after reset: %v", got)
 	}
-	resp2, err := hc.Post(admin+"/knobs", "application/json", strings.NewReader(`{"requestLatency":"soon"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp2.Body.Close()
-	if resp2.StatusCode != 400 {
-		t.Errorf("bad knobs: %d, want 400", resp2.StatusCode)
+	post("/federated-credentials", `{"clientID":"`+clientID+`","name":"added","issuer":"https://issuer.example","subject":"system:serviceaccount:apps:added"}`)
+	post("/federated-credentials/delete", `{"clientID":"`+clientID+`","name":"added"}`)
+	for _, bad := range []struct{ path, body string }{
+		{"/knobs", `{"requestLatency":"soon"}`},
+		{"/federated-credentials/delete", `{"clientID":"` + clientID + `","name":"added"}`}, // gone already
+		{"/federated-credentials", `{"clientID":"` + clientID + `","name":"x","issuer":"","subject":""}`},
+	} {
+		resp2, err := hc.Post(admin+bad.path, "application/json", strings.NewReader(bad.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp2.Body.Close()
+		if resp2.StatusCode != 400 {
+			t.Errorf("POST %s %s: %d, want 400", bad.path, bad.body, resp2.StatusCode)
+		}
 	}
 }
 
