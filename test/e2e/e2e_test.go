@@ -66,6 +66,8 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-rotation", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-tls", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-pull", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-cache", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-cache-refusals", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {

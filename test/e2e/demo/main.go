@@ -177,8 +177,11 @@ func run(ctx context.Context) error {
 	fmt.Printf("---- Kubernetes Secrets in the whole cluster: %d\n", len(all.Items))
 	for _, sec := range all.Items {
 		what := ""
-		if sec.Namespace == harness.KvinjectNS && sec.Type == corev1.SecretTypeTLS {
+		switch {
+		case sec.Namespace == harness.KvinjectNS && sec.Name == harness.WebhookCertSecret:
 			what = " (the webhook's own serving certificate)"
+		case sec.Namespace == harness.KvinjectNS && sec.Type == corev1.SecretTypeTLS:
+			what = " (the cluster cache's serving certificate)"
 		}
 		fmt.Printf("    %s/%s, type %s%s\n", sec.Namespace, sec.Name, sec.Type, what)
 		if sec.Type == corev1.SecretTypeDockerConfigJson || sec.Type == corev1.SecretTypeDockercfg {

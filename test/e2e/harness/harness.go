@@ -22,6 +22,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
+// CacheTTL is the cache's --ttl on the local cluster: short, so that the
+// tests see values go stale and a revocation take effect.
+const CacheTTL = 30 * time.Second
+
 // Names the harness uses on the cluster and in the emulator.
 const (
 	TenantID        = "11111111-2222-3333-4444-555555555555"
@@ -34,6 +38,13 @@ const (
 	EgressCAKey     = "ca.crt"
 	KvinjectNS      = "kvinject-system"
 	WebhookDeploy   = "kvinject-webhook"
+	// WebhookCertSecret holds the self-signed CA (ca-bundle.crt) that signs
+	// both the webhook's and the cache's certificates.
+	WebhookCertSecret = "kvinject-webhook-cert"
+	// CacheService and CacheDeploy are the cluster cache's (manifests/with-cache).
+	CacheService  = "kvinject-cache"
+	CacheDeploy   = "kvinject-cache"
+	CacheReplicas = 2
 	ImageRepo       = "kvinject.local/kvinject"
 	AppImageRepo    = "kvinject.local/dbreader"
 	emulatorPIDName = "extra-kvinject-emulator"

@@ -136,8 +136,25 @@ func (c *Cluster) Deploy(ctx context.Context, image string, emu *Emulator) error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rel, err := filepath.Rel(dir, filepath.Join(c.Root, "manifests/overlays/self-signed"))
+	rel, err := filepath.Rel(dir, filepath.Join(c.Root, "manifests/with-cache/self-signed"))
 	if err != nil {
+		return err
+	}
+	ca, err := os.ReadFile(emu.CAFile)
+	if err != nil {
+		return err
+	}
+	// The cache reaches the emulator as the agents do: HTTPS_PROXY, and its
+	// CA as SSL_CERT_FILE, from a ConfigMap beside it.
+	caConfigMap, err := yaml.Marshal(map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": EgressCAConfig, "namespace": KvinjectNS},
+		"data":     map[string]string{EgressCAKey: string(ca)},
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "egress-ca.yaml"), caConfigMap, 0o644); err != nil {
 		return err
 	}
 	repo, tag, _ := strings.Cut(image, ":")
@@ -145,6 +162,7 @@ func (c *Cluster) Deploy(ctx context.Context, image string, emu *Emulator) error
 kind: Kustomization
 resources:
   - %s
+  - egress-ca.yaml
 images:
   - name: kvinject
     newName: %s
@@ -163,6 +181,13 @@ patches:
       - op: add
         path: /spec/template/spec/containers/0/args/-
         value: --agent-ca-bundle=%s/%s
+  - target:
+      kind: Deployment
+      name: %s
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/args/-
+        value: --ttl=%s
   # images: above renames the webhook's image only; the agent's follows here.
   - patch: |-
       apiVersion: apps/v1
@@ -178,18 +203,50 @@ patches:
                 env:
                   - name: KVINJECT_AGENT_IMAGE
                     value: %s
-`, rel, repo, tag, WebhookDeploy, TenantID, emu.ProxyURL, EgressCAConfig, EgressCAKey, WebhookDeploy, KvinjectNS, image)
+  - patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: %s
+        namespace: %s
+      spec:
+        template:
+          spec:
+            containers:
+              - name: cache
+                env:
+                  - name: HTTPS_PROXY
+                    value: %s
+                  - name: SSL_CERT_FILE
+                    value: /etc/kvinject/egress-ca/%s
+                volumeMounts:
+                  - name: egress-ca
+                    mountPath: /etc/kvinject/egress-ca
+                    readOnly: true
+            volumes:
+              - name: egress-ca
+                configMap:
+                  name: %s
+`, rel, repo, tag, WebhookDeploy, TenantID, emu.ProxyURL, EgressCAConfig, EgressCAKey,
+		CacheDeploy, CacheTTL, WebhookDeploy, KvinjectNS, image,
+		CacheDeploy, KvinjectNS, emu.ProxyURL, EgressCAKey, EgressCAConfig)
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
 		return err
 	}
 	if _, err := c.KubectlOut(ctx, nil, "apply", "--server-side", "--force-conflicts", "-k", dir); err != nil {
 		return err
 	}
-	if _, err := c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "restart", "deployment/"+WebhookDeploy); err != nil {
-		return err
+	for _, d := range []string{WebhookDeploy, CacheDeploy} {
+		if _, err := c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "restart", "deployment/"+d); err != nil {
+			return err
+		}
 	}
-	_, err = c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "status", "deployment/"+WebhookDeploy, "--timeout=180s")
-	return err
+	for _, d := range []string{WebhookDeploy, CacheDeploy} {
+		if _, err := c.KubectlOut(ctx, nil, "-n", KvinjectNS, "rollout", "status", "deployment/"+d, "--timeout=180s"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AppNamespace creates a namespace for apps, with the emulator's CA in the
