@@ -61,7 +61,7 @@ e2e: cluster-up
 image: build cluster-binaries
 	bin/cluster-tools/mkimage -o bin/kvinject-image.tar -tag kvinject:$(IMAGE_TAG) -binary bin/kvinject -file bin/kvinject-agent:/kvinject-agent:0755 -file bin/kvinject-credential-provider:/kvinject-credential-provider:0755 -ca-bundle /etc/ssl/certs/ca-certificates.crt
 
-## manifests: render each overlay with kvinject:$(IMAGE_TAG) into _out/manifests/<overlay>.yaml
+## manifests: render each installation with kvinject:$(IMAGE_TAG) into _out/manifests/<source>.yaml and with-cache-<source>.yaml
 manifests:
 	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
 

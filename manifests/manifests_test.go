@@ -115,6 +115,7 @@ func meta(o runtime.Object) (metav1.Object, error) {
 
 func TestEverythingRenders(t *testing.T) {
 	dirs := append([]string{"base", "default", "examples", PullCredentials}, Overlays...)
+	dirs = append(dirs, WithCache...)
 	dirs = append(dirs, Examples...)
 	for _, d := range dirs {
 		t.Run(d, func(t *testing.T) { objects(t, d, "") })
@@ -131,17 +132,18 @@ func must(b []byte, err error) []byte {
 	return b
 }
 
-// The image tag given to Render (the Makefile's IMAGE_TAG) reaches both the webhook image and
-// --agent-image; SetImageTag edits the kustomization the same way.
+// The image tag given to Render (the Makefile's IMAGE_TAG) reaches the webhook image,
+// --agent-image and the cache's image; SetImageTag edits the kustomization the same way.
 func TestImageTag(t *testing.T) {
-	for _, o := range Overlays {
-		d := only[*appsv1.Deployment](t, objects(t, o, "v9.8.7"))
-		c := d.Spec.Template.Spec.Containers[0]
-		if c.Image != "kvinject:v9.8.7" {
-			t.Errorf("%s: image %q", o, c.Image)
-		}
-		if !slices.Contains(c.Args, "--agent-image=$(KVINJECT_AGENT_IMAGE)") || envValue(c, "KVINJECT_AGENT_IMAGE") != c.Image {
-			t.Errorf("%s: --agent-image does not follow the image %q (env %q)", o, c.Image, envValue(c, "KVINJECT_AGENT_IMAGE"))
+	for _, o := range slices.Concat(Overlays, WithCache) {
+		for _, d := range all[*appsv1.Deployment](objects(t, o, "v9.8.7")) {
+			c := d.Spec.Template.Spec.Containers[0]
+			if c.Image != "kvinject:v9.8.7" {
+				t.Errorf("%s: %s image %q", o, d.Name, c.Image)
+			}
+			if d.Name == "kvinject-webhook" && (!slices.Contains(c.Args, "--agent-image=$(KVINJECT_AGENT_IMAGE)") || envValue(c, "KVINJECT_AGENT_IMAGE") != c.Image) {
+				t.Errorf("%s: --agent-image does not follow the image %q (env %q)", o, c.Image, envValue(c, "KVINJECT_AGENT_IMAGE"))
+			}
 		}
 	}
 	orig, err := os.ReadFile(BaseKustomization)
@@ -296,10 +298,17 @@ func metricsSource(np *networkingv1.NetworkPolicy) string {
 
 func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name string) {
 	t.Helper()
+	checkBindingTo(t, ref, subjects, kind, name, "kvinject-webhook")
+}
+
+// checkBindingTo checks that a binding gives the role kind/name to the ServiceAccount
+// serviceAccount of kvinject-system, and to nobody else.
+func checkBindingTo(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, kind, name, serviceAccount string) {
+	t.Helper()
 	if ref != (rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: kind, Name: name}) {
 		t.Errorf("binding refers to %+v, want %s %s", ref, kind, name)
 	}
-	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "kvinject-webhook", Namespace: "kvinject-system"}}
+	want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: serviceAccount, Namespace: "kvinject-system"}}
 	if diff := cmp.Diff(want, subjects); diff != "" {
 		t.Errorf("binding subjects (-want +got):\n%s", diff)
 	}
@@ -307,11 +316,29 @@ func checkBinding(t *testing.T, ref rbacv1.RoleRef, subjects []rbacv1.Subject, k
 
 func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	t.Helper()
+	c := checkServer(t, d, "kvinject-webhook", "webhook")
+	for _, a := range []string{"webhook", "--agent-image=$(KVINJECT_AGENT_IMAGE)", "--cert-dir=/var/run/kvinject/serving-certs",
+		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"} {
+		if !slices.Contains(c.Args, a) {
+			t.Errorf("args %q lack %q", c.Args, a)
+		}
+	}
+	if envValue(c, "KVINJECT_AGENT_IMAGE") != c.Image || !strings.HasPrefix(c.Image, ImageName+":") {
+		t.Errorf("image %q, agent image %q", c.Image, envValue(c, "KVINJECT_AGENT_IMAGE"))
+	}
+}
+
+// checkServer checks what kvinject's servers (the webhook and the cache) share: 2 replicas spread
+// over nodes, Pod Security restricted without a fixed UID, one container serving port portName
+// (9443), metrics (8443) and probes (8081), a graceful stop, resources, the cert dir mounted. It
+// returns the container.
+func checkServer(t *testing.T, d *appsv1.Deployment, serviceAccount, portName string) corev1.Container {
+	t.Helper()
 	if d.Namespace != "kvinject-system" || ptr.Deref(d.Spec.Replicas, 0) != 2 {
 		t.Errorf("Deployment %s/%s replicas %d", d.Namespace, d.Name, ptr.Deref(d.Spec.Replicas, 0))
 	}
 	ps := d.Spec.Template.Spec
-	if ps.ServiceAccountName != "kvinject-webhook" {
+	if ps.ServiceAccountName != serviceAccount {
 		t.Errorf("serviceAccountName %q", ps.ServiceAccountName)
 	}
 	anti := ps.Affinity.PodAntiAffinity
@@ -352,23 +379,14 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	if s := c.Lifecycle.PreStop.Sleep.Seconds; s < 5 || tgp < s+25+5 {
 		t.Errorf("preStop sleep %d s with terminationGracePeriodSeconds %d leaves no time for the 25 s graceful shutdown", s, tgp)
 	}
-	for _, a := range []string{"webhook", "--agent-image=$(KVINJECT_AGENT_IMAGE)", "--cert-dir=/var/run/kvinject/serving-certs",
-		"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"} {
-		if !slices.Contains(c.Args, a) {
-			t.Errorf("args %q lack %q", c.Args, a)
-		}
-	}
 	if len(c.Command) != 0 {
 		t.Errorf("command %q overrides the image's entrypoint /kvinject", c.Command)
-	}
-	if envValue(c, "KVINJECT_AGENT_IMAGE") != c.Image || !strings.HasPrefix(c.Image, ImageName+":") {
-		t.Errorf("image %q, agent image %q", c.Image, envValue(c, "KVINJECT_AGENT_IMAGE"))
 	}
 	ports := map[string]int32{}
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if diff := cmp.Diff(map[string]int32{"webhook": 9443, "metrics": 8443, "health": 8081}, ports); diff != "" {
+	if diff := cmp.Diff(map[string]int32{portName: 9443, "metrics": 8443, "health": 8081}, ports); diff != "" {
 		t.Errorf("container ports (-want +got):\n%s", diff)
 	}
 	probe := func(name string, p *corev1.Probe, path string) {
@@ -388,6 +406,7 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	}) {
 		t.Error("the cert dir is not mounted")
 	}
+	return c
 }
 
 // RBAC of the whole installation: no wildcard anywhere, and Secrets only as the overlay allows.
@@ -697,10 +716,11 @@ func TestMain(m *testing.M) {
 // (test/cluster/build-binaries.sh). Missing binaries skip the test, or fail it under CI.
 func apiServer(t *testing.T) *rest.Config { return k8stest.Shared(t) }
 
-// Every object of every overlay and example is accepted by the real API server (server-side
-// apply, dry run). cert-manager.io objects are not: envtest has no cert-manager CRDs, so they are
-// only checked by TestCertManagerOverlay. The webhook's pod, and each example's pod as the
-// webhook mutates it, pass Pod Security "restricted" (the namespaces enforce it).
+// Every object of every overlay (with and without the cache) and example is accepted by the real
+// API server (server-side apply, dry run). cert-manager.io objects are not: envtest has no
+// cert-manager CRDs, so they are only checked by TestCertManagerOverlay and TestWithCache. The
+// webhook's and the cache's pods, and each example's pod as the webhook mutates it, pass Pod
+// Security "restricted" (the namespaces enforce it).
 func TestServerSideDryRun(t *testing.T) {
 	cfg := apiServer(t)
 	c, err := client.New(cfg, client.Options{})
@@ -727,7 +747,7 @@ func TestServerSideDryRun(t *testing.T) {
 			t.Errorf("%s %s/%s rejected: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
 	}
-	dirs := append(slices.Clone(Overlays), Examples...)
+	dirs := slices.Concat(Overlays, WithCache, Examples)
 	dirs = append(dirs, "default", PullCredentials)
 	for _, dir := range dirs {
 		t.Run(dir, func(t *testing.T) {
@@ -740,18 +760,19 @@ func TestServerSideDryRun(t *testing.T) {
 		})
 	}
 	// Pods: ServiceAccounts must exist for pod admission, so make them for real.
-	for _, sa := range []nsName{{"kvinject-system", "kvinject-webhook"}, {"group1", "dbreader"}, {"group1", "inventory"}, {"group1", "report"}} {
+	for _, sa := range []nsName{{"kvinject-system", "kvinject-webhook"}, {"kvinject-system", "kvinject-cache"}, {"group1", "dbreader"}, {"group1", "inventory"}, {"group1", "report"}} {
 		if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: sa.ns, Name: sa.name}}); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatal(err)
 		}
 	}
-	t.Run("webhook pod restricted", func(t *testing.T) {
-		for _, o := range Overlays {
-			d := only[*appsv1.Deployment](t, objects(t, o, ""))
-			pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: "webhook-pod"},
-				Spec: d.Spec.Template.Spec}
-			pod.Labels = d.Spec.Template.Labels
-			apply(t, pod)
+	t.Run("webhook and cache pods restricted", func(t *testing.T) {
+		for _, o := range slices.Concat(Overlays, WithCache) {
+			for _, d := range all[*appsv1.Deployment](objects(t, o, "")) {
+				pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"}, ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-pod"},
+					Spec: d.Spec.Template.Spec}
+				pod.Labels = d.Spec.Template.Labels
+				apply(t, pod)
+			}
 		}
 	})
 	t.Run("injected example pods restricted", func(t *testing.T) {

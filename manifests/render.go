@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-//go:embed all:base all:overlays all:default all:examples all:pull-credentials
+//go:embed all:base all:overlays all:default all:examples all:pull-credentials all:components all:with-cache
 var files embed.FS
 
 // ImageName is the image name the manifests use for both roles (webhook and agent); the
@@ -23,6 +23,14 @@ const BaseKustomization = "base/kustomization.yaml"
 
 // Overlays are the installable kustomizations, one per source of the serving certificate.
 var Overlays = []string{"overlays/self-signed", "overlays/cert-manager", "overlays/openshift"}
+
+// WithCache are the installable kustomizations with the cluster cache: each is the overlay of
+// the same source, the component CacheComponent, and that source's certificate for the cache.
+var WithCache = []string{"with-cache/self-signed", "with-cache/cert-manager", "with-cache/openshift"}
+
+// CacheComponent is the kustomize Component holding the cache's resources and the webhook's
+// --cache-url; it is not installable alone.
+const CacheComponent = "components/cache"
 
 // PullCredentials is the RBAC that kvinject-credential-provider needs for
 // pods that pull without being injected.

@@ -26,6 +26,11 @@ const (
 	KeyTLSKey   = "tls.key" // corev1.TLSPrivateKeyKey
 )
 
+// FileCABundle is the file in CertDir holding the CA bundle (the Secret's ca-bundle.crt): what
+// signs the cache's certificate, for the webhook's --cache-ca-file. The cache's Secret holds
+// the same bundle under this key.
+const FileCABundle = "ca.crt"
+
 // caCommonNamePrefix starts the subject of every CA this package makes.
 const caCommonNamePrefix = "kvinject-webhook-ca@"
 
@@ -51,6 +56,20 @@ func (s *state) data() map[string][]byte {
 		KeyCABundle: encodeCerts(s.bundle),
 		KeyTLSCert:  s.serving.certPEM,
 		KeyTLSKey:   s.serving.keyPEM,
+	}
+}
+
+// cacheState is what the cache's Secret holds: its serving certificate and the CA bundle.
+type cacheState struct {
+	serving keyPair
+	bundle  []byte
+}
+
+func (c *cacheState) data() map[string][]byte {
+	return map[string][]byte{
+		FileCABundle: c.bundle,
+		KeyTLSCert:   c.serving.certPEM,
+		KeyTLSKey:    c.serving.keyPEM,
 	}
 }
 
@@ -128,6 +147,43 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 		reasons = append(reasons, "CA bundle out of date")
 	}
 	return st, reasons, nil
+}
+
+// planCache computes the cache's Secret's wanted content from its current data (nil when there
+// is no Secret), given the webhook's Secret st, at now. The cache's certificate may be signed by
+// any CA of the bundle, not only the current one: after a CA rotation it moves to the new CA at
+// its own renewal, so pods given the bundle before the rotation keep trusting the cache for as
+// long as they can.
+func planCache(data map[string][]byte, st *state, o *Options, now time.Time) (*cacheState, []string, error) {
+	var reasons []string
+	srv, err := parseKeyPair(data[KeyTLSCert], data[KeyTLSKey])
+	switch {
+	case err != nil:
+		reasons = append(reasons, "no usable cache certificate ("+err.Error()+")")
+		srv = nil
+	case !slices.ContainsFunc(st.bundle, func(ca *x509.Certificate) bool { return srv.cert.CheckSignatureFrom(ca) == nil }):
+		reasons = append(reasons, "cache certificate not signed by a CA of the bundle")
+		srv = nil
+	case !sameNames(srv.cert.DNSNames, o.cacheDNSNames):
+		reasons = append(reasons, fmt.Sprintf("cache certificate names %v, want %v", srv.cert.DNSNames, o.cacheDNSNames))
+		srv = nil
+	case !fresh(srv.cert, now):
+		reasons = append(reasons, "cache certificate due for renewal (valid until "+srv.cert.NotAfter.UTC().Format(time.RFC3339)+")")
+		srv = nil
+	case outlives(srv.cert, o.CertValidity):
+		reasons = append(reasons, "cache certificate lives longer than the configured "+o.CertValidity.String())
+		srv = nil
+	}
+	if srv == nil {
+		if srv, err = newServing(&st.ca, o.cacheDNSNames, o.CertValidity, now); err != nil {
+			return nil, nil, err
+		}
+	}
+	cs := &cacheState{serving: *srv, bundle: encodeCerts(st.bundle)}
+	if len(reasons) == 0 && !bytes.Equal(data[FileCABundle], cs.bundle) {
+		reasons = append(reasons, "CA bundle out of date")
+	}
+	return cs, reasons, nil
 }
 
 // mergeCAs returns first, then the CAs of others not in first and not expired at now, newest

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,12 @@ func testOptions(t *testing.T) *Options {
 // verify checks that the serving certificate in st is trusted by bundle for the Service name at now.
 func verify(t *testing.T, certPEM, bundle []byte, now time.Time) error {
 	t.Helper()
+	return verifyFor(t, certPEM, bundle, "kvinject-webhook.kvinject-system.svc", now)
+}
+
+// verifyFor checks that a serving certificate is trusted by bundle for dnsName at now.
+func verifyFor(t *testing.T, certPEM, bundle []byte, dnsName string, now time.Time) error {
+	t.Helper()
 	c, err := parseCert(certPEM)
 	if err != nil {
 		t.Fatal(err)
@@ -37,7 +44,7 @@ func verify(t *testing.T, certPEM, bundle []byte, now time.Time) error {
 	if !roots.AppendCertsFromPEM(bundle) {
 		t.Fatal("empty bundle")
 	}
-	_, err = c.Verify(x509.VerifyOptions{Roots: roots, DNSName: "kvinject-webhook.kvinject-system.svc", CurrentTime: now,
+	_, err = c.Verify(x509.VerifyOptions{Roots: roots, DNSName: dnsName, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
 	return err
 }
@@ -253,6 +260,183 @@ func TestPlanRepairs(t *testing.T) {
 	}
 }
 
+func cacheOptions(t *testing.T) *Options {
+	t.Helper()
+	o := DefaultOptions()
+	o.SecretName, o.CacheSecretName = "kvinject-webhook-cert", "kvinject-cache-cert"
+	o.Namespace = "kvinject-system"
+	o.CertDir = t.TempDir()
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return &o
+}
+
+func TestPlanCacheCreatesAndKeeps(t *testing.T) {
+	o := cacheOptions(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st, _, _ := plan(nil, o, now)
+	cs, reasons, err := planCache(nil, st, o, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reasons) == 0 {
+		t.Fatal("a new Secret must give reasons")
+	}
+	data := cs.data()
+	var keys []string
+	for k := range data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if !slices.Equal(keys, []string{"ca.crt", "tls.crt", "tls.key"}) {
+		t.Errorf("the cache's Secret holds %v, want ca.crt, tls.crt and tls.key (never the CA's key)", keys)
+	}
+	if !bytes.Equal(data[FileCABundle], st.data()[KeyCABundle]) {
+		t.Error("ca.crt is not the CA bundle")
+	}
+	if _, err := tls.X509KeyPair(data[KeyTLSCert], data[KeyTLSKey]); err != nil {
+		t.Fatalf("tls.crt/tls.key: %v", err)
+	}
+	for _, n := range []string{"kvinject-cache", "kvinject-cache.kvinject-system", "kvinject-cache.kvinject-system.svc", "kvinject-cache.kvinject-system.svc.cluster.local"} {
+		if err := verifyFor(t, data[KeyTLSCert], data[FileCABundle], n, now); err != nil {
+			t.Errorf("cache certificate not trusted for %s: %v", n, err)
+		}
+	}
+	if cs.serving.cert.VerifyHostname("kvinject-webhook.kvinject-system.svc") == nil {
+		t.Error("the cache's certificate names the webhook")
+	}
+	if got := cs.serving.cert.NotAfter.Sub(now); got != o.CertValidity {
+		t.Errorf("cache certificate lifetime from now = %s, want %s", got, o.CertValidity)
+	}
+	if bytes.Equal(cs.serving.keyPEM, st.serving.keyPEM) {
+		t.Error("the cache and the webhook share a key")
+	}
+	// A day later: nothing to do, same bytes.
+	cs2, reasons, err := planCache(data, st, o, now.Add(24*time.Hour))
+	if err != nil || len(reasons) != 0 {
+		t.Fatalf("up-to-date Secret: reasons %v, err %v", reasons, err)
+	}
+	for k, v := range cs2.data() {
+		if !bytes.Equal(v, data[k]) {
+			t.Errorf("%s changed although nothing was due", k)
+		}
+	}
+	// At 2/3 of its lifetime it is renewed by the same CA.
+	due := renewAt(cs.serving.cert)
+	cs3, reasons, err := planCache(data, st, o, due)
+	if err != nil || len(reasons) != 1 || !strings.Contains(reasons[0], "cache certificate due") {
+		t.Fatalf("at 2/3: reasons %v, err %v", reasons, err)
+	}
+	if bytes.Equal(cs3.serving.certPEM, data[KeyTLSCert]) || cs3.serving.cert.CheckSignatureFrom(st.ca.cert) != nil {
+		t.Error("cache certificate not renewed by the CA")
+	}
+}
+
+// After a CA rotation the cache's certificate stays signed by the old CA, which the bundle
+// keeps, until its own renewal: pods given the bundle before the rotation keep trusting it.
+func TestPlanCacheAcrossCARotation(t *testing.T) {
+	o := cacheOptions(t)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st0, _, _ := plan(nil, o, t0)
+	caDue := renewAt(st0.ca.cert)
+	before := caDue.Add(-24 * time.Hour)
+	st, _, _ := plan(st0.data(), o, before)
+	cs, _, _ := planCache(nil, st, o, before)
+	oldBundle := st.data()[KeyCABundle]
+
+	st2, _, _ := plan(st.data(), o, caDue)
+	if st2.ca.cert.Equal(st.ca.cert) {
+		t.Fatal("CA not renewed")
+	}
+	cs2, reasons, err := planCache(cs.data(), st2, o, caDue)
+	if err != nil || strings.Join(reasons, "; ") != "CA bundle out of date" {
+		t.Fatalf("at the CA's rotation: reasons %v, err %v", reasons, err)
+	}
+	if !bytes.Equal(cs2.serving.certPEM, cs.serving.certPEM) {
+		t.Error("the CA's rotation replaced the cache's certificate at once")
+	}
+	for name, bundle := range map[string][]byte{"old": oldBundle, "new": cs2.data()[FileCABundle]} {
+		if err := verifyFor(t, cs2.serving.certPEM, bundle, "kvinject-cache.kvinject-system.svc", caDue); err != nil {
+			t.Errorf("the %s bundle does not trust the cache's certificate: %v", name, err)
+		}
+	}
+	// At its own renewal the new CA signs it.
+	due := renewAt(cs.serving.cert)
+	cs3, _, _ := planCache(cs2.data(), st2, o, due)
+	if cs3.serving.cert.CheckSignatureFrom(st2.ca.cert) != nil {
+		t.Error("the renewed cache certificate is not signed by the new CA")
+	}
+	if err := verifyFor(t, cs3.serving.certPEM, cs3.data()[FileCABundle], "kvinject-cache.kvinject-system.svc", due); err != nil {
+		t.Error(err)
+	}
+
+	// A CA that left the bundle (the webhook's Secret deleted to force a new CA) no longer
+	// vouches for the cache: its certificate is replaced at once.
+	fresh, _, _ := plan(nil, o, caDue)
+	cs4, reasons, _ := planCache(cs.data(), fresh, o, caDue)
+	if !strings.Contains(strings.Join(reasons, ";"), "not signed by a CA of the bundle") || cs4.serving.cert.CheckSignatureFrom(fresh.ca.cert) != nil {
+		t.Errorf("cache certificate of a forgotten CA: reasons %v", reasons)
+	}
+}
+
+func TestPlanCacheRepairs(t *testing.T) {
+	o := cacheOptions(t)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st, _, _ := plan(nil, o, now)
+	cs, _, _ := planCache(nil, st, o, now)
+	good := cs.data()
+	renamed := *o
+	renamed.CacheServiceName = "other-cache"
+	if err := renamed.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	foreign, _, _ := plan(nil, o, now)
+	foreignCache, _, _ := planCache(nil, foreign, o, now)
+	short := *o
+	short.CertValidity = time.Hour
+	if err := short.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		mutate  func(map[string][]byte)
+		opts    *Options
+		wantMsg string
+	}{
+		"missing key":        {func(d map[string][]byte) { delete(d, KeyTLSKey) }, o, "no usable cache certificate"},
+		"the webhook's pair": {func(d map[string][]byte) { d[KeyTLSCert], d[KeyTLSKey] = st.serving.certPEM, st.serving.keyPEM }, o, "cache certificate names"},
+		"another CA's certificate": {func(d map[string][]byte) {
+			d[KeyTLSCert], d[KeyTLSKey] = foreignCache.serving.certPEM, foreignCache.serving.keyPEM
+		}, o, "not signed by a CA of the bundle"},
+		"service renamed":    {func(map[string][]byte) {}, &renamed, "cache certificate names"},
+		"validity shortened": {func(map[string][]byte) {}, &short, "lives longer than the configured 1h0m0s"},
+		"bundle lost":        {func(d map[string][]byte) { delete(d, FileCABundle) }, o, "CA bundle out of date"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := map[string][]byte{}
+			for k, v := range good {
+				d[k] = bytes.Clone(v)
+			}
+			tc.mutate(d)
+			cs2, reasons, err := planCache(d, st, tc.opts, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(strings.Join(reasons, ";"), tc.wantMsg) {
+				t.Errorf("reasons %q, want one containing %q", reasons, tc.wantMsg)
+			}
+			out := cs2.data()
+			if err := verifyFor(t, out[KeyTLSCert], out[FileCABundle], tc.opts.CacheServiceName+".kvinject-system.svc", now); err != nil {
+				t.Errorf("result not trusted: %v", err)
+			}
+			if _, reasons, _ := planCache(out, st, tc.opts, now); len(reasons) != 0 {
+				t.Errorf("result is not stable: %v", reasons)
+			}
+		})
+	}
+}
+
 func TestCABundleFor(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	ca1, _ := newCA(time.Hour, now)
@@ -306,6 +490,43 @@ func TestValidate(t *testing.T) {
 	if _, err := New(nil, &o); err == nil {
 		t.Error("New accepted unvalidated options")
 	}
+
+	// The cache's certificate.
+	cacheCases := map[string]struct {
+		set  func(*Options)
+		want string
+	}{
+		"alone":            {func(o *Options) { o.SecretName = "" }, "--self-signed-cache-secret needs --self-signed-cert-secret"},
+		"same secret":      {func(o *Options) { o.CacheSecretName = o.SecretName }, "must not hold the CA's key"},
+		"same service":     {func(o *Options) { o.CacheServiceName = o.ServiceName }, "is also --service-name"},
+		"bad secret name":  {func(o *Options) { o.CacheSecretName = "Cache_Cert" }, "--self-signed-cache-secret \"Cache_Cert\""},
+		"no service name":  {func(o *Options) { o.CacheServiceName = "" }, "--cache-service-name is empty"},
+		"bad service name": {func(o *Options) { o.CacheServiceName = "kvinject.cache" }, "--cache-service-name \"kvinject.cache\""},
+	}
+	for name, tc := range cacheCases {
+		o := DefaultOptions()
+		o.SecretName, o.CacheSecretName, o.Namespace, o.CertDir = "kvinject-webhook-cert", "kvinject-cache-cert", "ns", "/certs"
+		tc.set(&o)
+		if !o.Enabled() {
+			t.Errorf("%s: a cache Secret alone does not ask for self-signed mode", name)
+		}
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want it to say %q", name, err, tc.want)
+		}
+	}
+	o = DefaultOptions()
+	o.SecretName, o.CacheSecretName, o.Namespace, o.CertDir = "kvinject-webhook-cert", "kvinject-cache-cert", "ns", "/certs"
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"kvinject-cache.ns.svc", "kvinject-cache.ns.svc.cluster.local", "kvinject-cache", "kvinject-cache.ns"}
+	if got := o.CacheDNSNames(); !slices.Equal(got, want) {
+		t.Errorf("CacheDNSNames() = %v, want %v", got, want)
+	}
+	o.CacheSecretName = ""
+	if err := o.Validate(); err != nil || len(o.CacheDNSNames()) != 0 || o.CacheEnabled() {
+		t.Errorf("without the cache: Validate() = %v, CacheDNSNames() = %v", err, o.CacheDNSNames())
+	}
 }
 
 // The files written by writeFiles are what controller-runtime's certwatcher serves, and a
@@ -316,7 +537,7 @@ func TestWriteFilesReloadedByCertwatcher(t *testing.T) {
 	r := &Runnable{o: o}
 	now := time.Now()
 	st, _, _ := plan(nil, o, now)
-	if err := r.writeFiles(st.serving); err != nil {
+	if err := r.writeFiles(st.serving, st.data()[KeyCABundle]); err != nil {
 		t.Fatal(err)
 	}
 	cw, err := certwatcher.New(filepath.Join(o.CertDir, KeyTLSCert), filepath.Join(o.CertDir, KeyTLSKey))
@@ -339,7 +560,7 @@ func TestWriteFilesReloadedByCertwatcher(t *testing.T) {
 		t.Fatal("certwatcher does not serve the written certificate")
 	}
 	st2, _, _ := plan(st.data(), o, renewAt(st.serving.cert))
-	if err := r.writeFiles(st2.serving); err != nil {
+	if err := r.writeFiles(st2.serving, st2.data()[KeyCABundle]); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -350,7 +571,10 @@ func TestWriteFilesReloadedByCertwatcher(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	entries, _ := os.ReadDir(o.CertDir)
-	if len(entries) != 2 {
-		t.Errorf("cert dir holds %d entries, want tls.crt and tls.key only", len(entries))
+	if len(entries) != 3 {
+		t.Errorf("cert dir holds %d entries, want ca.crt, tls.crt and tls.key only", len(entries))
+	}
+	if b, _ := os.ReadFile(filepath.Join(o.CertDir, FileCABundle)); !bytes.Equal(b, st2.data()[KeyCABundle]) {
+		t.Error("ca.crt is not the CA bundle")
 	}
 }

@@ -3,9 +3,9 @@
 //
 // Every replica runs the same loop; they agree through ONE Secret in their own namespace
 // (Options.SecretName, type kubernetes.io/tls), which holds only the CA and serving certificates
-// and keys: it is the only Secret kvinject ever writes. No leader election: a replica creates the
-// Secret, or updates it with its resourceVersion; the loser of a race gets AlreadyExists or
-// Conflict, re-reads, and uses what the winner wrote.
+// and keys: with the cluster cache's Secret below, the only Secrets kvinject ever writes. No
+// leader election: a replica creates the Secret, or updates it with its resourceVersion; the
+// loser of a race gets AlreadyExists or Conflict, re-reads, and uses what the winner wrote.
 //
 // Secret keys: ca.crt and ca.key (the current CA), ca-bundle.crt (the current CA first, then
 // every earlier CA that has not expired), tls.crt and tls.key (the serving certificate, signed
@@ -20,15 +20,27 @@
 //     just before. The bundle is the Secret's ca-bundle.crt plus any CA already in the caBundle
 //     that is newer than every CA the replica knows (so a replica with a stale view never removes
 //     a CA a faster one added); expired CAs leave;
-//  3. only then write tls.key and tls.crt into the cert dir (atomic renames), where
-//     controller-runtime's certwatcher picks them up.
+//  3. only then write ca.crt (FileCABundle: the Secret's ca-bundle.crt), tls.key and tls.crt into
+//     the cert dir (atomic renames), where controller-runtime's certwatcher picks up the pair, and
+//     the webhook's --cache-ca-file the bundle;
+//  4. with Options.CacheSecretName, the cluster cache's Secret (type kubernetes.io/tls, same
+//     agreement): tls.crt and tls.key, a certificate for the cache Service's DNS names
+//     (Options.CacheServiceName) signed by a CA of the bundle, and ca.crt, the bundle. Never the
+//     CA's key. Its certificate is renewed at 2/3 of its lifetime, or when its CA left the bundle
+//     or its names changed, always by the current CA: after a CA rotation it moves to the new CA at
+//     its own renewal, so pods given the bundle before the rotation keep trusting the cache.
+//
+// A Secret of either name that kvinject did not make (no label app.kubernetes.io/managed-by:
+// kvinject) is never written.
 //
 // Because the caBundle holds a CA before any replica serves a certificate it signed, and an old
 // CA stays until it expires (and serving certificates never outlive their CA), the API server can
 // verify every replica's certificate at every moment of a rotation.
 //
 // Runnable.EnsureCertificate must succeed before the webhook server starts (it needs the
-// files); Runnable.Start then keeps them current, woken by watches on the Secret and the
-// webhook configuration (both restricted to their names) and a periodic resync. ReadyChecker
-// reports ready once this replica serves a valid certificate whose CA is in the caBundle.
+// files); it tries the cache's Secret once, and a failure there does not hold the webhook back.
+// Runnable.Start then keeps everything current, woken by watches on the Secrets and the webhook
+// configuration (each restricted to its name), by the certificates' renewal times and by a
+// periodic resync. ReadyChecker reports ready once this replica serves a valid certificate whose
+// CA is in the caBundle; the cache's certificate does not count.
 package selfcert

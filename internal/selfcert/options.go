@@ -23,8 +23,14 @@ type Options struct {
 	ServiceName string
 	// WebhookConfigName is the MutatingWebhookConfiguration whose caBundle is kept current.
 	WebhookConfigName string
-	// CertDir receives tls.crt and tls.key.
+	// CertDir receives tls.crt and tls.key, and the CA bundle as ca.crt (FileCABundle).
 	CertDir string
+	// CacheSecretName is the Secret receiving the cluster cache's serving certificate (kvinject
+	// cache), signed by the same CA; empty: none. It must differ from SecretName.
+	CacheSecretName string
+	// CacheServiceName is the cache's Service (in Namespace): the cache's certificate is for its
+	// DNS names.
+	CacheServiceName string
 	// CAValidity and CertValidity are the lifetimes of the CA and of the serving certificate;
 	// each is renewed at 2/3 of its lifetime.
 	CAValidity   time.Duration
@@ -35,8 +41,9 @@ type Options struct {
 	Now func() time.Time
 
 	// Derived by Validate.
-	validated bool
-	dnsNames  []string
+	validated     bool
+	dnsNames      []string
+	cacheDNSNames []string
 }
 
 // DefaultOptions are the defaults, before flags. SecretName is empty: self-signed mode is off.
@@ -44,6 +51,7 @@ func DefaultOptions() Options {
 	return Options{
 		ServiceName:       "kvinject-webhook",
 		WebhookConfigName: "kvinject",
+		CacheServiceName:  "kvinject-cache",
 		CAValidity:        10 * 365 * 24 * time.Hour,
 		CertValidity:      365 * 24 * time.Hour,
 		ResyncInterval:    time.Minute,
@@ -59,12 +67,19 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "the webhook's Service, named by the self-signed certificate")
 	fs.StringVar(&o.WebhookConfigName, "webhook-config-name", o.WebhookConfigName,
 		"MutatingWebhookConfiguration whose caBundle the self-signed mode keeps current")
+	fs.StringVar(&o.CacheSecretName, "self-signed-cache-secret", o.CacheSecretName,
+		"also issue the cluster cache's serving certificate, signed by the same CA, into this Secret (tls.crt, tls.key, ca.crt; off when empty)")
+	fs.StringVar(&o.CacheServiceName, "cache-service-name", o.CacheServiceName, "the cache's Service, named by its self-signed certificate")
 	fs.DurationVar(&o.CAValidity, "self-signed-ca-validity", o.CAValidity, "lifetime of the self-signed CA (renewed at 2/3)")
 	fs.DurationVar(&o.CertValidity, "self-signed-cert-validity", o.CertValidity, "lifetime of the serving certificate (renewed at 2/3)")
 }
 
-// Enabled tells whether self-signed mode is asked for.
-func (o *Options) Enabled() bool { return o.SecretName != "" }
+// Enabled tells whether self-signed mode is asked for (a cache Secret alone asks for it too, and
+// fails Validate).
+func (o *Options) Enabled() bool { return o.SecretName != "" || o.CacheSecretName != "" }
+
+// CacheEnabled tells whether the cache's certificate is asked for.
+func (o *Options) CacheEnabled() bool { return o.CacheSecretName != "" }
 
 // Validate checks the options once and derives the serving certificate's DNS names.
 func (o *Options) Validate() error {
@@ -82,6 +97,19 @@ func (o *Options) Validate() error {
 	check("self-signed-namespace", o.Namespace, validation.IsDNS1123Label(o.Namespace))
 	check("service-name", o.ServiceName, validation.IsDNS1035Label(o.ServiceName))
 	check("webhook-config-name", o.WebhookConfigName, validation.IsDNS1123Subdomain(o.WebhookConfigName))
+	if o.CacheEnabled() {
+		if o.SecretName == "" {
+			errs = append(errs, errors.New("--self-signed-cache-secret needs --self-signed-cert-secret: the CA that signs the cache's certificate lives there"))
+		}
+		check("self-signed-cache-secret", o.CacheSecretName, validation.IsDNS1123Subdomain(o.CacheSecretName))
+		check("cache-service-name", o.CacheServiceName, validation.IsDNS1035Label(o.CacheServiceName))
+		if o.CacheSecretName == o.SecretName {
+			errs = append(errs, fmt.Errorf("--self-signed-cache-secret %q is also --self-signed-cert-secret: the cache's Secret must not hold the CA's key", o.CacheSecretName))
+		}
+		if o.CacheServiceName == o.ServiceName {
+			errs = append(errs, fmt.Errorf("--cache-service-name %q is also --service-name", o.CacheServiceName))
+		}
+	}
 	if o.CertDir == "" {
 		errs = append(errs, errors.New("--cert-dir is empty"))
 	} else if !filepath.IsAbs(o.CertDir) {
@@ -105,11 +133,23 @@ func (o *Options) Validate() error {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	svc, ns := o.ServiceName, o.Namespace
-	o.dnsNames = []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc, svc + "." + ns}
+	o.dnsNames = serviceDNSNames(o.ServiceName, o.Namespace)
+	o.cacheDNSNames = nil
+	if o.CacheEnabled() {
+		o.cacheDNSNames = serviceDNSNames(o.CacheServiceName, o.Namespace)
+	}
 	o.validated = true
 	return nil
 }
 
+// serviceDNSNames are the names a certificate for the Service svc in namespace ns holds, the
+// first one its common name.
+func serviceDNSNames(svc, ns string) []string {
+	return []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc, svc + "." + ns}
+}
+
 // DNSNames are the names in the serving certificate (after Validate).
 func (o *Options) DNSNames() []string { return append([]string(nil), o.dnsNames...) }
+
+// CacheDNSNames are the names in the cache's certificate (after Validate; none when it is off).
+func (o *Options) CacheDNSNames() []string { return append([]string(nil), o.cacheDNSNames...) }

@@ -44,11 +44,13 @@ type Runnable struct {
 	o *Options
 	c client.WithWatch
 
-	mu        sync.Mutex
-	served    *x509.Certificate // the serving certificate written to CertDir, once its CA is in the caBundle
-	lastError error
-	secretRV  string
-	configRV  string
+	mu            sync.Mutex
+	served        *x509.Certificate // the serving certificate written to CertDir, once its CA is in the caBundle
+	lastError     error             // of the webhook's certificate
+	secretRV      string
+	configRV      string
+	cacheServed   *x509.Certificate // the certificate last seen in the cache's Secret
+	cacheSecretRV string
 }
 
 var (
@@ -78,13 +80,17 @@ func (r *Runnable) NeedLeaderElection() bool { return false }
 
 // EnsureCertificate runs passes until the certificate files are in place and their CA is in
 // the caBundle, or ctx ends. Call it before the webhook server starts: the server reads the
-// files when it starts.
+// files when it starts. The cache's certificate is tried once; if that fails, the webhook starts
+// all the same and Start keeps trying.
 func (r *Runnable) EnsureCertificate(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
 	delay := 500 * time.Millisecond
 	for {
-		err := r.pass(ctx)
+		st, err := r.webhookPass(ctx)
 		if err == nil {
+			if err := r.cachePass(ctx, st); err != nil {
+				log.Error(err, "the cache's certificate is not written yet; retrying in the background")
+			}
 			return nil
 		}
 		log.Error(err, "self-signed certificate not ready yet, retrying", "in", delay.String())
@@ -142,70 +148,140 @@ func (r *Runnable) ReadyChecker() healthz.Checker {
 	}
 }
 
-// pass is one reconciliation: Secret, then caBundle, then files.
-func (r *Runnable) pass(ctx context.Context) (err error) {
+// pass is one reconciliation: the webhook's certificate, then the cache's.
+func (r *Runnable) pass(ctx context.Context) error {
+	st, err := r.webhookPass(ctx)
+	if err != nil {
+		return err
+	}
+	return r.cachePass(ctx, st)
+}
+
+// webhookPass makes the webhook's certificate current: Secret, then caBundle, then files. It
+// returns the Secret's content.
+func (r *Runnable) webhookPass(ctx context.Context) (st *state, err error) {
 	defer func() {
 		r.mu.Lock()
 		r.lastError = err
 		r.mu.Unlock()
 	}()
-	st, err := r.ensureSecret(ctx)
+	st, err = r.ensureSecret(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := r.ensureCABundle(ctx, st.bundle); err != nil {
-		return err
+		return nil, err
 	}
-	if err := r.writeFiles(st.serving); err != nil {
-		return err
+	if err := r.writeFiles(st.serving, encodeCerts(st.bundle)); err != nil {
+		return nil, err
 	}
 	r.mu.Lock()
 	r.served = st.serving.cert
 	r.mu.Unlock()
+	return st, nil
+}
+
+// cachePass makes the cache's Secret hold a fresh certificate signed by a CA of st's bundle,
+// and that bundle. It runs after the files are written, so this replica's ca.crt holds a new CA
+// before the cache's certificate can be signed by it. Nothing to do when the cache's
+// certificate is off.
+func (r *Runnable) cachePass(ctx context.Context, st *state) error {
+	if !r.o.CacheEnabled() {
+		return nil
+	}
+	var cs *cacheState
+	w, err := r.ensureManagedSecret(ctx, r.o.CacheSecretName, "cache-cert", "--self-signed-cache-secret",
+		func(data map[string][]byte) (map[string][]byte, []string, error) {
+			var reasons []string
+			var err error
+			if cs, reasons, err = planCache(data, st, r.o, r.o.Now()); err != nil {
+				return nil, nil, err
+			}
+			return cs.data(), reasons, nil
+		})
+	if err != nil {
+		return err
+	}
+	if len(w.reasons) != 0 {
+		ctrl.LoggerFrom(ctx).WithName("selfcert").Info("wrote the cache's certificate secret", "secret", r.o.Namespace+"/"+r.o.CacheSecretName,
+			"reasons", strings.Join(w.reasons, "; "), "certNotAfter", cs.serving.cert.NotAfter)
+	}
+	r.mu.Lock()
+	r.cacheSecretRV, r.cacheServed = w.rv, cs.serving.cert
+	r.mu.Unlock()
 	return nil
 }
 
-func (r *Runnable) secretKey() types.NamespacedName {
-	return types.NamespacedName{Namespace: r.o.Namespace, Name: r.o.SecretName}
+// ensureSecret makes the Secret hold a fresh CA and serving certificate and returns its content.
+func (r *Runnable) ensureSecret(ctx context.Context) (*state, error) {
+	var st *state
+	w, err := r.ensureManagedSecret(ctx, r.o.SecretName, "webhook-cert", "--self-signed-cert-secret",
+		func(data map[string][]byte) (map[string][]byte, []string, error) {
+			var reasons []string
+			var err error
+			if st, reasons, err = plan(data, r.o, r.o.Now()); err != nil {
+				return nil, nil, err
+			}
+			return st.data(), reasons, nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	if len(w.reasons) != 0 {
+		ctrl.LoggerFrom(ctx).WithName("selfcert").Info("wrote the self-signed certificate secret", "secret", r.o.Namespace+"/"+r.o.SecretName,
+			"reasons", strings.Join(w.reasons, "; "), "caNotAfter", st.ca.cert.NotAfter, "certNotAfter", st.serving.cert.NotAfter)
+	}
+	r.setSecretRV(w.rv)
+	return st, nil
 }
 
-// ensureSecret makes the Secret hold a fresh CA and serving certificate and returns its content.
-// Concurrent replicas: create fails with AlreadyExists or update with Conflict for all but one;
-// they re-read and use the winner's.
-func (r *Runnable) ensureSecret(ctx context.Context) (*state, error) {
+// secretWrite is what ensureManagedSecret did: the Secret's resourceVersion afterwards, and why
+// it wrote it (none: it was up to date).
+type secretWrite struct {
+	rv      string
+	reasons []string
+}
+
+// ensureManagedSecret makes the Secret name (type kubernetes.io/tls, in the namespace) hold what
+// want computes from its current data (nil when there is none); want also says why that differs
+// (nothing: keep it). A Secret without the managed-by label is never written: flagName names
+// the flag to change instead. Concurrent replicas: create fails with AlreadyExists or update
+// with Conflict for all but one; they re-read and use the winner's.
+func (r *Runnable) ensureManagedSecret(ctx context.Context, name, component, flagName string,
+	want func(data map[string][]byte) (map[string][]byte, []string, error)) (secretWrite, error) {
 	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
+	key := types.NamespacedName{Namespace: r.o.Namespace, Name: name}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
-			return nil, fmt.Errorf("secret %s keeps changing under us", r.secretKey())
+			return secretWrite{}, fmt.Errorf("secret %s keeps changing under us", key)
 		}
 		var s corev1.Secret
-		err := r.c.Get(ctx, r.secretKey(), &s)
+		err := r.c.Get(ctx, key, &s)
 		exists := err == nil
 		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("get secret %s: %w", r.secretKey(), err)
+			return secretWrite{}, fmt.Errorf("get secret %s: %w", key, err)
 		}
 		if exists && s.Labels[labelManagedBy] != managedBy {
-			return nil, fmt.Errorf("secret %s exists but is not managed by kvinject (no label %s=%s): delete it (e.g. left over from another certificate overlay) or choose another --self-signed-cert-secret",
-				r.secretKey(), labelManagedBy, managedBy)
+			return secretWrite{}, fmt.Errorf("secret %s exists but is not managed by kvinject (no label %s=%s): delete it (e.g. left over from another certificate overlay) or choose another %s",
+				key, labelManagedBy, managedBy, flagName)
 		}
-		st, reasons, err := plan(s.Data, r.o, r.o.Now())
+		data, reasons, err := want(s.Data)
 		if err != nil {
-			return nil, err
+			return secretWrite{}, err
 		}
 		if exists && len(reasons) == 0 {
-			r.setSecretRV(s.ResourceVersion)
-			return st, nil
+			return secretWrite{rv: s.ResourceVersion}, nil
 		}
 		if !exists {
-			s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.o.Namespace, Name: r.o.SecretName}, Type: corev1.SecretTypeTLS}
+			s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}, Type: corev1.SecretTypeTLS}
 		}
 		if s.Labels == nil {
 			s.Labels = map[string]string{}
 		}
 		s.Labels[labelManagedBy] = managedBy
 		s.Labels[labelName] = "kvinject"
-		s.Labels[labelComponent] = "webhook-cert"
-		s.Data = st.data()
+		s.Labels[labelComponent] = component
+		s.Data = data
 		if !exists {
 			err = r.c.Create(ctx, &s)
 		} else {
@@ -213,15 +289,12 @@ func (r *Runnable) ensureSecret(ctx context.Context) (*state, error) {
 		}
 		switch {
 		case err == nil:
-			log.Info("wrote the self-signed certificate secret", "secret", r.secretKey().String(),
-				"reasons", strings.Join(reasons, "; "), "caNotAfter", st.ca.cert.NotAfter, "certNotAfter", st.serving.cert.NotAfter)
-			r.setSecretRV(s.ResourceVersion)
-			return st, nil
+			return secretWrite{rv: s.ResourceVersion, reasons: reasons}, nil
 		case apierrors.IsAlreadyExists(err), apierrors.IsConflict(err):
-			log.V(1).Info("another replica wrote the secret first; re-reading", "secret", r.secretKey().String())
+			log.V(1).Info("another replica wrote the secret first; re-reading", "secret", key.String())
 			continue
 		default:
-			return nil, fmt.Errorf("write secret %s: %w", r.secretKey(), err)
+			return secretWrite{}, fmt.Errorf("write secret %s: %w", key, err)
 		}
 	}
 }
@@ -278,17 +351,17 @@ func (r *Runnable) ensureCABundle(ctx context.Context, ours []*x509.Certificate)
 	}
 }
 
-// writeFiles puts tls.key, then tls.crt into CertDir when they differ, each by an atomic
-// rename (certwatcher reloads on each; a key without its certificate fails to load and keeps
-// the previous pair until the certificate follows).
-func (r *Runnable) writeFiles(kp keyPair) error {
+// writeFiles puts the CA bundle (ca.crt), then tls.key, then tls.crt into CertDir when they
+// differ, each by an atomic rename (certwatcher reloads on each; a key without its certificate
+// fails to load and keeps the previous pair until the certificate follows).
+func (r *Runnable) writeFiles(kp keyPair, bundle []byte) error {
 	if err := os.MkdirAll(r.o.CertDir, 0o700); err != nil {
 		return fmt.Errorf("cert dir: %w", err)
 	}
 	for _, f := range []struct {
 		name string
 		data []byte
-	}{{KeyTLSKey, kp.keyPEM}, {KeyTLSCert, kp.certPEM}} {
+	}{{FileCABundle, bundle}, {KeyTLSKey, kp.keyPEM}, {KeyTLSCert, kp.certPEM}} {
 		p := filepath.Join(r.o.CertDir, f.name)
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.data) {
 			continue
@@ -314,16 +387,19 @@ func (r *Runnable) writeFiles(kp keyPair) error {
 func (r *Runnable) setSecretRV(rv string) { r.mu.Lock(); r.secretRV = rv; r.mu.Unlock() }
 func (r *Runnable) setConfigRV(rv string) { r.mu.Lock(); r.configRV = rv; r.mu.Unlock() }
 
-// waitForChange returns when the Secret or the webhook configuration changes after what the
+// waitForChange returns when a Secret or the webhook configuration changes after what the
 // last pass saw, when a renewal may be due, or after the resync interval.
 func (r *Runnable) waitForChange(ctx context.Context) {
 	r.mu.Lock()
-	secretRV, configRV := r.secretRV, r.configRV
+	secretRV, configRV, cacheSecretRV := r.secretRV, r.configRV, r.cacheSecretRV
 	wait := r.o.ResyncInterval
-	if r.served != nil {
-		// Wake up for the serving certificate's renewal (the CA's comes earlier than its
-		// certificates' ends, and a new CA also renews the certificate).
-		if d := renewAt(r.served).Sub(r.o.Now()); d < wait {
+	// Wake up for the serving certificates' renewal (the CA's comes earlier than its
+	// certificates' ends, and a new CA also renews the webhook's certificate).
+	for _, c := range []*x509.Certificate{r.served, r.cacheServed} {
+		if c == nil {
+			continue
+		}
+		if d := renewAt(c).Sub(r.o.Now()); d < wait {
 			wait = max(d, 10*time.Millisecond)
 		}
 	}
@@ -335,10 +411,16 @@ func (r *Runnable) waitForChange(ctx context.Context) {
 	configW := r.watch(ctx, &admissionregistrationv1.MutatingWebhookConfigurationList{}, "", r.o.WebhookConfigName, configRV)
 	defer secretW.Stop()
 	defer configW.Stop()
+	cacheW := watch.Interface(watch.NewFake()) // never fires
+	if r.o.CacheEnabled() {
+		cacheW = r.watch(ctx, &corev1.SecretList{}, r.o.Namespace, r.o.CacheSecretName, cacheSecretRV)
+	}
+	defer cacheW.Stop()
 	select {
 	case <-ctx.Done():
 	case <-secretW.ResultChan():
 	case <-configW.ResultChan():
+	case <-cacheW.ResultChan():
 	}
 }
 

@@ -1,7 +1,7 @@
 // Command render writes kvinject's rendered manifests, or pins the image tag in
 // manifests/base/kustomization.yaml. It needs no kustomize or kubectl binary.
 //
-//	go run ./manifests/cmd/render -tag v0.1.0 -o _out/manifests      # one YAML file per overlay
+//	go run ./manifests/cmd/render -tag v0.1.0 -o _out/manifests      # one YAML file per installation
 //	go run ./manifests/cmd/render -set-tag v0.1.0                      # edit base/kustomization.yaml
 package main
 
@@ -17,7 +17,7 @@ import (
 
 func main() {
 	tag := flag.String("tag", "", "image tag to render with (default: the one in base/kustomization.yaml)")
-	out := flag.String("o", "", "output directory: <overlay>.yaml for each overlay")
+	out := flag.String("o", "", "output directory: <source>.yaml for each overlay, with-cache-<source>.yaml for each with the cache")
 	setTag := flag.String("set-tag", "", "write this image tag into base/kustomization.yaml")
 	dir := flag.String("dir", "manifests", "the manifests directory (for -set-tag)")
 	flag.Parse()
@@ -51,12 +51,12 @@ func run(tag, out, setTag, dir string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	for _, o := range manifests.Overlays {
+	for _, o := range append(append([]string(nil), manifests.Overlays...), manifests.WithCache...) {
 		y, err := manifests.Render(o, tag)
 		if err != nil {
 			return err
 		}
-		name := strings.TrimPrefix(o, "overlays/") + ".yaml"
+		name := strings.ReplaceAll(strings.TrimPrefix(o, "overlays/"), "/", "-") + ".yaml"
 		if err := os.WriteFile(filepath.Join(out, name), y, 0o644); err != nil {
 			return err
 		}
