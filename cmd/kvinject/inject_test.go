@@ -36,6 +36,9 @@ func TestInject(t *testing.T) {
 		{name: "env before env files", in: "testdata/inject/env-old-cluster.yaml", extra: []string{"--kube-version", "v1.33.5"}, wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#password\", and have the app read it; " +
 				"kvinject.io/env-USERNAME: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#username\", and have the app read it\nkvinject inject: 1 object(s) denied\n"},
+		{name: "cache on a cluster without one", in: "testdata/inject/cache-none.yaml", wantCode: 1,
+			wantErr: "Deployment/reader-cache: warning: kvinject.io/cache: \"true\", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly\n" +
+				"Deployment/reader-cache-required: denied: kvinject: kvinject.io/cache: \"required\" needs the cluster cache, and this cluster runs none (the webhook has no --cache-url): use \"true\", which reads from Azure directly where no cache runs, or remove the annotation\nkvinject inject: 1 object(s) denied\n"},
 		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
 				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},

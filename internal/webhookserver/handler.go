@@ -148,7 +148,8 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 		log.Error(err, "ServiceAccount lookup failed", "namespace", ns, "serviceAccount", saName)
 		return errored(http.StatusInternalServerError, fmt.Errorf("get service account %q: %w", ns+"/"+saName, err))
 	}
-	ops, err := webhook.Patch(pod, sa, h.Options)
+	o := h.Options
+	ops, err := webhook.Patch(pod, sa, o)
 	var d *webhook.Denial
 	switch {
 	case errors.As(err, &d):
@@ -159,8 +160,10 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 	case err != nil:
 		log.Error(err, "mutation failed", "namespace", ns)
 		return errored(http.StatusInternalServerError, err)
-	case len(ops) == 0:
-		return &admissionv1.AdmissionResponse{Allowed: true}
+	}
+	warnings := webhook.Warnings(pod, o)
+	if len(ops) == 0 {
+		return &admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}
 	}
 	patch, err := webhook.EncodePatch(ops)
 	if err != nil {
@@ -168,7 +171,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 	}
 	log.V(1).Info("injected", "namespace", ns, "generateName", pod.GenerateName, "name", pod.Name, "operations", len(ops))
 	pt := admissionv1.PatchTypeJSONPatch
-	return &admissionv1.AdmissionResponse{Allowed: true, PatchType: &pt, Patch: patch}
+	return &admissionv1.AdmissionResponse{Allowed: true, PatchType: &pt, Patch: patch, Warnings: warnings}
 }
 
 func errored(code int32, err error) *admissionv1.AdmissionResponse {
