@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -35,7 +36,9 @@ type ServiceAccountGetter interface {
 
 // PodHandler serves AdmissionReviews of pods (admission.k8s.io/v1).
 type PodHandler struct {
-	Options         *webhook.Options // validated
+	// Options are the validated mutation options, loaded once per request:
+	// the cache CA's watcher swaps in a new copy when the CA file changes.
+	Options         *atomic.Pointer[webhook.Options]
 	ServiceAccounts ServiceAccountGetter
 	// Counter, when not nil, counts results (NewInjectionsCounter).
 	Counter *Counter
@@ -148,7 +151,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 		log.Error(err, "ServiceAccount lookup failed", "namespace", ns, "serviceAccount", saName)
 		return errored(http.StatusInternalServerError, fmt.Errorf("get service account %q: %w", ns+"/"+saName, err))
 	}
-	o := h.Options
+	o := h.Options.Load()
 	ops, err := webhook.Patch(pod, sa, o)
 	var d *webhook.Denial
 	switch {

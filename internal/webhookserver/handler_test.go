@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
@@ -96,7 +97,7 @@ func TestAdmissionHandler(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(MutatePath, &PodHandler{
-		Options: testOptions(t), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}, Counter: counter,
+		Options: current(testOptions(t)), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}, Counter: counter,
 	})
 	srv := httptest.NewTLSServer(mux)
 	defer srv.Close()
@@ -214,6 +215,13 @@ func testOptions(t testing.TB) *webhook.Options {
 	return &o
 }
 
+// current holds validated options as the webhook server does.
+func current(o *webhook.Options) *atomic.Pointer[webhook.Options] {
+	p := &atomic.Pointer[webhook.Options]{}
+	p.Store(o)
+	return p
+}
+
 func readPod(t testing.TB, path string) *corev1.Pod {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -248,7 +256,7 @@ func mustOps(t *testing.T, patch []byte) []map[string]any {
 // TestAdmissionWarnings: a pod that asks for the cache on a cluster that
 // runs none is admitted with a warning, on reinvocation too.
 func TestAdmissionWarnings(t *testing.T) {
-	h := &PodHandler{Options: testOptions(t), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
+	h := &PodHandler{Options: current(testOptions(t)), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
 	pod := readPod(t, "../../webhook/testdata/mutate/cache-on.in.yaml")
 	want := []string{`kvinject.io/cache: "true", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly`}
 	resp := admitDirect(t, h, pod)
