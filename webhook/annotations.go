@@ -76,7 +76,7 @@ func (d *Denial) err() error {
 var singleAnnotations = []string{
 	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
 	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
-	spec.AnnotationRefresh, spec.AnnotationStatus,
+	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationStatus,
 }
 
 // ownContainers are the init containers kvinject adds: a pod's own
@@ -250,6 +250,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	if v, ok := ann[spec.AnnotationRefresh]; ok {
 		in.refresh = parseRefresh(v, o, d)
 	}
+	s.Cache, _ = parseCache(ann, o, d)
 
 	if err := d.err(); err != nil {
 		return nil, err
@@ -313,6 +314,46 @@ func parseRefresh(v string, o *Options, d *Denial) time.Duration {
 			spec.AnnotationRefresh, spec.MinSidecarMinor, o.kubeMinor)
 	}
 	return interval
+}
+
+// parseCache reads AnnotationCache: the cache the agent asks (nil: none),
+// and a warning for a pod that asks for a cache this cluster does not run.
+func parseCache(ann map[string]string, o *Options, d *Denial) (*spec.Cache, string) {
+	v, ok := ann[spec.AnnotationCache]
+	if !ok {
+		if !o.CacheByDefault {
+			return nil, ""
+		}
+		v = spec.CacheOn
+	}
+	switch v {
+	case spec.CacheOn, spec.CacheRequired:
+	case spec.CacheOff:
+		return nil, ""
+	default:
+		d.addf("%s: %s must be %q, %q or %q", spec.AnnotationCache, spec.Quote(v), spec.CacheOn, spec.CacheRequired, spec.CacheOff)
+		return nil, ""
+	}
+	if o.cacheURL == "" {
+		if v == spec.CacheRequired {
+			d.addf("%s: %q needs the cluster cache, and this cluster runs none (the webhook has no --cache-url): use %q, which reads from Azure directly where no cache runs, or remove the annotation",
+				spec.AnnotationCache, v, spec.CacheOn)
+			return nil, ""
+		}
+		// A manifest that says "true" works on clusters with and without a cache.
+		return nil, fmt.Sprintf("%s: %q, but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly", spec.AnnotationCache, v)
+	}
+	return &spec.Cache{URL: o.cacheURL, CA: o.cacheCA, Required: v == spec.CacheRequired}, ""
+}
+
+// Warnings returns what the admission response tells the pod's creator
+// about an admitted pod: annotations that ask for what this cluster does
+// not run. Like Mutate, it is a pure function of its arguments.
+func Warnings(pod *corev1.Pod, o *Options) []string {
+	if _, w := parseCache(pod.Annotations, o, &Denial{}); w != "" {
+		return []string{w}
+	}
+	return nil
 }
 
 // parseContainers returns the target containers: the named ones, or every

@@ -54,7 +54,11 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, secret-<file>, template-<file>, perms-<file> and env-<VAR>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file> and env-<VAR>"},
+	}, {
+		name: "unknown annotation, typo of the cache's",
+		ann:  map[string]string{"kvinject.io/cahce": "true", "kvinject.io/secret-x": "db"},
+		want: []string{"kvinject.io/cahce: unknown annotation, did you mean kvinject.io/cache?"},
 	}, {
 		name: "empty file name",
 		ann:  map[string]string{"kvinject.io/secret-": "db"},
@@ -143,6 +147,19 @@ func TestDenials(t *testing.T) {
 		name: "template secret without a literal",
 		ann:  map[string]string{"kvinject.io/template-conf": `{{ secret .name }}`},
 		want: []string{`kvinject.io/template-conf: template line 1, column 4: secret takes one quoted reference: {{ secret "name#path" }}`},
+	}, {
+		name: "cache not one of its values",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/cache": "True"},
+		want: []string{`kvinject.io/cache: "True" must be "true", "required" or "false"`},
+	}, {
+		name: "cache value long, quoted bounded",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/cache": strings.Repeat("y", 100)},
+		want: []string{`kvinject.io/cache: "` + strings.Repeat("y", 80) + `"… (100 bytes) must be "true", "required" or "false"`},
+	}, {
+		name: "cache required where the cluster runs none",
+		ann:  map[string]string{"kvinject.io/secret-db": "db", "kvinject.io/cache": "required"},
+		opts: func(o *Options) { o.CacheURL, o.CacheCA = "", nil },
+		want: []string{`kvinject.io/cache: "required" needs the cluster cache, and this cluster runs none (the webhook has no --cache-url): use "true", which reads from Azure directly where no cache runs, or remove the annotation`},
 	}, {
 		name: "vault not https",
 		ann:  map[string]string{"kvinject.io/vault": "http://homelab-kv.vault.azure.net", "kvinject.io/secret-db": "db"},

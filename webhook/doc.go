@@ -7,4 +7,6 @@
 // The mutation (Mutate) is a pure function of the pod, its ServiceAccount's
 // annotations and the webhook's Options; the admission handler does every
 // lookup first and then calls it, and `kvinject inject` calls it offline.
+// Warnings, pure too, gives the warnings the admission response carries to
+// the pod's creator (kvinject.io/cache "true" where no cache runs).
 package webhook

@@ -16,6 +16,9 @@ func FuzzMutate(f *testing.F) {
 	f.Add("template-conf", `u={{ secret "db#a.0" | quote }}`, "mount-path", "/etc/x", "vault", "https://kv1.vault.azure.net")
 	f.Add("secret-a", "https://kv1.vault.azure.net/secrets/x/0123456789abcdef0123456789abcdef#p", "token-expiration", "86400", "client-id", testClientID)
 	f.Add("secret-..", "x", "secrets-a", "b", "containers", "setup,app")
+	f.Add("secret-db", "app-pgsql#password", "cache", "true", "refresh", "1h")
+	f.Add("env-PASSWORD", "app-pgsql#password", "cache", "required", "vault", "homelab-kv")
+	f.Add("secret-db", "app-pgsql", "cache", "false", "cache", "yes")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
 		ann := map[string]string{"kvinject.io/" + k1: v1, "kvinject.io/" + k2: v2, "kvinject.io/" + k3: v3}
 		pod := podWith(ann)
@@ -42,7 +45,7 @@ func FuzzMutate(f *testing.F) {
 			return
 		}
 		checkInjected(t, pod)
-		checkPatch(t, before, sa)
+		checkPatch(t, before, sa, o)
 		again := pod.DeepCopy()
 		if err := Mutate(again, sa, o); err != nil {
 			t.Fatalf("second mutation: %v", err)

@@ -19,16 +19,51 @@ const (
 	testClientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 )
 
+const testCacheURL = "https://kvinject-cache.kvinject-system.svc"
+
+// testOptions are the tests' options: a cluster with a cache, which pods
+// use only when they say so.
 func testOptions(t testing.TB) *Options {
 	t.Helper()
 	o := DefaultOptions()
 	o.AgentImage = "kvinject:test"
 	o.TenantID = testTenant
 	o.DefaultVault = "homelab-kv"
+	o.CacheURL = testCacheURL
+	o.CacheCA = testCacheCA(t)
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	return &o
+}
+
+// testCacheCA is the cache CA of the golden files, a comment before its block.
+func testCacheCA(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/cache-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// goldenOptions change testOptions for the golden cases named.
+var goldenOptions = map[string]func(*Options){
+	"cache-by-default": func(o *Options) { o.CacheByDefault = true },
+	"cache-off":        func(o *Options) { o.CacheByDefault = true },
+}
+
+// goldenCaseOptions are the options of one golden case.
+func goldenCaseOptions(t testing.TB, name string) *Options {
+	t.Helper()
+	o := testOptions(t)
+	if change := goldenOptions[name]; change != nil {
+		change(o)
+		if err := o.Validate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return o
 }
 
 func testSA(ns, name string) ServiceAccount {
@@ -62,8 +97,9 @@ func TestMutateGolden(t *testing.T) {
 				ns = "group1" // as the admission request would say
 			}
 			sa := testSA(ns, pod.Spec.ServiceAccountName)
+			o := goldenCaseOptions(t, name)
 			before := pod.DeepCopy()
-			if err := Mutate(pod, sa, testOptions(t)); err != nil {
+			if err := Mutate(pod, sa, o); err != nil {
 				t.Fatalf("Mutate: %v", err)
 			}
 			out, err := yaml.Marshal(pod)
@@ -73,17 +109,17 @@ func TestMutateGolden(t *testing.T) {
 			golden.Check(t, strings.TrimSuffix(in, ".in.yaml")+".out.yaml", out)
 
 			checkInjected(t, pod)
-			checkPatch(t, before, sa)
+			checkPatch(t, before, sa, o)
 
 			// Mutating again (reinvocation) changes nothing.
 			again := pod.DeepCopy()
-			if err := Mutate(again, sa, testOptions(t)); err != nil {
+			if err := Mutate(again, sa, o); err != nil {
 				t.Fatalf("second Mutate: %v", err)
 			}
 			if diff := cmp.Diff(pod, again); diff != "" {
 				t.Errorf("second mutation changed the pod (-first +second):\n%s", diff)
 			}
-			if ops, err := Patch(pod, sa, testOptions(t)); err != nil || len(ops) != 0 {
+			if ops, err := Patch(pod, sa, o); err != nil || len(ops) != 0 {
 				t.Errorf("an injected pod patches %v (err %v)", ops, err)
 			}
 		})

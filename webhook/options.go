@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"bytes"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -47,6 +49,18 @@ type Options struct {
 	// The webhook asks the API server at start; `kvinject inject` takes
 	// --kube-version. Empty: NewestKubeVersion.
 	KubeVersion string
+	// CacheURL is the cluster cache's https:// URL
+	// (https://kvinject-cache.kvinject-system.svc): pods that opt in
+	// (spec.AnnotationCache) get it in their spec. Empty: the cluster runs
+	// no cache.
+	CacheURL string
+	// CacheCA is the PEM bundle of the CAs that sign the cache's serving
+	// certificate, which the agent trusts alone for the cache. Required
+	// with CacheURL.
+	CacheCA []byte
+	// CacheByDefault gives pods without spec.AnnotationCache the cache, as
+	// spec.CacheOn does. Needs CacheURL.
+	CacheByDefault bool
 
 	// Derived by Validate.
 	kubeMinor     int
@@ -55,6 +69,8 @@ type Options struct {
 	authorityHost string
 	caConfigMap   string
 	caKey         string
+	cacheURL      string
+	cacheCA       string // CacheCA's certificates alone, as PEM
 	templates     *templateCache
 }
 
@@ -146,7 +162,72 @@ func (o *Options) Validate() error {
 		}
 		o.caConfigMap, o.caKey = name, key
 	}
+	errs = append(errs, o.validateCache()...)
 	return errors.Join(errs...)
+}
+
+// validateCache checks the cache options and derives the URL and the CA
+// bundle the spec carries.
+func (o *Options) validateCache() []error {
+	var errs []error
+	o.cacheURL, o.cacheCA = "", ""
+	if o.CacheURL == "" {
+		if len(o.CacheCA) > 0 {
+			errs = append(errs, errors.New("--cache-ca-file needs --cache-url: it is the CA of the cache there"))
+		}
+		if o.CacheByDefault {
+			errs = append(errs, errors.New("--cache-by-default needs --cache-url: there is no cache to use"))
+		}
+		return errs
+	}
+	if err := spec.ValidateCacheURL(o.CacheURL); err != nil {
+		errs = append(errs, fmt.Errorf("--cache-url: %w", err))
+	}
+	o.cacheURL = strings.TrimSuffix(o.CacheURL, "/")
+	if len(o.CacheCA) == 0 {
+		return append(errs, errors.New("--cache-url needs --cache-ca-file: the agent trusts the cache's certificate through that CA bundle alone"))
+	}
+	ca, err := normalCacheCA(o.CacheCA)
+	if err != nil {
+		return append(errs, fmt.Errorf("--cache-ca-file: %w", err))
+	}
+	o.cacheCA = ca
+	return errs
+}
+
+// normalCacheCA parses a cache CA bundle and writes its certificates
+// again as PEM, so that the spec carries no text the file had around them.
+func normalCacheCA(pemBytes []byte) (string, error) {
+	certs, err := spec.ParseCacheCA(pemBytes)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, c := range certs {
+		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	// Written again, long lines become more: the bound holds for what the
+	// spec carries.
+	if _, err := spec.ParseCacheCA([]byte(b.String())); err != nil {
+		return "", fmt.Errorf("as PEM of 64-character lines, %w", err)
+	}
+	return b.String(), nil
+}
+
+// WithCacheCA returns a copy of the validated options o that trusts
+// another cache CA bundle, checked as Validate checks CacheCA; o is not
+// changed. The webhook swaps the copy in when the bundle's file changes.
+func (o *Options) WithCacheCA(pemBytes []byte) (*Options, error) {
+	if o.cacheURL == "" {
+		return nil, errors.New("--cache-ca-file needs --cache-url: it is the CA of the cache there")
+	}
+	ca, err := normalCacheCA(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-ca-file: %w", err)
+	}
+	c := *o
+	c.CacheCA, c.cacheCA = bytes.Clone(pemBytes), ca
+	return &c, nil
 }
 
 // SetKubeVersion records the API server's version, learned after the

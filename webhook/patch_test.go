@@ -21,20 +21,19 @@ import (
 // checkPatch proves the property the admission path rests on: applying
 // Patch's operations to the raw pod gives exactly what Mutate makes of the
 // typed pod, and the operations only add what kvinject owns.
-func checkPatch(t testing.TB, pod *corev1.Pod, sa ServiceAccount) {
+func checkPatch(t testing.TB, pod *corev1.Pod, sa ServiceAccount, o *Options) {
 	t.Helper()
 	raw, err := json.Marshal(pod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkRawPatch(t, raw, sa)
+	checkRawPatch(t, raw, sa, o)
 }
 
 // checkRawPatch is checkPatch for a pod given as the API server's JSON. It
 // returns the patched JSON, or nil when the pod is denied.
-func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount) []byte {
+func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount, o *Options) []byte {
 	t.Helper()
-	o := testOptions(t)
 	var pod corev1.Pod
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &pod); err != nil {
 		t.Fatalf("decode: %v", err)
@@ -141,7 +140,7 @@ func TestPatchKeepsUnknownFields(t *testing.T) {
 	  },
 	  "status": {"futureStatus": "z"}
 	}`)
-	patched := checkRawPatch(t, raw, testSA("group1", "dbreader"))
+	patched := checkRawPatch(t, raw, testSA("group1", "dbreader"), testOptions(t))
 	if patched == nil {
 		t.Fatal("denied")
 	}
@@ -222,7 +221,7 @@ func TestPatchReinvocation(t *testing.T) {
 			if len(ops) != tc.wantOps {
 				t.Errorf("%d operations, want %d: %v", len(ops), tc.wantOps, ops)
 			}
-			checkPatch(t, pod, sa)
+			checkPatch(t, pod, sa, testOptions(t))
 		})
 	}
 }
@@ -246,6 +245,7 @@ func FuzzPatch(f *testing.F) {
 		}
 		f.Add(raw)
 	}
+	o := testOptions(f)
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		// The API server always sends a pod with metadata and spec objects.
 		var shape struct {
@@ -258,7 +258,7 @@ func FuzzPatch(f *testing.F) {
 		if err := sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &corev1.Pod{}); err != nil {
 			return // not a pod
 		}
-		checkRawPatch(t, raw, testSA("ns", "app"))
+		checkRawPatch(t, raw, testSA("ns", "app"), o)
 	})
 }
 

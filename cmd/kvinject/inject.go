@@ -21,7 +21,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fmt.Fprintln(io.err, "Usage: kvinject inject -f FILE|- [flags]\n\nPrints Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)\nas the webhook would admit them, or the webhook's denial.")
 		fs.PrintDefaults()
 	}
-	mutationFlags(fs, &o)
+	cacheCAFile := mutationFlags(fs, &o)
 	file := fs.String("f", "", "YAML file to read, - for standard input")
 	ns := fs.String("namespace", "default", "namespace of objects that name none")
 	saClientID := fs.String("sa-client-id", "", "stands in for the ServiceAccount annotation "+spec.SAAnnotationClientID)
@@ -34,7 +34,11 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fs.Usage()
 		return 2
 	}
-	if err := o.Validate(); err != nil {
+	err := loadCacheCA(*cacheCAFile, &o)
+	if err == nil {
+		err = o.Validate()
+	}
+	if err != nil {
 		fmt.Fprintf(io.err, "kvinject inject: %v\n", err)
 		return 2
 	}

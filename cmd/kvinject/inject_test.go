@@ -36,6 +36,11 @@ func TestInject(t *testing.T) {
 		{name: "env before env files", in: "testdata/inject/env-old-cluster.yaml", extra: []string{"--kube-version", "v1.33.5"}, wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#password\", and have the app read it; " +
 				"kvinject.io/env-USERNAME: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#username\", and have the app read it\nkvinject inject: 1 object(s) denied\n"},
+		{name: "cache", in: "testdata/inject/cache.yaml",
+			extra: []string{"--cache-url", "https://kvinject-cache.kvinject-system.svc", "--cache-ca-file", "../../webhook/testdata/cache-ca.pem", "--cache-by-default"}},
+		{name: "cache on a cluster without one", in: "testdata/inject/cache-none.yaml", wantCode: 1,
+			wantErr: "Deployment/reader-cache: warning: kvinject.io/cache: \"true\", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly\n" +
+				"Deployment/reader-cache-required: denied: kvinject: kvinject.io/cache: \"required\" needs the cluster cache, and this cluster runs none (the webhook has no --cache-url): use \"true\", which reads from Azure directly where no cache runs, or remove the annotation\nkvinject inject: 1 object(s) denied\n"},
 		{name: "denied", in: "testdata/inject/denied.yaml", wantCode: 1,
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?; " +
 				"kvinject.io/perms-username: mode \"0644\" grants more than read: use only 4s and 0s, e.g. 0400, 0440, 0444\nkvinject inject: 1 object(s) denied\n"},
@@ -60,6 +65,36 @@ func TestInject(t *testing.T) {
 	}
 }
 
+// TestInjectCacheFlags: the cache flags are checked together before any
+// input is read.
+func TestInjectCacheFlags(t *testing.T) {
+	base := []string{"inject", "-f", "testdata/inject/cache.yaml", "--agent-image", "kvinject:v1"}
+	const url, ca = "https://kvinject-cache.kvinject-system.svc", "../../webhook/testdata/cache-ca.pem"
+	for _, tt := range []struct {
+		name    string
+		flags   []string
+		wantErr string
+	}{
+		{"by default without a cache", []string{"--cache-by-default"},
+			"kvinject inject: --cache-by-default needs --cache-url: there is no cache to use\n"},
+		{"a URL without a CA", []string{"--cache-url", url},
+			"kvinject inject: --cache-url needs --cache-ca-file: the agent trusts the cache's certificate through that CA bundle alone\n"},
+		{"a CA without a URL", []string{"--cache-ca-file", ca},
+			"kvinject inject: --cache-ca-file needs --cache-url: it is the CA of the cache there\n"},
+		{"a CA file that is missing", []string{"--cache-url", url, "--cache-ca-file", "testdata/inject/nope.pem"},
+			"kvinject inject: --cache-ca-file: open testdata/inject/nope.pem: no such file or directory\n"},
+		{"a CA file that is not PEM", []string{"--cache-url", url, "--cache-ca-file", "testdata/inject/cache.yaml"},
+			"kvinject inject: --cache-ca-file: the CA bundle holds text that is not PEM\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := runCommand(t, "", append(base, tt.flags...)...)
+			if code != 2 || out != "" || errOut != tt.wantErr {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2, nothing, %q", code, out, errOut, tt.wantErr)
+			}
+		})
+	}
+}
+
 func TestUsage(t *testing.T) {
 	if code, _, errOut := runCommand(t, "", "nope"); code != 2 || !strings.Contains(errOut, `unknown command "nope"`) {
 		t.Errorf("unknown command: exit %d, %q", code, errOut)
@@ -69,6 +104,10 @@ func TestUsage(t *testing.T) {
 	}
 	if code, _, errOut := runCommand(t, "", "webhook", "--cloud", "Mars"); code != 2 || !strings.Contains(errOut, `unknown cloud "Mars"`) {
 		t.Errorf("webhook with a bad cloud: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := runCommand(t, "", "webhook", "--agent-image", "i", "--cache-url", "https://c", "--cache-ca-file", "testdata/inject/nope.pem"); code != 2 ||
+		errOut != "kvinject webhook: --cache-ca-file: open testdata/inject/nope.pem: no such file or directory\n" {
+		t.Errorf("webhook with a missing cache CA file: exit %d, %q", code, errOut)
 	}
 }
 

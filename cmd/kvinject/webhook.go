@@ -16,8 +16,9 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-// mutationFlags binds the flags shared by `webhook` and `inject`.
-func mutationFlags(fs *flag.FlagSet, o *webhook.Options) {
+// mutationFlags binds the flags shared by `webhook` and `inject`. It
+// returns --cache-ca-file, which loadCacheCA reads after parsing.
+func mutationFlags(fs *flag.FlagSet, o *webhook.Options) (cacheCAFile *string) {
 	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "image of the kvinject-agent init container")
 	fs.StringVar(&o.TenantID, "tenant-id", o.TenantID, "Entra ID tenant when neither the pod nor its ServiceAccount names one")
 	fs.StringVar(&o.CloudName, "cloud", o.CloudName, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
@@ -34,13 +35,30 @@ func mutationFlags(fs *flag.FlagSet, o *webhook.Options) {
 		o.SecretsSizeLimit = q
 		return nil
 	})
+	fs.StringVar(&o.CacheURL, "cache-url", o.CacheURL, "https:// URL of the cluster cache (kvinject cache) for pods that opt in with "+spec.AnnotationCache+" (default: no cache)")
+	cacheCAFile = fs.String("cache-ca-file", "", "PEM file of the CAs that sign the cache's certificate, which the agent trusts alone for the cache (required with --cache-url)")
+	fs.BoolVar(&o.CacheByDefault, "cache-by-default", o.CacheByDefault, "pods without "+spec.AnnotationCache+" use the cache as with \"true\" (needs --cache-url)")
+	return cacheCAFile
+}
+
+// loadCacheCA reads --cache-ca-file into o.CacheCA.
+func loadCacheCA(path string, o *webhook.Options) error {
+	if path == "" {
+		return nil
+	}
+	b, err := webhookserver.ReadCacheCA(path)
+	if err != nil {
+		return fmt.Errorf("--cache-ca-file: %w", err)
+	}
+	o.CacheCA = b
+	return nil
 }
 
 func runWebhook(ctx context.Context, args []string, io stdio) int {
 	o := webhookserver.DefaultServerOptions()
 	fs := flag.NewFlagSet("kvinject webhook", flag.ContinueOnError)
 	fs.SetOutput(io.err)
-	mutationFlags(fs, &o.Mutation)
+	cacheCAFile := mutationFlags(fs, &o.Mutation)
 	fs.IntVar(&o.Port, "port", o.Port, "port of the webhook server")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics (HTTPS with the webhook's certificate, for bearer tokens allowed to get /metrics), or 0 to disable")
@@ -55,7 +73,13 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	if selfSigned.Enabled() {
 		o.SelfSigned = &selfSigned
 	}
-	if err := o.Validate(); err != nil {
+	// Read again while the webhook runs: the CA rotates with the cache's certificate.
+	o.CacheCAFile = *cacheCAFile
+	err := loadCacheCA(o.CacheCAFile, &o.Mutation)
+	if err == nil {
+		err = o.Validate()
+	}
+	if err != nil {
 		fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)
 		return 2
 	}

@@ -45,6 +45,7 @@ type Options struct {
 // writes them to w as the webhook would admit them: opted-in pod templates
 // mutated, everything else unchanged. Denials are written to errw, one line
 // per object, exactly as the webhook words them; the error says how many.
+// The admission warnings of an admitted object go to errw too, a line each.
 func Preview(r io.Reader, w, errw io.Writer, o Options) error {
 	dec := utilyaml.NewYAMLReader(bufio.NewReader(r))
 	denied, first := 0, true
@@ -59,7 +60,7 @@ func Preview(r io.Reader, w, errw io.Writer, o Options) error {
 		if len(bytes.TrimSpace(doc)) == 0 || isOnlyComments(doc) {
 			continue
 		}
-		out, desc, err := previewDocument(doc, o)
+		out, desc, warnings, err := previewDocument(doc, o)
 		var d *webhook.Denial
 		switch {
 		case errors.As(err, &d):
@@ -68,6 +69,9 @@ func Preview(r io.Reader, w, errw io.Writer, o Options) error {
 			continue
 		case err != nil:
 			return fmt.Errorf("document %d: %w", i, err)
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(errw, "%s: warning: %s\n", desc, w)
 		}
 		if !first {
 			io.WriteString(w, "---\n")
@@ -92,10 +96,10 @@ func isOnlyComments(doc []byte) bool {
 
 // previewDocument applies to one document's pod template the JSON patch the
 // webhook would answer with, so the preview is what the cluster admits.
-func previewDocument(doc []byte, o Options) (out []byte, desc string, err error) {
+func previewDocument(doc []byte, o Options) (out []byte, desc string, warnings []string, err error) {
 	raw, err := yaml.YAMLToJSON(doc)
 	if err != nil {
-		return nil, "", fmt.Errorf("parse YAML: %w", err)
+		return nil, "", nil, fmt.Errorf("parse YAML: %w", err)
 	}
 	var head struct {
 		Kind     string `json:"kind"`
@@ -105,26 +109,26 @@ func previewDocument(doc []byte, o Options) (out []byte, desc string, err error)
 		} `json:"metadata"`
 	}
 	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, "", fmt.Errorf("parse object: %w", err)
+		return nil, "", nil, fmt.Errorf("parse object: %w", err)
 	}
 	desc = head.Kind + "/" + head.Metadata.Name
 	ptr, ok := templatePaths[head.Kind]
 	if !ok {
 		// Services, ConfigMaps and the like pass through, so that a whole
 		// kustomize build can be previewed.
-		return doc, desc, nil
+		return doc, desc, nil, nil
 	}
 	tmplJSON, err := jsonAt(raw, ptr)
 	if err != nil {
-		return nil, desc, fmt.Errorf("%s: %w", desc, err)
+		return nil, desc, nil, fmt.Errorf("%s: %w", desc, err)
 	}
 	var tmpl corev1.PodTemplateSpec
 	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(tmplJSON, &tmpl); err != nil {
-		return nil, desc, fmt.Errorf("%s: decode pod template: %w", desc, err)
+		return nil, desc, nil, fmt.Errorf("%s: decode pod template: %w", desc, err)
 	}
 	if tmpl.Labels[spec.LabelInject] != "true" {
 		// The webhook's objectSelector never sends this pod.
-		return doc, desc, nil
+		return doc, desc, nil, nil
 	}
 	ns := head.Metadata.Namespace
 	if ns == "" {
@@ -138,10 +142,11 @@ func previewDocument(doc []byte, o Options) (out []byte, desc string, err error)
 	sa := webhook.ServiceAccount{Namespace: ns, Name: saName, Annotations: o.ServiceAccountAnnotations}
 	ops, err := webhook.Patch(pod, sa, o.Mutation)
 	if err != nil {
-		return nil, desc, err
+		return nil, desc, nil, err
 	}
+	warnings = webhook.Warnings(pod, o.Mutation)
 	if len(ops) == 0 {
-		return doc, desc, nil
+		return doc, desc, warnings, nil
 	}
 	// The same operations the webhook answers with, under the template's path.
 	for i := range ops {
@@ -149,21 +154,21 @@ func previewDocument(doc []byte, o Options) (out []byte, desc string, err error)
 	}
 	patchJSON, err := webhook.EncodePatch(ops)
 	if err != nil {
-		return nil, desc, err
+		return nil, desc, nil, err
 	}
 	patch, err := jsonpatchapply.DecodePatch(patchJSON)
 	if err != nil {
-		return nil, desc, fmt.Errorf("%s: decode patch: %w", desc, err)
+		return nil, desc, nil, fmt.Errorf("%s: decode patch: %w", desc, err)
 	}
 	patched, err := patch.Apply(raw)
 	if err != nil {
-		return nil, desc, fmt.Errorf("%s: apply patch: %w", desc, err)
+		return nil, desc, nil, fmt.Errorf("%s: apply patch: %w", desc, err)
 	}
 	out, err = yaml.JSONToYAML(patched)
 	if err != nil {
-		return nil, desc, err
+		return nil, desc, nil, err
 	}
-	return out, desc, nil
+	return out, desc, warnings, nil
 }
 
 // jsonAt returns the value at a JSON pointer made of plain keys.

@@ -45,7 +45,7 @@ func TestPreviewIsStable(t *testing.T) {
 // FuzzPreview feeds arbitrary YAML to `kvinject inject`'s reader: errors and
 // denials are fine, panics are not, and what it prints previews again.
 func FuzzPreview(f *testing.F) {
-	for _, name := range []string{"db-example", "multi-container", "openshift-scc"} {
+	for _, name := range []string{"db-example", "multi-container", "openshift-scc", "cache-on"} {
 		b, err := os.ReadFile("../../webhook/testdata/mutate/" + name + ".in.yaml")
 		if err != nil {
 			f.Fatal(err)

@@ -5,6 +5,12 @@
 // The handler decodes the AdmissionReview and the pod once, looks up the
 // pod's ServiceAccount, and answers with the JSON patch operations of
 // webhook.Patch: additions only, so a field the pod carries that this build
-// does not know survives admission. It never logs, counts or returns a
-// secret value: denials name annotations and positions, not contents.
+// does not know survives admission, with webhook.Warnings as the response's
+// warnings. It never logs, counts or returns a secret value: denials name
+// annotations and positions, not contents.
+//
+// The mutation's options are read once per request from an atomic pointer:
+// when --cache-ca-file changes (the cache's certificate rotated), Serve
+// swaps in a validated copy that trusts the new bundle, and keeps the last
+// good one while the file is not valid.
 package webhookserver

@@ -25,7 +25,7 @@ func FuzzHandler(f *testing.F) {
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u2","object":{"metadata":{"labels":{"kvinject.io/inject":"true"},"annotations":{"kvinject.io/perms-x":"0777"}}}}}`))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u3","object":null}}`))
 	f.Add([]byte(`{}`))
-	h := &PodHandler{Options: testOptions(f), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
+	h := &PodHandler{Options: current(testOptions(f)), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")

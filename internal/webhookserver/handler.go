@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -35,7 +36,9 @@ type ServiceAccountGetter interface {
 
 // PodHandler serves AdmissionReviews of pods (admission.k8s.io/v1).
 type PodHandler struct {
-	Options         *webhook.Options // validated
+	// Options are the validated mutation options, loaded once per request:
+	// the cache CA's watcher swaps in a new copy when the CA file changes.
+	Options         *atomic.Pointer[webhook.Options]
 	ServiceAccounts ServiceAccountGetter
 	// Counter, when not nil, counts results (NewInjectionsCounter).
 	Counter *Counter
@@ -148,7 +151,8 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 		log.Error(err, "ServiceAccount lookup failed", "namespace", ns, "serviceAccount", saName)
 		return errored(http.StatusInternalServerError, fmt.Errorf("get service account %q: %w", ns+"/"+saName, err))
 	}
-	ops, err := webhook.Patch(pod, sa, h.Options)
+	o := h.Options.Load()
+	ops, err := webhook.Patch(pod, sa, o)
 	var d *webhook.Denial
 	switch {
 	case errors.As(err, &d):
@@ -159,8 +163,10 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 	case err != nil:
 		log.Error(err, "mutation failed", "namespace", ns)
 		return errored(http.StatusInternalServerError, err)
-	case len(ops) == 0:
-		return &admissionv1.AdmissionResponse{Allowed: true}
+	}
+	warnings := webhook.Warnings(pod, o)
+	if len(ops) == 0 {
+		return &admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}
 	}
 	patch, err := webhook.EncodePatch(ops)
 	if err != nil {
@@ -168,7 +174,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 	}
 	log.V(1).Info("injected", "namespace", ns, "generateName", pod.GenerateName, "name", pod.Name, "operations", len(ops))
 	pt := admissionv1.PatchTypeJSONPatch
-	return &admissionv1.AdmissionResponse{Allowed: true, PatchType: &pt, Patch: patch}
+	return &admissionv1.AdmissionResponse{Allowed: true, PatchType: &pt, Patch: patch, Warnings: warnings}
 }
 
 func errored(code int32, err error) *admissionv1.AdmissionResponse {

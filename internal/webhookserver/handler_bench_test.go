@@ -38,7 +38,7 @@ func BenchmarkPodHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := &PodHandler{Options: testOptions(b), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
+	h := &PodHandler{Options: current(testOptions(b)), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {

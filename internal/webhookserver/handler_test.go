@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -95,7 +97,7 @@ func TestAdmissionHandler(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(MutatePath, &PodHandler{
-		Options: testOptions(t), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}, Counter: counter,
+		Options: current(testOptions(t)), ServiceAccounts: ClusterServiceAccounts{Cache: empty, Live: live}, Counter: counter,
 	})
 	srv := httptest.NewTLSServer(mux)
 	defer srv.Close()
@@ -213,6 +215,13 @@ func testOptions(t testing.TB) *webhook.Options {
 	return &o
 }
 
+// current holds validated options as the webhook server does.
+func current(o *webhook.Options) *atomic.Pointer[webhook.Options] {
+	p := &atomic.Pointer[webhook.Options]{}
+	p.Store(o)
+	return p
+}
+
 func readPod(t testing.TB, path string) *corev1.Pod {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -242,4 +251,86 @@ func mustOps(t *testing.T, patch []byte) []map[string]any {
 		t.Fatal(err)
 	}
 	return ops
+}
+
+// TestAdmissionWarnings: a pod that asks for the cache on a cluster that
+// runs none is admitted with a warning, on reinvocation too.
+func TestAdmissionWarnings(t *testing.T) {
+	h := &PodHandler{Options: current(testOptions(t)), ServiceAccounts: staticSA{spec.SAAnnotationClientID: testClientID}}
+	pod := readPod(t, "../../webhook/testdata/mutate/cache-on.in.yaml")
+	want := []string{`kvinject.io/cache: "true", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly`}
+	resp := admitDirect(t, h, pod)
+	if !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("response %+v, want an allowed patch", resp)
+	}
+	if diff := cmp.Diff(want, resp.Warnings); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	injected := patchPod(t, pod, resp.Patch)
+	if c := agentSpecOf(t, injected).Cache; c != nil {
+		t.Errorf("the spec has a cache the cluster does not run: %+v", c)
+	}
+	again := admitDirect(t, h, injected)
+	if diff := cmp.Diff(want, again.Warnings); diff != "" || len(again.Patch) != 0 {
+		t.Errorf("reinvocation: patch %s, warnings (-want +got):\n%s", again.Patch, diff)
+	}
+	plain := readPod(t, "../../webhook/testdata/mutate/db-example.in.yaml")
+	if resp := admitDirect(t, h, plain); len(resp.Warnings) != 0 {
+		t.Errorf("a pod without the annotation is warned: %v", resp.Warnings)
+	}
+}
+
+// admitDirect answers one review of pod in namespace group1 through the
+// handler, in process.
+func admitDirect(t *testing.T, h *PodHandler, pod *corev1.Pod) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req := podRequest(t, "1", pod, "group1")
+	body, err := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"}, Request: &req,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, MutatePath, bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Fatalf("HTTP %d: %s", w.Code, w.Body.String())
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(w.Body.Bytes(), &out); err != nil || out.Response == nil {
+		t.Fatalf("not a review: %v", err)
+	}
+	return out.Response
+}
+
+func patchPod(t *testing.T, pod *corev1.Pod, patch []byte) *corev1.Pod {
+	t.Helper()
+	raw, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := jsonpatchapply.DecodePatch(patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := p.Apply(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(patched, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
+}
+
+func agentSpecOf(t *testing.T, pod *corev1.Pod) *spec.Spec {
+	t.Helper()
+	s, err := spec.Decode([]byte(envOf(pod.Spec.InitContainers[0], spec.EnvSpec)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -27,6 +29,10 @@ import (
 // ServerOptions configure `kvinject webhook`.
 type ServerOptions struct {
 	Mutation webhook.Options
+	// CacheCAFile, when set, is the file Mutation.CacheCA was read from
+	// (--cache-ca-file): Serve reads it again every CacheCAInterval and
+	// admits with the new bundle once it is valid.
+	CacheCAFile string
 	// Port and CertDir (tls.crt, tls.key, reloaded on change) of the webhook server.
 	Port    int
 	CertDir string
@@ -130,9 +136,11 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	if err != nil {
 		return err
 	}
+	options := &atomic.Pointer[webhook.Options]{}
+	options.Store(&o.Mutation)
 	srv := mgr.GetWebhookServer()
 	srv.Register(MutatePath, &PodHandler{
-		Options:         &o.Mutation,
+		Options:         options,
 		ServiceAccounts: ClusterServiceAccounts{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()},
 		Counter:         counter,
 		Log:             ctrl.LoggerFrom(ctx).WithName("admission"),
@@ -169,6 +177,11 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		}
 	}
 	ctrl.LoggerFrom(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
-		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName)
+		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
+	if o.CacheCAFile != "" {
+		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrl.LoggerFrom(ctx).WithName("cache-ca")))
+		defer stop()
+		go watchCacheCA(watchCtx, o.CacheCAFile, CacheCAInterval, options)
+	}
 	return mgr.Start(ctx)
 }

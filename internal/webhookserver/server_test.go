@@ -9,11 +9,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -189,6 +193,23 @@ func TestServeWithAPIServer(t *testing.T) {
 		}
 	}
 
+	// An admission warning reaches the client: the pod asks for a cache
+	// this webhook (no --cache-url) does not have, and reads Azure directly.
+	var warnings warningRecorder
+	wcfg := rest.CopyConfig(cfg)
+	wcfg.WarningHandler = &warnings
+	cached := readPod(t, "../../webhook/testdata/mutate/cache-on.in.yaml")
+	cached.Namespace, cached.Name, cached.Annotations[spec.AnnotationVault] = "", "cached", "homelab-kv"
+	if p, err := kubernetes.NewForConfigOrDie(wcfg).CoreV1().Pods("group1").Create(ctx, cached, metav1.CreateOptions{}); err != nil {
+		t.Errorf("pod asking for the cache: %v", err)
+	} else {
+		checkInjected(t, p)
+	}
+	want := []string{`kvinject.io/cache: "true", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly`}
+	if diff := cmp.Diff(want, warnings.get()); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+
 	// Both servers refuse TLS below 1.2 and speak 1.3 to a client that can.
 	for name, addr := range map[string]string{
 		"webhook": net.JoinHostPort(wio.LocalServingHost, strconv.Itoa(wio.LocalServingPort)),
@@ -208,6 +229,24 @@ func TestServeWithAPIServer(t *testing.T) {
 		}
 		conn.Close()
 	}
+}
+
+// warningRecorder keeps the warnings the API server sends a client.
+type warningRecorder struct {
+	mu       sync.Mutex
+	warnings []string
+}
+
+func (r *warningRecorder) HandleWarningHeader(code int, agent, text string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.warnings = append(r.warnings, text)
+}
+
+func (r *warningRecorder) get() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.warnings)
 }
 
 // getWith GETs url with a bearer token, if any.
