@@ -24,9 +24,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvinject/kvinject/internal/azemu"
+	"github.com/kvinject/kvinject/internal/cacheserver"
 	"github.com/kvinject/kvinject/internal/cachetest"
 	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/cacheserver"
 	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
 )

@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/url"
 
 	"github.com/kvinject/kvinject/internal/cacheserver"
 	"github.com/kvinject/kvinject/internal/spec"
@@ -52,6 +54,11 @@ func runCache(ctx context.Context, args []string, io stdio) int {
 	if err != nil {
 		log.Error(err, "cannot start")
 		return 1
+	}
+	// HTTPS_PROXY is the way out to Entra ID and Key Vault; the API server
+	// is reached directly (or through the kubeconfig's own proxy-url).
+	if cfg.Proxy == nil {
+		cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
 	}
 	if err := cacheserver.Serve(ctx, o, cfg); err != nil {
 		log.Error(err, "cache stopped")

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -73,14 +75,25 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	if selfSigned.Enabled() {
 		o.SelfSigned = &selfSigned
 	}
-	// Read again while the webhook runs: the CA rotates with the cache's certificate.
+	// Read again while the webhook runs: the CA rotates with the cache's
+	// certificate. With self-signed certificates the file may be the CA
+	// bundle the webhook writes itself, which the first start must write
+	// before it can be read.
 	o.CacheCAFile = *cacheCAFile
-	err := loadCacheCA(o.CacheCAFile, &o.Mutation)
-	if err == nil {
-		err = o.Validate()
+	_, statErr := os.Stat(o.CacheCAFile)
+	written := o.CacheCAFile != "" && o.SelfSigned != nil && errors.Is(statErr, os.ErrNotExist)
+	validate := func() bool {
+		err := loadCacheCA(o.CacheCAFile, &o.Mutation)
+		if err == nil {
+			err = o.Validate()
+		}
+		if err != nil {
+			fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)
+			return false
+		}
+		return true
 	}
-	if err != nil {
-		fmt.Fprintf(io.err, "kvinject webhook: %v\n", err)
+	if !written && !validate() {
 		return 2
 	}
 	ctx, log := serverLogger(ctx, io, *verbose)
@@ -88,6 +101,15 @@ func runWebhook(ctx context.Context, args []string, io stdio) int {
 	if err != nil {
 		log.Error(err, "cannot start")
 		return 1
+	}
+	if written {
+		if err := webhookserver.EnsureSelfSigned(ctx, o, cfg); err != nil {
+			log.Error(err, "cannot start: the self-signed certificates")
+			return 1
+		}
+		if !validate() {
+			return 2
+		}
 	}
 	// What the mutation may use depends on the API server's version.
 	v, err := webhookserver.ServerVersion(cfg)

@@ -108,6 +108,26 @@ func ServerVersion(cfg *rest.Config) (string, error) {
 	return info.GitVersion, nil
 }
 
+// EnsureSelfSigned makes the self-signed certificates and writes their
+// files into o.CertDir (tls.crt, tls.key and the CA bundle ca.crt) before
+// the options are validated: --cache-ca-file may name that ca.crt, which
+// does not exist until then. Serve checks them again.
+func EnsureSelfSigned(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
+	if o.SelfSigned == nil {
+		return nil
+	}
+	so := *o.SelfSigned
+	so.CertDir = o.CertDir
+	if err := so.Validate(); err != nil {
+		return err
+	}
+	certs, err := selfcert.New(cfg, &so)
+	if err != nil {
+		return err
+	}
+	return certs.EnsureCertificate(ctx)
+}
+
 // Serve runs the webhook server until ctx ends.
 func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	scheme := runtime.NewScheme()

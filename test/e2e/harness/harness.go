@@ -28,23 +28,23 @@ const CacheTTL = 30 * time.Second
 
 // Names the harness uses on the cluster and in the emulator.
 const (
-	TenantID        = "11111111-2222-3333-4444-555555555555"
-	ClientID        = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-	Vault           = "homelab-kv"
-	DBSecret        = "app-pgsql"
-	DBUsername      = "superman"
-	DBPassword      = "louiselane"
-	EgressCAConfig  = "kvinject-egress-ca" // ConfigMap with the emulator's CA, in each app namespace
-	EgressCAKey     = "ca.crt"
-	KvinjectNS      = "kvinject-system"
-	WebhookDeploy   = "kvinject-webhook"
+	TenantID       = "11111111-2222-3333-4444-555555555555"
+	ClientID       = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+	Vault          = "homelab-kv"
+	DBSecret       = "app-pgsql"
+	DBUsername     = "superman"
+	DBPassword     = "louiselane"
+	EgressCAConfig = "kvinject-egress-ca" // ConfigMap with the emulator's CA, in each app namespace
+	EgressCAKey    = "ca.crt"
+	KvinjectNS     = "kvinject-system"
+	WebhookDeploy  = "kvinject-webhook"
 	// WebhookCertSecret holds the self-signed CA (ca-bundle.crt) that signs
 	// both the webhook's and the cache's certificates.
 	WebhookCertSecret = "kvinject-webhook-cert"
 	// CacheService and CacheDeploy are the cluster cache's (manifests/with-cache).
-	CacheService  = "kvinject-cache"
-	CacheDeploy   = "kvinject-cache"
-	CacheReplicas = 2
+	CacheService    = "kvinject-cache"
+	CacheDeploy     = "kvinject-cache"
+	CacheReplicas   = 2
 	ImageRepo       = "kvinject.local/kvinject"
 	AppImageRepo    = "kvinject.local/dbreader"
 	emulatorPIDName = "extra-kvinject-emulator"
