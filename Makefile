@@ -9,7 +9,7 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 # deadline exceeded" when the time runs out on a busy machine (go.dev/issue/75804).
 FUZZTIME ?= 20000x
 
-.PHONY: help build test unit fuzz lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-scale
+.PHONY: help build test unit fuzz lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-cache bench-scale
 
 ## help: list the targets
 help:
@@ -66,7 +66,7 @@ manifests:
 	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
 
 ## bench: every benchmark (under 15 minutes); each rewrites its section of docs/benchmarks.md
-bench: bench-admission bench-podstart bench-scale
+bench: bench-admission bench-podstart bench-cache bench-scale
 
 ## bench-admission: admission speed and memory: kvinject, a minimal standard-library webhook, vault-k8s and azwi (AZWI=, VAULT_K8S= point at their binaries; missing ones are skipped)
 AZWI ?= bin/peers/azwi-webhook
@@ -77,6 +77,10 @@ bench-admission: cluster-binaries
 ## bench-podstart: the agent's time to files, requests and bytes, against naive SDK use, on fast and 200 kbit/s links
 bench-podstart:
 	$(GO) run ./test/bench/podstart -budget 2m
+
+## bench-cache: the cluster cache: a 50-replica rollout's requests and bytes upstream with and without it, beside ESO's refresh; its memory with 1,000 secrets and CPU per request
+bench-cache:
+	$(GO) run ./test/bench/cache -budget 2m
 
 ## bench-scale: a Deployment from 0 to 50 replicas on the local cluster, with and without injection
 bench-scale: cluster-up

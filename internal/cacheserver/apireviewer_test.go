@@ -2,6 +2,12 @@ package cacheserver
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +17,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -117,4 +125,54 @@ func TestAPITokenReviewer(t *testing.T) {
 			t.Errorf("reason (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// TestAPITokenReviewerNotThrottled: the reviewer does not wait on
+// client-go's default rate limit (5 a second after a burst of 10), which
+// made a rollout's pods past the tenth wait for their reviews.
+func TestAPITokenReviewerNotThrottled(t *testing.T) {
+	var reviews atomic.Int64
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		obj, _, err := clientgoscheme.Codecs.UniversalDeserializer().Decode(body, nil, nil)
+		tr, ok := obj.(*authenticationv1.TokenReview)
+		if err != nil || !ok || r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" {
+			http.Error(w, fmt.Sprintf("%s: not a TokenReview: %v", r.URL.Path, err), http.StatusBadRequest)
+			return
+		}
+		reviews.Add(1)
+		tr.APIVersion, tr.Kind = "authentication.k8s.io/v1", "TokenReview"
+		tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(tr)
+	}))
+	defer api.Close()
+	cfg := &rest.Config{Host: api.URL}
+	reviewer, err := NewAPITokenReviewer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.QPS != 0 {
+		t.Errorf("NewAPITokenReviewer changed the caller's config: QPS %v", cfg.QPS)
+	}
+	// Throttled, 40 reviews take 6 s at least.
+	const n = 40
+	start := time.Now()
+	for range n {
+		st, err := reviewer.Review(context.Background(), "token")
+		if err != nil || !st.Authenticated {
+			t.Fatalf("review: %v, authenticated %v", err, st.Authenticated)
+		}
+	}
+	if got := time.Since(start); got > 3*time.Second {
+		t.Errorf("%d reviews took %v: throttled on the client side", n, got)
+	}
+	if got := reviews.Load(); got != n {
+		t.Errorf("the API server answered %d reviews, want %d", got, n)
+	}
 }

@@ -33,7 +33,19 @@ type APITokenReviewer struct {
 
 // NewAPITokenReviewer returns a TokenReviewer of the API server cfg names.
 // The cache's ServiceAccount needs create on tokenreviews.
+//
+// Unless cfg sets a rate limit of its own, client-go's is turned off: its
+// default, 5 requests a second after a burst of 10, is meant for
+// controllers, and made every request past a rollout's tenth pod wait for
+// its review (50 pods through 2 replicas: about 1 s each, 5 s in all, for
+// values already cached). The cache bounds its reviews itself
+// (Options.MaxConcurrentReviews in flight, Options.ReviewWait), and the API
+// server's priority and fairness protects the API server.
 func NewAPITokenReviewer(cfg *rest.Config) (*APITokenReviewer, error) {
+	cfg = rest.CopyConfig(cfg)
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		cfg.QPS = -1 // client-go: no client-side rate limit
+	}
 	c, err := authenticationclient.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("token review client: %w", err)
