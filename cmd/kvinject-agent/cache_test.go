@@ -8,13 +8,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -282,4 +285,87 @@ func TestAgentCacheFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefreshThroughCache: the refresh sidecar asks the cache too. A new
+// version in Key Vault reaches the files once the cache's entry is past its
+// TTL, and the sidecar itself never signs in to Azure.
+func TestRefreshThroughCache(t *testing.T) {
+	h := newHarness(t)
+	c := h.startCache()
+	s := c.with(contractSpec(t), true)
+	if r := h.run(s); r.code != 0 {
+		t.Fatalf("agent: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	raw, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	bin, env := agentBinary(t)
+	cmd := exec.CommandContext(ctx, bin, "--dir", h.dir, "--refresh", "1s")
+	cmd.Env = append(env, spec.EnvSpec+"="+raw)
+	for k, v := range h.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	const newValue = `{"username":"superman","password":"kal-el-rotated"}`
+	planted = append(planted, "kal-el-rotated")
+	if _, err := h.emu.SetSecret(vaultName, "app-pgsql", newValue, "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	// Within the TTL the cache serves the version it read: the files stay.
+	time.Sleep(2500 * time.Millisecond)
+	if got := h.files()["password"]; got != "0400 louiselane" {
+		t.Fatalf("within the cache's TTL: password %q, want the cached value", got)
+	}
+	c.offset.Store(int64(cacheserver.DefaultTTL + time.Minute))
+	deadline := time.Now().Add(20 * time.Second)
+	for h.files()["password"] != "0400 kal-el-rotated" {
+		if time.Now().After(deadline) {
+			t.Fatalf("past the cache's TTL: the files never took the new version; sidecar log:\n%s", stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel() // SIGTERM: the sidecar stops, exit 0
+	<-done
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the sidecar exited %d on SIGTERM; log:\n%s", code, stderr.String())
+	}
+	log := stderr.String()
+	h.checkNoSecrets(result{stderr: log})
+	if strings.Contains(log, `"signed in"`) || strings.Contains(log, "reading from Azure directly") {
+		t.Errorf("the sidecar went to Azure itself:\n%s", log)
+	}
+	if got := h.upstream(); got != [2]int64{2, 2} {
+		t.Errorf("%d token exchanges and %d reads, want 2 and 2 (the cache's, before and after its TTL)", got[0], got[1])
+	}
+}
+
+// syncBuffer is a bytes.Buffer a running process writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
