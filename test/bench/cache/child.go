@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // child is one replica of the cache: ./child, a process of its own, so
@@ -41,7 +43,7 @@ func (b *bench) startChild(extra ...string) (*child, error) {
 		"-health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(probe), "-kubeconfig", b.api.kubeconfig}, extra...)
 	c := &child{url: "https://127.0.0.1:" + strconv.Itoa(port), logs: &lockedBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(b.childBin, args...)
-	c.cmd.Env = []string{"HTTPS_PROXY=" + b.emu.ProxyURL(), "SSL_CERT_FILE=" + b.emu.CAFile(), "HOME=" + b.tmp}
+	c.cmd.Env = []string{"HTTPS_PROXY=" + b.Emulator.ProxyURL(), "SSL_CERT_FILE=" + b.Emulator.CAFile(), "HOME=" + b.tmp}
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
@@ -63,12 +65,12 @@ func (b *bench) startChild(extra ...string) (*child, error) {
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("the cache exited (%v):\n%s", c.exited, lastLines(c.logs.String(), 10))
+			return nil, fmt.Errorf("the cache exited (%v):\n%s", c.exited, benchkit.LastLines(c.logs.String(), 10))
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			_ = c.stop()
-			return nil, fmt.Errorf("the cache was not ready within 30s:\n%s", lastLines(c.logs.String(), 10))
+			return nil, fmt.Errorf("the cache was not ready within 30s:\n%s", benchkit.LastLines(c.logs.String(), 10))
 		}
 	}
 }
@@ -88,7 +90,7 @@ func (c *child) stop() error {
 		return c.exited
 	}
 	if c.exited != nil {
-		return fmt.Errorf("the cache exited with %v:\n%s", c.exited, lastLines(c.logs.String(), 10))
+		return fmt.Errorf("the cache exited with %v:\n%s", c.exited, benchkit.LastLines(c.logs.String(), 10))
 	}
 	return nil
 }
@@ -125,38 +127,9 @@ func (c *child) cpu() (time.Duration, error) {
 
 // procMem is a process's resident set now (VmRSS, split into RssAnon and
 // RssFile) and at its highest (VmHWM), in KiB.
-type procMem struct {
-	rss, anon, file, hwm int64
-}
+type procMem = benchkit.ProcMem
 
-func (c *child) mem() (procMem, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.pid()))
-	if err != nil {
-		return procMem{}, err
-	}
-	var m procMem
-	for _, line := range strings.Split(string(raw), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch k {
-		case "VmRSS":
-			dst = &m.rss
-		case "RssAnon":
-			dst = &m.anon
-		case "RssFile":
-			dst = &m.file
-		case "VmHWM":
-			dst = &m.hwm
-		default:
-			continue
-		}
-		*dst, _ = strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-	}
-	return m, nil
-}
+func (c *child) mem() (procMem, error) { return benchkit.ReadProcStatus(c.pid()) }
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -183,12 +156,4 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
-}
-
-func lastLines(s string, n int) string {
-	ls := strings.Split(strings.TrimSpace(s), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
 }

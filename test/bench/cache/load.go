@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // fillResult is the cache replica filled with -fill secrets, then asked
@@ -82,7 +83,7 @@ func (b *bench) fillAndHit() (r fillResult, err error) {
 
 	keep := newTransport(roots, true)
 	defer keep.CloseIdleConnections()
-	b.emu.ResetStats()
+	b.Emulator.ResetStats()
 	for k := 0; k < b.c.fill; k += cacheapi.MaxSecretsPerRequest {
 		idx := make([]int, 0, cacheapi.MaxSecretsPerRequest)
 		for i := k; i < min(k+cacheapi.MaxSecretsPerRequest, b.c.fill); i++ {
@@ -94,7 +95,7 @@ func (b *bench) fillAndHit() (r fillResult, err error) {
 		}
 		r.requests++
 	}
-	r.up = b.collect()
+	r.up = benchkit.ReadTraffic(b.Emulator)
 	time.Sleep(time.Second)
 	if r.filled, err = c.mem(); err != nil {
 		return r, err
@@ -115,8 +116,8 @@ func (b *bench) fillAndHit() (r fillResult, err error) {
 		h.mode = mode.name
 		r.hits = append(r.hits, h)
 	}
-	if up := b.collect(); up.requests != r.up.requests {
-		return r, fmt.Errorf("the hits went upstream: %d requests after the fill's %d", up.requests, r.up.requests)
+	if up := benchkit.ReadTraffic(b.Emulator); up.Requests != r.up.Requests {
+		return r, fmt.Errorf("the hits went upstream: %d requests after the fill's %d", up.Requests, r.up.Requests)
 	}
 	r.afterHits, err = c.mem()
 	return r, err
@@ -186,9 +187,9 @@ func newTransport(roots *x509.CertPool, keepAlive bool) *http.Transport {
 // ask posts one request for the fill secrets idx, as the agent does, and
 // checks every value; it returns the HTTP protocol of the answer.
 func (b *bench) ask(tr *http.Transport, url, token string, idx []int) (string, error) {
-	req := cacheapi.Request{ClientID: clientID, TenantID: tenantID}
+	req := cacheapi.Request{ClientID: benchkit.ClientID, TenantID: benchkit.TenantID}
 	for _, i := range idx {
-		req.Secrets = append(req.Secrets, cacheapi.SecretRef{Vault: vaultURL, Name: fillSecret(i)})
+		req.Secrets = append(req.Secrets, cacheapi.SecretRef{Vault: benchkit.VaultURL, Name: fillSecret(i)})
 	}
 	body, err := json.Marshal(req)
 	if err != nil {

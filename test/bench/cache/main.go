@@ -15,8 +15,8 @@
 // (internal/azemu), on an unlimited link and on the reference 200 kbit/s
 // link; the API server's TokenReview is answered by a stand-in on loopback
 // (internal/cachetest.Reviewer's answer, over the real client-go request).
-// ESO's refresh is replayed as podstart's eso.go does, with 10 data
-// entries.
+// ESO's refresh is replayed as podstart replays it
+// (benchkit.ESOLegacyReconcile), with 10 data entries.
 //
 //	go run ./test/bench/cache          # rewrites its section of docs/benchmarks.md
 //	go run ./test/bench/cache -out -   # prints it instead
@@ -31,7 +31,6 @@ import (
 	"log"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -44,16 +43,12 @@ import (
 	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 const (
-	tenantID  = "11111111-2222-3333-4444-555555555555"
-	clientID  = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 	namespace = "shop"
 	saName    = "web"
-	vaultName = "homelab-kv"
-	vaultURL  = "https://homelab-kv.vault.azure.net"
-	authority = "https://login.microsoftonline.com/"
 
 	refLinkBPS = 200_000 // the reference egress link, each direction
 	// ESO's default --store-requeue-interval: a ClusterSecretStore is
@@ -115,9 +110,9 @@ func main() {
 
 // bench holds what lives for the whole run.
 type bench struct {
+	*benchkit.Azure // the issuer and the emulator, running
+
 	c        config
-	emu      *azemu.Emulator
-	iss      *oidctest.Issuer
 	api      *apiServer
 	tmp      string
 	agentBin string
@@ -138,18 +133,16 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(b.tmp)
-	if err := b.build(); err != nil {
+	// The agent as the Dockerfile builds it (unless -agent-bin), and the
+	// cache replica the same way.
+	if b.agentBin, b.childBin, err = benchkit.BuildBinaries(b.tmp, c.agentBin, "kvinject-cache", "./test/bench/cache/child"); err != nil {
 		return err
 	}
 	b.load.begin()
-	if b.iss, err = oidctest.New(oidctest.Options{}); err != nil {
+	if b.Azure, err = benchkit.StartAzure(namespace, saName, b.secrets()); err != nil {
 		return err
 	}
-	defer b.iss.Close()
-	if b.emu, err = azemu.Start(azemu.Options{Config: b.config(), IssuerCAPEM: b.iss.CAPEM(), Seed: 1}); err != nil {
-		return err
-	}
-	defer b.emu.Close()
+	defer b.Azure.Close()
 	if err := b.writeTokens(); err != nil {
 		return err
 	}
@@ -226,85 +219,35 @@ func run(c config) error {
 	}
 	b.load.sample()
 	b.load.end()
-	r.agentSize, r.childSize = fileSize(b.agentBin), fileSize(b.childBin)
+	r.agentSize, r.childSize = benchkit.FileSize(b.agentBin), benchkit.FileSize(b.childBin)
 	r.unknownAPI = b.api.unknownPaths()
 	r.load = b.load
 	r.took = time.Since(started)
-	if err := writeSection(c.out, beginMarker, endMarker, r.section()); err != nil {
+	if err := benchkit.WriteSection(c.out, beginMarker, endMarker, r.section()); err != nil {
 		return err
 	}
 	log.Printf("done in %v", time.Since(started).Round(time.Second))
 	return nil
 }
 
-// build compiles the agent as the Dockerfile does (unless -agent-bin), and
-// the cache child the same way.
-func (b *bench) build() error {
-	b.agentBin = b.c.agentBin
-	if b.agentBin == "" {
-		b.agentBin = filepath.Join(b.tmp, "kvinject-agent")
-		if err := goBuild(b.agentBin, "./cmd/kvinject-agent"); err != nil {
-			return err
-		}
-	}
-	b.childBin = filepath.Join(b.tmp, "kvinject-cache")
-	return goBuild(b.childBin, "./test/bench/cache/child")
-}
-
-func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build %s (run from the module root): %w", pkg, err)
-	}
-	return nil
-}
-
-func fileSize(p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
-// config is the emulator's world: one tenant; the identity, federated
-// with the Deployment's ServiceAccount and with ESO's; the vault with the
-// pods' secrets and the secrets that fill the cache.
-func (b *bench) config() azemu.Config {
-	iss := b.iss.URL()
+// secrets is what the emulator's vault holds: the pods' secrets and the
+// secrets that fill the cache.
+func (b *bench) secrets() []azemu.Secret {
 	var secrets []azemu.Secret
 	for i := range b.c.secrets {
-		secrets = append(secrets, azemu.Secret{Name: podSecret(i), Versions: []azemu.SecretVersion{{Value: podValue(i), ContentType: "application/json"}}})
+		secrets = append(secrets, benchkit.SweepSecret(i))
 	}
 	b.values = make([]string, b.c.fill)
 	for i := range b.c.fill {
 		b.values[i] = fillValue(i, b.c.fill)
 		secrets = append(secrets, azemu.Secret{Name: fillSecret(i), Versions: []azemu.SecretVersion{{Value: b.values[i]}}})
 	}
-	return azemu.Config{
-		Tenants: []azemu.Tenant{{ID: tenantID, DisplayName: "homelab"}},
-		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
-			{Name: "web", Issuer: iss, Subject: "system:serviceaccount:" + namespace + ":" + saName},
-			{Name: "eso", Issuer: iss, Subject: "system:serviceaccount:external-secrets:eso-az-sa"},
-		}}},
-		Vaults: []azemu.Vault{{
-			Name: vaultName, Tenant: tenantID,
-			RoleAssignments: []azemu.RoleAssignment{{ClientID: clientID, Role: azemu.RoleSecretsUser}},
-			Secrets:         secrets,
-		}},
-	}
+	return secrets
 }
 
 // The pods' secrets are podstart's sweep secrets (the same names and 64-byte
 // JSON values), so that a pod's direct cost matches podstart's 10-secret row.
-func podSecret(i int) string { return fmt.Sprintf("bench-secret-%02d", i) }
-
-func podValue(i int) string {
-	body := fmt.Sprintf("%02d-%s", i, strings.Repeat("k7Qx", 14))[:56]
-	return `{"v":"` + body + `"}`
-}
+func podSecret(i int) string { return benchkit.SweepSecretName(i) }
 
 func fillSecret(i int) string { return fmt.Sprintf("cached-%04d", i) }
 
@@ -335,7 +278,7 @@ func (b *bench) writeTokens() error {
 	}
 	for i := range b.c.pods {
 		p := filepath.Join(dir, fmt.Sprintf("pod-%02d", i))
-		if _, err := b.iss.WriteToken(p, oidctest.Claims{Namespace: namespace, ServiceAccount: saName, Lifetime: 2 * time.Hour}); err != nil {
+		if _, err := b.Issuer.WriteToken(p, oidctest.Claims{Namespace: namespace, ServiceAccount: saName, Lifetime: 2 * time.Hour}); err != nil {
 			return err
 		}
 		b.tokens = append(b.tokens, p)
@@ -371,10 +314,10 @@ func (b *bench) writeCert() error {
 // reading Azure behind the benchmark's back.
 func (b *bench) specFor(cacheURL string) (string, error) {
 	cl, _ := spec.LookupCloud("AzurePublicCloud")
-	s := &spec.Spec{Version: spec.Version, Vault: vaultURL, MountPath: spec.DefaultMountPath,
-		Identity: spec.Identity{ClientID: clientID, TenantID: tenantID, TokenExpirationSeconds: 3600}}
+	s := &spec.Spec{Version: spec.Version, Vault: benchkit.VaultURL, MountPath: spec.DefaultMountPath,
+		Identity: spec.Identity{ClientID: benchkit.ClientID, TenantID: benchkit.TenantID, TokenExpirationSeconds: 3600}}
 	for i := range b.c.secrets {
-		r, err := spec.ParseRef(podSecret(i)+"#v", vaultURL, cl)
+		r, err := spec.ParseRef(podSecret(i)+"#v", benchkit.VaultURL, cl)
 		if err != nil {
 			return "", err
 		}

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // Scenarios of a rollout.
@@ -25,16 +25,7 @@ const (
 )
 
 // upstream is what the emulator counted: the traffic on the egress link.
-type upstream struct {
-	requests  int64 // HTTPS requests to Entra ID and Key Vault
-	classes   map[azemu.Class]int64
-	conns     int64 // TLS connections (handshakes) the emulator terminated
-	wireUp    int64 // to Azure, raw bytes on the connections (TLS records)
-	wireDown  int64 // from Azure
-	bodyUp    int64 // HTTP request bodies
-	bodyDown  int64 // HTTP response bodies
-	exchanges int64 // access tokens issued
-}
+type upstream = benchkit.Traffic
 
 // rolloutSample is one rollout of every pod.
 type rolloutSample struct {
@@ -72,10 +63,10 @@ func (b *bench) cachedRollouts(l link) (cold, warm rolloutSample, mem []procMem,
 		caches = append(caches, c)
 	}
 	if cold, err = b.rollout(l, caches); err != nil {
-		return cold, warm, nil, fmt.Errorf("first rollout: %w; the first replica's log ends:\n%s", err, lastLines(caches[0].logs.String(), 5))
+		return cold, warm, nil, fmt.Errorf("first rollout: %w; the first replica's log ends:\n%s", err, benchkit.LastLines(caches[0].logs.String(), 5))
 	}
 	if warm, err = b.rollout(l, caches); err != nil {
-		return cold, warm, nil, fmt.Errorf("second rollout: %w; the first replica's log ends:\n%s", err, lastLines(caches[0].logs.String(), 5))
+		return cold, warm, nil, fmt.Errorf("second rollout: %w; the first replica's log ends:\n%s", err, benchkit.LastLines(caches[0].logs.String(), 5))
 	}
 	for _, c := range caches {
 		m, err := c.mem()
@@ -91,9 +82,9 @@ func (b *bench) cachedRollouts(l link) (cold, warm rolloutSample, mem []procMem,
 // caches[i % len(caches)], or Azure directly without caches.
 func (b *bench) rollout(l link, caches []*child) (rolloutSample, error) {
 	var s rolloutSample
-	b.emu.SetKnobs(azemu.Knobs{BandwidthBPS: l.BPS})
-	defer b.emu.SetKnobs(azemu.Knobs{})
-	b.emu.ResetStats()
+	b.Emulator.SetKnobs(azemu.Knobs{BandwidthBPS: l.BPS})
+	defer b.Emulator.SetKnobs(azemu.Knobs{})
+	b.Emulator.ResetStats()
 	reviews := b.api.reviews.Load()
 	cpu0, err := cacheCPU(caches)
 	if err != nil {
@@ -138,7 +129,7 @@ func (b *bench) rollout(l link, caches []*child) (rolloutSample, error) {
 	if firstErr != nil {
 		return s, firstErr
 	}
-	s.up = b.collect()
+	s.up = benchkit.ReadTraffic(b.Emulator)
 	cpu1, err := cacheCPU(caches)
 	if err != nil {
 		return s, err
@@ -166,7 +157,7 @@ func cacheCPU(caches []*child) (time.Duration, error) {
 // runAgent runs pod i's agent (kvinject-agent with the init container's
 // wiring) into a fresh tmpfs directory, through cache c when not nil.
 func (b *bench) runAgent(ctx context.Context, i int, c *child) (podRun, error) {
-	dir, err := os.MkdirTemp(shmDir(), "bench-cache-files-")
+	dir, err := os.MkdirTemp(benchkit.TmpfsDir(), "bench-cache-files-")
 	if err != nil {
 		return podRun{}, err
 	}
@@ -183,15 +174,7 @@ func (b *bench) runAgent(ctx context.Context, i int, c *child) (podRun, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, b.agentBin, "--dir", dir,
 		"--termination-log", filepath.Join(b.tmp, "no-termination-log"), "--timeout", b.c.podTimeout.String())
-	cmd.Env = []string{
-		"HTTPS_PROXY=" + b.emu.ProxyURL(),
-		"SSL_CERT_FILE=" + b.emu.CAFile(),
-		spec.EnvClientID + "=" + clientID,
-		spec.EnvTenantID + "=" + tenantID,
-		spec.EnvFederatedTokenFile + "=" + b.tokens[i],
-		spec.EnvAuthorityHost + "=" + authority,
-		spec.EnvSpec + "=" + raw,
-	}
+	cmd.Env = append(benchkit.AgentEnv(b.Emulator, b.tokens[i]), spec.EnvSpec+"="+raw)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 5 * time.Second
@@ -199,15 +182,14 @@ func (b *bench) runAgent(ctx context.Context, i int, c *child) (podRun, error) {
 	err = cmd.Run()
 	elapsed := time.Since(start)
 	if err != nil {
-		return podRun{}, fmt.Errorf("%v after %v, stderr:\n%s", err, elapsed.Round(time.Millisecond), lastLines(stderr.String(), 5))
+		return podRun{}, fmt.Errorf("%v after %v, stderr:\n%s", err, elapsed.Round(time.Millisecond), benchkit.LastLines(stderr.String(), 5))
 	}
-	files, _ := os.ReadDir(dir)
-	if n := countVisible(files); n != b.c.secrets {
+	if n := benchkit.WrittenFiles(dir); n != b.c.secrets {
 		return podRun{}, fmt.Errorf("%d files written, want %d", n, b.c.secrets)
 	}
 	if c != nil {
 		if want := fmt.Sprintf(`"fromCache":%d,"stale":0`, b.c.secrets); !strings.Contains(stderr.String(), want) {
-			return podRun{}, fmt.Errorf("the cache did not serve every secret fresh (want %s in the log):\n%s", want, lastLines(stderr.String(), 5))
+			return podRun{}, fmt.Errorf("the cache did not serve every secret fresh (want %s in the log):\n%s", want, benchkit.LastLines(stderr.String(), 5))
 		}
 	}
 	p := podRun{ms: float64(elapsed.Microseconds()) / 1000}
@@ -215,75 +197,6 @@ func (b *bench) runAgent(ctx context.Context, i int, c *child) (podRun, error) {
 		p.cpuMs = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e6
 	}
 	return p, nil
-}
-
-// collect reads the emulator's counters. The server side records a request
-// when its handler returns, which can trail the client's exit by a moment.
-func (b *bench) collect() upstream {
-	time.Sleep(30 * time.Millisecond)
-	st := b.emu.Stats()
-	u := upstream{classes: map[azemu.Class]int64{}, conns: st.Connections,
-		wireUp: st.ConnBytesIn, wireDown: st.ConnBytesOut, exchanges: st.TokensIssued}
-	for c, cs := range st.Classes {
-		if c == azemu.ClassIssuerDiscovery || c == azemu.ClassIssuerJWKS {
-			continue // the emulator's own outbound fetches, not the link's
-		}
-		u.requests += cs.Requests
-		u.classes[c] += cs.Requests
-		u.bodyUp += cs.BytesIn
-		u.bodyDown += cs.BytesOut
-	}
-	return u
-}
-
-func countVisible(es []os.DirEntry) int {
-	n := 0
-	for _, e := range es {
-		if !strings.HasPrefix(e.Name(), "..") {
-			n++
-		}
-	}
-	return n
-}
-
-func shmDir() string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		return "/dev/shm"
-	}
-	return ""
-}
-
-// medianF is the lower middle of v.
-func medianF(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	v = slices.Clone(v)
-	slices.Sort(v)
-	return v[(len(v)-1)/2]
-}
-
-// medianUp takes the median of every counter separately.
-func medianUp(us []upstream) upstream {
-	mi := func(f func(upstream) int64) int64 {
-		v := make([]float64, len(us))
-		for i, u := range us {
-			v[i] = float64(f(u))
-		}
-		return int64(medianF(v))
-	}
-	out := upstream{
-		requests: mi(func(u upstream) int64 { return u.requests }), conns: mi(func(u upstream) int64 { return u.conns }),
-		wireUp: mi(func(u upstream) int64 { return u.wireUp }), wireDown: mi(func(u upstream) int64 { return u.wireDown }),
-		bodyUp: mi(func(u upstream) int64 { return u.bodyUp }), bodyDown: mi(func(u upstream) int64 { return u.bodyDown }),
-		exchanges: mi(func(u upstream) int64 { return u.exchanges }), classes: map[azemu.Class]int64{},
-	}
-	for _, u := range us {
-		for k := range u.classes {
-			out.classes[k] = mi(func(u upstream) int64 { return u.classes[k] })
-		}
-	}
-	return out
 }
 
 // spreadUp says the smallest and largest of a counter over the samples.

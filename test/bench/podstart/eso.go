@@ -5,20 +5,16 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
-	"github.com/AzureAD/microsoft-authentication-library-for-go/apps/confidential"
 
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // What External Secrets Operator's azurekv provider sends over the link, as
@@ -46,7 +42,8 @@ import (
 //
 // Here the MSAL and azsecrets code is the unmodified library; only the Key
 // Vault GET of the legacy path is a plain net/http request with the bearer
-// token, because go-autorest is not a dependency of this module.
+// token, because go-autorest is not a dependency of this module. The legacy
+// path is benchkit.ESOLegacyReconcile, shared with the cache benchmark.
 type esoOp struct {
 	name   string
 	refs   []string // one Key Vault GET per entry, in order
@@ -65,7 +62,7 @@ var esoOps = []esoOp{
 }
 
 func (b *bench) handshakeOnly(ctx context.Context) error {
-	pu, err := url.Parse(b.emu.ProxyURL())
+	pu, err := url.Parse(b.Emulator.ProxyURL())
 	if err != nil {
 		return err
 	}
@@ -87,44 +84,32 @@ func (b *bench) handshakeOnly(ctx context.Context) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("CONNECT: %s", resp.Status)
 	}
-	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: b.emu.CertPool(), NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12})
+	tc := tls.Client(c, &tls.Config{ServerName: host, RootCAs: b.Emulator.CertPool(), NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12})
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return err
 	}
 	return tc.Close()
 }
 
-// esoToken is the token of ESO's ServiceAccount (what TokenRequest returns).
-func (b *bench) esoToken() (string, error) {
-	p := filepath.Join(b.tmp, "eso-token")
-	if _, err := os.Stat(p); err != nil {
-		if _, err := b.iss.WriteToken(p, oidctest.Claims{Namespace: "external-secrets", ServiceAccount: "eso-az-sa", Lifetime: 0}); err != nil {
-			return "", err
-		}
-	}
-	raw, err := os.ReadFile(p)
-	return string(raw), err
-}
-
 // runESO performs one reconcile of op on the unlimited link and returns the
 // emulator's counters for it.
 func (b *bench) runESO(op esoOp) (sample, error) {
-	tok, err := b.esoToken()
+	tok, err := benchkit.ESOToken(b.Issuer, b.tmp)
 	if err != nil {
 		return sample{}, err
 	}
 	ctx, cancel := b.timeoutCtx()
 	defer cancel()
-	tr := b.emu.ProxyTransport() // fresh: no connection survives between refreshes
+	tr := b.Emulator.ProxyTransport() // fresh: no connection survives between refreshes
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}
-	b.emu.ResetStats()
+	b.Emulator.ResetStats()
 	if op.handshake {
 		err = b.handshakeOnly(ctx)
 	} else if op.newSDK {
 		err = esoNewSDK(ctx, hc, tok, op.refs)
 	} else {
-		err = esoLegacy(ctx, hc, tok, op.refs)
+		err = benchkit.ESOLegacyReconcile(ctx, hc, tok, op.refs)
 	}
 	if err != nil {
 		return sample{}, err
@@ -133,46 +118,14 @@ func (b *bench) runESO(op esoOp) (sample, error) {
 	return b.collect(), nil
 }
 
-func esoLegacy(ctx context.Context, hc *http.Client, tok string, refs []string) error {
-	cred := confidential.NewCredFromAssertionCallback(func(context.Context, confidential.AssertionRequestOptions) (string, error) {
-		return tok, nil
-	})
-	cc, err := confidential.New(authority+tenantID, clientID, cred, confidential.WithHTTPClient(hc))
-	if err != nil {
-		return err
-	}
-	res, err := cc.AcquireTokenByCredential(ctx, []string{"https://vault.azure.net/.default"})
-	if err != nil {
-		return err
-	}
-	for _, name := range refs {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, vaultURL+"/secrets/"+name+"/?api-version=7.0", nil)
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Authorization", "Bearer "+res.AccessToken)
-		req.Header.Set("User-Agent", "Go/go1.24 (amd64-linux) go-autorest/v14.2.1 keyvault/7.0")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", name, resp.Status)
-		}
-	}
-	return nil
-}
-
 func esoNewSDK(ctx context.Context, hc *http.Client, tok string, refs []string) error {
 	co := azcore.ClientOptions{Transport: hc}
-	cred, err := azidentity.NewClientAssertionCredential(tenantID, clientID, func(context.Context) (string, error) { return tok, nil },
+	cred, err := azidentity.NewClientAssertionCredential(benchkit.TenantID, benchkit.ClientID, func(context.Context) (string, error) { return tok, nil },
 		&azidentity.ClientAssertionCredentialOptions{ClientOptions: co})
 	if err != nil {
 		return err
 	}
-	client, err := azsecrets.NewClient(vaultURL, cred, &azsecrets.ClientOptions{ClientOptions: co})
+	client, err := azsecrets.NewClient(benchkit.VaultURL, cred, &azsecrets.ClientOptions{ClientOptions: co})
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,6 @@ import (
 	"log"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -40,16 +39,12 @@ import (
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 const (
-	tenantID  = "11111111-2222-3333-4444-555555555555"
-	clientID  = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 	namespace = "group1"
 	saName    = "dbreaderapp"
-	vaultName = "homelab-kv"
-	vaultURL  = "https://homelab-kv.vault.azure.net"
-	authority = "https://login.microsoftonline.com/"
 
 	// The reference setup's secrets (copied in internal/esoconvert/testdata). The
 	// registry credential is made up, with a realistic size.
@@ -120,9 +115,9 @@ func main() {
 
 // bench holds the running emulator, issuer and binaries.
 type bench struct {
+	*benchkit.Azure // the issuer and the emulator, running
+
 	c         config
-	emu       *azemu.Emulator
-	iss       *oidctest.Issuer
 	tmp       string
 	tokenFile string
 	agentBin  string
@@ -138,30 +133,21 @@ func run(c config) error {
 	}
 	defer os.RemoveAll(tmp)
 	b := &bench{c: c, tmp: tmp}
-	if err := b.build(); err != nil {
+	// The agent as the Dockerfile builds it (unless -agent-bin), and the
+	// naive baseline the same way.
+	if b.agentBin, b.naiveBin, err = benchkit.BuildBinaries(tmp, c.agentBin, "naive", "./test/bench/podstart/naive"); err != nil {
 		return err
 	}
-	if b.iss, err = oidctest.New(oidctest.Options{}); err != nil {
+	if b.Azure, err = benchkit.StartAzure(namespace, saName, vaultSecrets()); err != nil {
 		return err
 	}
-	defer b.iss.Close()
-	if b.emu, err = azemu.Start(azemu.Options{Config: b.config(), IssuerCAPEM: b.iss.CAPEM(), Seed: 1}); err != nil {
-		return err
-	}
-	defer b.emu.Close()
+	defer b.Azure.Close()
 	b.tokenFile = filepath.Join(tmp, "token")
 	// Longer than the run: the emulator allows 5 minutes of skew only.
-	if _, err := b.iss.WriteToken(b.tokenFile, oidctest.Claims{Namespace: namespace, ServiceAccount: saName, Lifetime: 2 * time.Hour}); err != nil {
+	if _, err := b.Issuer.WriteToken(b.tokenFile, oidctest.Claims{Namespace: namespace, ServiceAccount: saName, Lifetime: 2 * time.Hour}); err != nil {
 		return err
 	}
-	b.env = []string{
-		"HTTPS_PROXY=" + b.emu.ProxyURL(),
-		"SSL_CERT_FILE=" + b.emu.CAFile(),
-		spec.EnvClientID + "=" + clientID,
-		spec.EnvTenantID + "=" + tenantID,
-		spec.EnvFederatedTokenFile + "=" + b.tokenFile,
-		spec.EnvAuthorityHost + "=" + authority,
-	}
+	b.env = benchkit.AgentEnv(b.Emulator, b.tokenFile)
 
 	// Warm up the page cache, the emulator's JWKS cache and both programs.
 	for _, p := range []string{progAgent, progNaive} {
@@ -243,7 +229,7 @@ func run(c config) error {
 	r := &results{refresh: refresh, refreshInterval: c.refresh,
 		when: time.Now().UTC(), took: time.Since(started), reps: reps, sizes: c.sizes,
 		cells: map[cell]sample{}, ref: median(ref), refSlow: median(refSlow), eso: map[string]sample{},
-		agentSize: fileSize(b.agentBin), naiveSize: fileSize(b.naiveBin), cellTimeout: c.cellTimeout,
+		agentSize: benchkit.FileSize(b.agentBin), naiveSize: benchkit.FileSize(b.naiveBin), cellTimeout: c.cellTimeout,
 	}
 	for k, v := range samples {
 		r.cells[k] = median(v)
@@ -259,11 +245,11 @@ func run(c config) error {
 		}
 		r.spread[k] = [2]float64{lo, hi}
 	}
-	if err := writeSection(c.out, beginMarker, endMarker, r.benchmarksSection()); err != nil {
+	if err := benchkit.WriteSection(c.out, beginMarker, endMarker, r.benchmarksSection()); err != nil {
 		return err
 	}
 	if c.esoOut != "" {
-		if err := writeSection(c.esoOut, esoBeginMarker, esoEndMarker, r.esoSection()); err != nil {
+		if err := benchkit.WriteSection(c.esoOut, esoBeginMarker, esoEndMarker, r.esoSection()); err != nil {
 			return err
 		}
 	}
@@ -271,80 +257,27 @@ func run(c config) error {
 	return nil
 }
 
-// build compiles the agent as the Dockerfile does (unless -agent-bin) and
-// the naive baseline the same way.
-func (b *bench) build() error {
-	b.agentBin = b.c.agentBin
-	if b.agentBin == "" {
-		b.agentBin = filepath.Join(b.tmp, "kvinject-agent")
-		if err := goBuild(b.agentBin, "./cmd/kvinject-agent"); err != nil {
-			return err
-		}
-	}
-	b.naiveBin = filepath.Join(b.tmp, "naive")
-	return goBuild(b.naiveBin, "./test/bench/podstart/naive")
-}
-
-func goBuild(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("go build %s (run from the module root): %w", pkg, err)
-	}
-	return nil
-}
-
-func fileSize(p string) int64 {
-	st, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
-// config is the emulator's world: one tenant, the identity with a federated
-// credential for the pod's ServiceAccount and one for ESO's, and the vault
-// with the reference secrets and s00..s99.
-func (b *bench) config() azemu.Config {
-	iss := b.iss.URL()
+// vaultSecrets is what the emulator's vault holds: the reference secrets
+// and sweep secrets 00 to 99.
+func vaultSecrets() []azemu.Secret {
 	secrets := []azemu.Secret{
 		{Name: pgsqlName, Versions: []azemu.SecretVersion{{Value: pgsqlValue, ContentType: "application/json"}}},
 		{Name: registryName, Versions: []azemu.SecretVersion{{Value: registryValue}}},
 	}
 	for i := range 100 {
-		secrets = append(secrets, azemu.Secret{Name: sweepName(i), Versions: []azemu.SecretVersion{{Value: sweepValue(i), ContentType: "application/json"}}})
+		secrets = append(secrets, benchkit.SweepSecret(i))
 	}
-	return azemu.Config{
-		Tenants: []azemu.Tenant{{ID: tenantID, DisplayName: "homelab"}},
-		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
-			{Name: "pod", Issuer: iss, Subject: "system:serviceaccount:" + namespace + ":" + saName},
-			{Name: "eso", Issuer: iss, Subject: "system:serviceaccount:external-secrets:eso-az-sa"},
-		}}},
-		Vaults: []azemu.Vault{{
-			Name: vaultName, Tenant: tenantID,
-			RoleAssignments: []azemu.RoleAssignment{{ClientID: clientID, Role: azemu.RoleSecretsUser}},
-			Secrets:         secrets,
-		}},
-	}
-}
-
-func sweepName(i int) string { return fmt.Sprintf("bench-secret-%02d", i) }
-
-// sweepValue is a 64-byte JSON value: a typical password or API key.
-func sweepValue(i int) string {
-	body := fmt.Sprintf("%02d-%s", i, strings.Repeat("k7Qx", 14))[:56]
-	return `{"v":"` + body + `"}`
+	return secrets
 }
 
 // specFor is the agent's spec for n secrets, one file each (a property of
 // the JSON value), or the reference pod's two files from app-pgsql.
 func specFor(n int, reference bool) (string, error) {
 	cl, _ := spec.LookupCloud("AzurePublicCloud")
-	s := &spec.Spec{Version: spec.Version, Vault: vaultURL, MountPath: spec.DefaultMountPath,
-		Identity: spec.Identity{ClientID: clientID, TenantID: tenantID, TokenExpirationSeconds: 3600}}
+	s := &spec.Spec{Version: spec.Version, Vault: benchkit.VaultURL, MountPath: spec.DefaultMountPath,
+		Identity: spec.Identity{ClientID: benchkit.ClientID, TenantID: benchkit.TenantID, TokenExpirationSeconds: 3600}}
 	add := func(file, ref string) error {
-		r, err := spec.ParseRef(ref, vaultURL, cl)
+		r, err := spec.ParseRef(ref, benchkit.VaultURL, cl)
 		if err != nil {
 			return err
 		}
@@ -360,7 +293,7 @@ func specFor(n int, reference bool) (string, error) {
 		}
 	} else {
 		for i := range n {
-			if err := add(sweepName(i), sweepName(i)+"#v"); err != nil {
+			if err := add(benchkit.SweepSecretName(i), benchkit.SweepSecretName(i)+"#v"); err != nil {
 				return "", err
 			}
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // refreshSample is what the kvinject-refresh sidecar (the agent with
@@ -37,7 +38,7 @@ type refreshSample struct {
 // and third refresh's traffic and the idle time between them.
 func (b *bench) runRefresh(l link, interval time.Duration) (refreshSample, error) {
 	rs := refreshSample{link: l}
-	dir, err := os.MkdirTemp(shmDir(), "refresh-files-")
+	dir, err := os.MkdirTemp(benchkit.TmpfsDir(), "refresh-files-")
 	if err != nil {
 		return rs, err
 	}
@@ -57,12 +58,12 @@ func (b *bench) runRefresh(l link, interval time.Duration) (refreshSample, error
 	}
 	// kvinject-agent first, as in the pod.
 	if out, err := agent().CombinedOutput(); err != nil {
-		return rs, fmt.Errorf("agent: %v\n%s", err, lastLines(string(out), 5))
+		return rs, fmt.Errorf("agent: %v\n%s", err, benchkit.LastLines(string(out), 5))
 	}
 
-	b.emu.SetKnobs(azemu.Knobs{RequestLatency: l.Latency, ConnLatency: l.Latency, BandwidthBPS: l.BPS})
-	defer b.emu.SetKnobs(azemu.Knobs{})
-	b.emu.ResetStats()
+	b.Emulator.SetKnobs(azemu.Knobs{RequestLatency: l.Latency, ConnLatency: l.Latency, BandwidthBPS: l.BPS})
+	defer b.Emulator.SetKnobs(azemu.Knobs{})
+	b.Emulator.ResetStats()
 	cmd := agent("--refresh", interval.String())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -82,15 +83,15 @@ func (b *bench) runRefresh(l link, interval time.Duration) (refreshSample, error
 		last, quietSince := int64(-1), time.Now()
 		for time.Now().Before(deadline) {
 			s := b.collect()
-			moved := s.wireUp + s.wireDown
+			moved := s.WireUp + s.WireDown
 			if moved != last {
 				last, quietSince = moved, time.Now()
-			} else if s.classes[azemu.ClassKVGet] >= gets && time.Since(quietSince) > 500*time.Millisecond {
+			} else if s.Classes[azemu.ClassKVGet] >= gets && time.Since(quietSince) > 500*time.Millisecond {
 				return s, nil
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		return sample{}, fmt.Errorf("refresh %d did not happen within %v; stderr:\n%s", gets, 4*interval, lastLines(stderr.String(), 5))
+		return sample{}, fmt.Errorf("refresh %d did not happen within %v; stderr:\n%s", gets, 4*interval, benchkit.LastLines(stderr.String(), 5))
 	}
 	first, err := settled(1)
 	if err != nil {
@@ -114,11 +115,8 @@ func (b *bench) runRefresh(l link, interval time.Duration) (refreshSample, error
 		return rs, err
 	}
 	rs.idle, rs.wakeups = time.Since(t0), after-before
-	var mem memPeak
-	if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		parseStatus(st, &mem)
-	}
-	rs.rssKiB, rs.anonKiB, rs.hwmKiB = mem.rss, mem.anon, mem.hwm
+	mem, _ := benchkit.ReadProcStatus(pid) // zeros if it has ended, which the report counts as missed
+	rs.rssKiB, rs.anonKiB, rs.hwmKiB = mem.RSS, mem.Anon, mem.HWM
 	third, err := settled(3)
 	if err != nil {
 		return rs, err
@@ -132,13 +130,13 @@ func (b *bench) runRefresh(l link, interval time.Duration) (refreshSample, error
 
 // diff is b's counters minus a's.
 func diff(b, a sample) sample {
-	d := sample{requests: b.requests - a.requests, conns: b.conns - a.conns, wireUp: b.wireUp - a.wireUp,
-		wireDown: b.wireDown - a.wireDown, bodyUp: b.bodyUp - a.bodyUp, bodyDown: b.bodyDown - a.bodyDown,
-		authToken: b.authToken - a.authToken, classes: map[azemu.Class]int64{}}
-	for c, n := range b.classes {
-		d.classes[c] = n - a.classes[c]
+	d := benchkit.Traffic{Requests: b.Requests - a.Requests, Conns: b.Conns - a.Conns, WireUp: b.WireUp - a.WireUp,
+		WireDown: b.WireDown - a.WireDown, BodyUp: b.BodyUp - a.BodyUp, BodyDown: b.BodyDown - a.BodyDown,
+		TokensIssued: b.TokensIssued - a.TokensIssued, Classes: map[azemu.Class]int64{}}
+	for c, n := range b.Classes {
+		d.Classes[c] = n - a.Classes[c]
 	}
-	return d
+	return sample{Traffic: d}
 }
 
 // contextSwitches sums the voluntary and involuntary context switches of

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -10,12 +9,12 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 const (
@@ -33,27 +32,20 @@ type cell struct {
 
 // sample is one run's measurements (or a median of runs).
 type sample struct {
-	ms        float64 // exec to exit; the files are in place at exit
-	requests  int64   // HTTPS requests to Entra ID and Key Vault
-	classes   map[azemu.Class]int64
-	conns     int64 // TLS connections (handshakes) the emulator terminated
-	wireUp    int64 // client to Azure, raw bytes on the connections (TLS records)
-	wireDown  int64 // Azure to client
-	bodyUp    int64 // HTTP request bodies
-	bodyDown  int64 // HTTP response bodies
-	hwmKiB    int64 // VmHWM
-	anonKiB   int64 // peak sampled RssAnon
-	fileKiB   int64 // peak sampled RssFile
-	rssKiB    int64 // peak sampled VmRSS
-	samplesN  int   // /proc samples taken
-	authToken int64 // tokens issued
+	benchkit.Traffic         // what the emulator counted for the run
+	ms               float64 // exec to exit; the files are in place at exit
+	hwmKiB           int64   // VmHWM
+	anonKiB          int64   // peak sampled RssAnon
+	fileKiB          int64   // peak sampled RssFile
+	rssKiB           int64   // peak sampled VmRSS
+	samplesN         int     // /proc samples taken
 }
 
 var peakRSS = regexp.MustCompile(`"peakRSSKiB":(\d+)`)
 
 // runCell runs the agent or the baseline once with the cell's link.
 func (b *bench) runCell(c cell) (sample, error) {
-	dir, err := os.MkdirTemp(shmDir(), "podstart-files-")
+	dir, err := os.MkdirTemp(benchkit.TmpfsDir(), "podstart-files-")
 	if err != nil {
 		return sample{}, err
 	}
@@ -76,9 +68,9 @@ func (b *bench) runCell(c cell) (sample, error) {
 			"--timeout", b.c.cellTimeout.String())
 		env = append(env, spec.EnvSpec+"="+raw)
 	case progNaive:
-		args := []string{"-vault", vaultURL, "-dir", dir, "-timeout", b.c.cellTimeout.String()}
+		args := []string{"-vault", benchkit.VaultURL, "-dir", dir, "-timeout", b.c.cellTimeout.String()}
 		for i := range c.n {
-			args = append(args, sweepName(i))
+			args = append(args, benchkit.SweepSecretName(i))
 		}
 		cmd = exec.CommandContext(ctx, b.naiveBin, args...)
 	default:
@@ -89,9 +81,9 @@ func (b *bench) runCell(c cell) (sample, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
 
-	b.emu.SetKnobs(azemu.Knobs{RequestLatency: c.link.Latency, ConnLatency: c.link.Latency, BandwidthBPS: c.link.BPS})
-	defer b.emu.SetKnobs(azemu.Knobs{})
-	b.emu.ResetStats()
+	b.Emulator.SetKnobs(azemu.Knobs{RequestLatency: c.link.Latency, ConnLatency: c.link.Latency, BandwidthBPS: c.link.BPS})
+	defer b.Emulator.SetKnobs(azemu.Knobs{})
+	b.Emulator.ResetStats()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return sample{}, err
@@ -101,19 +93,18 @@ func (b *bench) runCell(c cell) (sample, error) {
 	elapsed := time.Since(start)
 	peak := mem()
 	if err != nil {
-		return sample{}, fmt.Errorf("%v after %v, stderr:\n%s", err, elapsed.Round(time.Millisecond), lastLines(stderr.String(), 5))
+		return sample{}, fmt.Errorf("%v after %v, stderr:\n%s", err, elapsed.Round(time.Millisecond), benchkit.LastLines(stderr.String(), 5))
 	}
-	files, _ := os.ReadDir(dir)
 	want := c.n
 	if c.ref {
 		want = 2
 	}
-	if visible := countVisible(files); visible != want {
+	if visible := benchkit.WrittenFiles(dir); visible != want {
 		return sample{}, fmt.Errorf("%d files written, want %d", visible, want)
 	}
 	s := b.collect()
 	s.ms = float64(elapsed.Microseconds()) / 1000
-	s.anonKiB, s.fileKiB, s.rssKiB, s.hwmKiB, s.samplesN = peak.anon, peak.file, peak.rss, peak.hwm, peak.n
+	s.anonKiB, s.fileKiB, s.rssKiB, s.hwmKiB, s.samplesN = peak.Anon, peak.File, peak.RSS, peak.HWM, peak.n
 	if m := peakRSS.FindStringSubmatch(stderr.String()); m != nil {
 		self, _ := strconv.ParseInt(m[1], 10, 64)
 		s.hwmKiB = max(s.hwmKiB, self)
@@ -121,54 +112,13 @@ func (b *bench) runCell(c cell) (sample, error) {
 	return s, nil
 }
 
-// collect reads the emulator's counters for the run just finished. The
-// server side records a request when its handler returns, which can trail
-// the client's exit by a moment.
-func (b *bench) collect() sample {
-	time.Sleep(30 * time.Millisecond)
-	st := b.emu.Stats()
-	s := sample{classes: map[azemu.Class]int64{}, conns: st.Connections,
-		wireUp: st.ConnBytesIn, wireDown: st.ConnBytesOut, authToken: st.TokensIssued}
-	for c, cs := range st.Classes {
-		if c == azemu.ClassIssuerDiscovery || c == azemu.ClassIssuerJWKS {
-			continue // the emulator's own outbound fetches, not the pod's
-		}
-		s.requests += cs.Requests
-		s.classes[c] += cs.Requests
-		s.bodyUp += cs.BytesIn
-		s.bodyDown += cs.BytesOut
-	}
-	return s
-}
+// collect reads the emulator's counters for the run just finished.
+func (b *bench) collect() sample { return sample{Traffic: benchkit.ReadTraffic(b.Emulator)} }
 
-func countVisible(es []os.DirEntry) int {
-	n := 0
-	for _, e := range es {
-		if !strings.HasPrefix(e.Name(), "..") {
-			n++
-		}
-	}
-	return n
-}
-
-func shmDir() string {
-	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		return "/dev/shm"
-	}
-	return ""
-}
-
-func lastLines(s string, n int) string {
-	ls := strings.Split(strings.TrimSpace(s), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
-}
-
+// memPeak is the highest of every field over n readings of /proc/PID/status.
 type memPeak struct {
-	anon, file, rss, hwm int64
-	n                    int
+	benchkit.ProcMem
+	n int
 }
 
 // sampleMemory polls /proc/PID/status every millisecond until the returned
@@ -191,9 +141,11 @@ func sampleMemory(pid int) func() memPeak {
 			if err == nil {
 				n, _ := f.Read(buf)
 				f.Close()
-				mu.Lock()
-				parseStatus(buf[:n], &p)
-				mu.Unlock()
+				if m, ok := benchkit.ParseProcStatus(buf[:n]); ok {
+					mu.Lock()
+					p.ProcMem, p.n = p.ProcMem.Max(m), p.n+1
+					mu.Unlock()
+				}
 			}
 			select {
 			case <-stop:
@@ -211,38 +163,6 @@ func sampleMemory(pid int) func() memPeak {
 	}
 }
 
-func parseStatus(b []byte, p *memPeak) {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	seen := false
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		var dst *int64
-		switch k {
-		case "RssAnon":
-			dst = &p.anon
-		case "RssFile":
-			dst = &p.file
-		case "VmRSS":
-			dst = &p.rss
-		case "VmHWM":
-			dst = &p.hwm
-		default:
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		if err == nil {
-			*dst = max(*dst, n)
-			seen = true
-		}
-	}
-	if seen {
-		p.n++
-	}
-}
-
 // median takes the median of every field separately (the lower middle for
 // an even count).
 func median(ss []sample) sample {
@@ -254,34 +174,20 @@ func median(ss []sample) sample {
 		for i, s := range ss {
 			v[i] = f(s)
 		}
-		slices.Sort(v)
-		return v[(len(v)-1)/2]
+		return benchkit.Median(v)
 	}
 	mi := func(f func(sample) int64) int64 { return int64(mf(func(s sample) float64 { return float64(f(s)) })) }
-	out := sample{
-		ms:        mf(func(s sample) float64 { return s.ms }),
-		requests:  mi(func(s sample) int64 { return s.requests }),
-		conns:     mi(func(s sample) int64 { return s.conns }),
-		wireUp:    mi(func(s sample) int64 { return s.wireUp }),
-		wireDown:  mi(func(s sample) int64 { return s.wireDown }),
-		bodyUp:    mi(func(s sample) int64 { return s.bodyUp }),
-		bodyDown:  mi(func(s sample) int64 { return s.bodyDown }),
-		hwmKiB:    mi(func(s sample) int64 { return s.hwmKiB }),
-		anonKiB:   mi(func(s sample) int64 { return s.anonKiB }),
-		fileKiB:   mi(func(s sample) int64 { return s.fileKiB }),
-		rssKiB:    mi(func(s sample) int64 { return s.rssKiB }),
-		samplesN:  int(mi(func(s sample) int64 { return int64(s.samplesN) })),
-		authToken: mi(func(s sample) int64 { return s.authToken }),
-		classes:   map[azemu.Class]int64{},
+	traffic := make([]benchkit.Traffic, len(ss))
+	for i, s := range ss {
+		traffic[i] = s.Traffic
 	}
-	keys := map[azemu.Class]bool{}
-	for _, s := range ss {
-		for k := range s.classes {
-			keys[k] = true
-		}
+	return sample{
+		Traffic:  benchkit.MedianTraffic(traffic),
+		ms:       mf(func(s sample) float64 { return s.ms }),
+		hwmKiB:   mi(func(s sample) int64 { return s.hwmKiB }),
+		anonKiB:  mi(func(s sample) int64 { return s.anonKiB }),
+		fileKiB:  mi(func(s sample) int64 { return s.fileKiB }),
+		rssKiB:   mi(func(s sample) int64 { return s.rssKiB }),
+		samplesN: int(mi(func(s sample) int64 { return int64(s.samplesN) })),
 	}
-	for k := range keys {
-		out.classes[k] = mi(func(s sample) int64 { return s.classes[k] })
-	}
-	return out
 }
