@@ -119,21 +119,9 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 	st.bundle = mergeCAs([]*x509.Certificate{ca.cert}, old, now)
 
 	srv, err := parseKeyPair(data[KeyTLSCert], data[KeyTLSKey])
-	switch {
-	case err != nil:
-		reasons = append(reasons, "no usable serving certificate ("+err.Error()+")")
-		srv = nil
-	case srv.cert.CheckSignatureFrom(ca.cert) != nil:
-		reasons = append(reasons, "serving certificate not signed by the current CA")
-		srv = nil
-	case !sameNames(srv.cert.DNSNames, o.dnsNames):
-		reasons = append(reasons, fmt.Sprintf("serving certificate names %v, want %v", srv.cert.DNSNames, o.dnsNames))
-		srv = nil
-	case !fresh(srv.cert, now):
-		reasons = append(reasons, "serving certificate due for renewal (valid until "+srv.cert.NotAfter.UTC().Format(time.RFC3339)+")")
-		srv = nil
-	case outlives(srv.cert, o.CertValidity):
-		reasons = append(reasons, "serving certificate lives longer than the configured "+o.CertValidity.String())
+	signed := func(c *x509.Certificate) bool { return c.CheckSignatureFrom(ca.cert) == nil }
+	if r := reissueReason("serving", srv, err, signed, "the current CA", o.dnsNames, o.CertValidity, now); r != "" {
+		reasons = append(reasons, r)
 		srv = nil
 	}
 	if srv == nil {
@@ -149,6 +137,26 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 	return st, reasons, nil
 }
 
+// reissueReason says why a serving certificate (kind "serving" or "cache",
+// parsed as kp, err) must be issued again, or "" when it may stay: it must
+// parse, be signed as signed says (by signer), name exactly names, not be
+// due for renewal, and not outlive validity.
+func reissueReason(kind string, kp *keyPair, err error, signed func(*x509.Certificate) bool, signer string, names []string, validity time.Duration, now time.Time) string {
+	switch {
+	case err != nil:
+		return "no usable " + kind + " certificate (" + err.Error() + ")"
+	case !signed(kp.cert):
+		return kind + " certificate not signed by " + signer
+	case !sameNames(kp.cert.DNSNames, names):
+		return fmt.Sprintf("%s certificate names %v, want %v", kind, kp.cert.DNSNames, names)
+	case !fresh(kp.cert, now):
+		return kind + " certificate due for renewal (valid until " + kp.cert.NotAfter.UTC().Format(time.RFC3339) + ")"
+	case outlives(kp.cert, validity):
+		return kind + " certificate lives longer than the configured " + validity.String()
+	}
+	return ""
+}
+
 // planCache computes the cache's Secret's wanted content from its current data (nil when there
 // is no Secret), given the webhook's Secret st, at now. The cache's certificate may be signed by
 // any CA of the bundle, not only the current one: after a CA rotation it moves to the new CA at
@@ -157,21 +165,11 @@ func plan(data map[string][]byte, o *Options, now time.Time) (*state, []string, 
 func planCache(data map[string][]byte, st *state, o *Options, now time.Time) (*cacheState, []string, error) {
 	var reasons []string
 	srv, err := parseKeyPair(data[KeyTLSCert], data[KeyTLSKey])
-	switch {
-	case err != nil:
-		reasons = append(reasons, "no usable cache certificate ("+err.Error()+")")
-		srv = nil
-	case !slices.ContainsFunc(st.bundle, func(ca *x509.Certificate) bool { return srv.cert.CheckSignatureFrom(ca) == nil }):
-		reasons = append(reasons, "cache certificate not signed by a CA of the bundle")
-		srv = nil
-	case !sameNames(srv.cert.DNSNames, o.cacheDNSNames):
-		reasons = append(reasons, fmt.Sprintf("cache certificate names %v, want %v", srv.cert.DNSNames, o.cacheDNSNames))
-		srv = nil
-	case !fresh(srv.cert, now):
-		reasons = append(reasons, "cache certificate due for renewal (valid until "+srv.cert.NotAfter.UTC().Format(time.RFC3339)+")")
-		srv = nil
-	case outlives(srv.cert, o.CertValidity):
-		reasons = append(reasons, "cache certificate lives longer than the configured "+o.CertValidity.String())
+	signed := func(c *x509.Certificate) bool {
+		return slices.ContainsFunc(st.bundle, func(ca *x509.Certificate) bool { return c.CheckSignatureFrom(ca) == nil })
+	}
+	if r := reissueReason("cache", srv, err, signed, "a CA of the bundle", o.cacheDNSNames, o.CertValidity, now); r != "" {
+		reasons = append(reasons, r)
 		srv = nil
 	}
 	if srv == nil {
