@@ -100,7 +100,7 @@ func TestCredentialProviderConfigNodeMode(t *testing.T) {
 			"--node-cache-duration", "30m", "--pull-secret", "*.azurecr.io=https://team-kv.vault.azure.net/secrets/acr-pull#password"}, wantNames: []string{"kvinject-credential-provider"}},
 		{name: "both modes 1.34", extra: []string{"--kube-version", "1.34", "--match-images", "ghcr.example.org"}, wantNames: []string{"kvinject-credential-provider", "kvinject-credential-provider-node"}},
 		{name: "pod mode on 1.32 beside node mode", extra: []string{"--kube-version", "1.32", "--match-images", "ghcr.example.org"}, wantCode: 2,
-			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32: use node mode (--node-identity and --pull-secret)\n"},
+			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32\n"},
 		{name: "bad node flags", extra: []string{"--node-identity", "x", "--kubelet-root-dir", "kubelet", "--node-cache-duration", "0s", "--pull-secret", "https://r.example.com=a b"}, wantCode: 2,
 			wantErr: `kvinject credential-provider-config: --node-cache-duration 0s: positive (the token's remaining lifetime caps it); node identity client id: "x" is not a GUID (8-4-4-4-12 hexadecimal digits); pull secret pattern "https://r.example.com": no scheme, just host[:port][/path]; pull secret: reference "a b": secret name "a b" is not valid: 1-127 letters, digits and hyphens; kubelet root dir "kubelet": an absolute path` + "\n"},
 	}
