@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/kvinject/kvinject/internal/esoconvert"
+	"github.com/kvinject/kvinject/webhook"
 )
 
 // fileList is a repeatable -f flag.
@@ -27,7 +28,13 @@ func runConvertESO(_ context.Context, args []string, io stdio) int {
 	fs.StringVar(&o.Issuer, "issuer", "", "the cluster's service-account issuer URL, for the federated credential")
 	fs.StringVar(&o.IdentityName, "identity-name", "", "the managed identity's name")
 	fs.StringVar(&o.ResourceGroup, "resource-group", "", "the managed identity's resource group")
+	kubeVersion := fs.String("kube-version", webhook.NewestKubeVersion, "the kubelets' Kubernetes version: before 1.34 image pull secrets move to the credential provider's node mode")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var err error
+	if o.KubeMinor, err = webhook.KubeMinor(*kubeVersion); err != nil {
+		fmt.Fprintf(io.err, "kvinject convert-eso: --kube-version: %v\n", err)
 		return 2
 	}
 	if len(files) == 0 || fs.NArg() > 0 {

@@ -26,7 +26,16 @@ type Options struct {
 	// IdentityName and ResourceGroup name the managed identity ESO uses.
 	IdentityName  string
 	ResourceGroup string
+	// KubeMinor is the kubelets' Kubernetes 1.x minor version; 0: the
+	// newest. Before 1.34 pulls move to the credential provider's node
+	// mode (the kubelet sends no pod token).
+	KubeMinor int
 }
+
+// nodeMode says whether pull credentials move to the provider's node mode:
+// kubelets before 1.34 send credential providers no ServiceAccount token
+// (1.33 only with an alpha gate, which OpenShift 4.20 keeps off).
+func (o Options) nodeMode() bool { return o.KubeMinor > 0 && o.KubeMinor < 34 }
 
 // Input is every object read, by kind.
 type Input struct {
@@ -381,8 +390,6 @@ func (m *Move) planPull(pulls []*converted, containerLists ...[]container) (prob
 		}
 	}
 	sort.Strings(m.Registries)
-	m.Notes = append(m.Notes, fmt.Sprintf("remove imagePullSecrets %s: the kubelet pulls with kvinject-credential-provider, which reads %s (the ServiceAccount's %s) with the pod's own token",
-		strings.Join(m.PullSecretNames, ", "), m.PullSecret, spec.SAAnnotationPullSecret))
 	return nil
 }
 
