@@ -105,7 +105,7 @@ func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 	}
 	if o.Node != nil {
 		b.WriteString("# Node mode: every pod on the node can pull the images it matches, signing in as the node identity\n")
-		b.WriteString("# with the token of the kvinject-node-identity DaemonSet's pod (manifests/components/node-identity).\n")
+		b.WriteString("# with the token of the kvinject-node-identity DaemonSet's pod (manifests/node-identity).\n")
 		if len(o.MatchImages) > 0 {
 			fmt.Fprintf(&b, "# Both modes: link the binary as %s in the bin dir too.\n", NodeProviderName)
 		}

@@ -189,11 +189,11 @@ func nodeTokenFix(err error, s NodeTokenSource) string {
 	case errors.Is(err, ErrNodeTokenNode):
 		return "give the provider --node-name with the kubelet's node name (its --hostname-override)"
 	case errors.Is(err, ErrNodeTokenSubject), errors.Is(err, ErrNodeTokenAudience):
-		return fmt.Sprintf("the volume %s must be a projected serviceAccountToken of %s with audience %s (manifests/components/node-identity), or give the provider --node-token-subject", s.Volume, s.Subject, s.Audience)
+		return fmt.Sprintf("the volume %s must be a projected serviceAccountToken of %s with audience %s (manifests/node-identity), or give the provider --node-token-subject", s.Volume, s.Subject, s.Audience)
 	case errors.Is(err, ErrNodeTokenExpired):
 		return "the kubelet renews projected tokens before they expire: check that the kvinject-node-identity pod on this node is running and the kubelet healthy"
 	case errors.Is(err, ErrNoNodeToken):
-		return "run the kvinject-node-identity DaemonSet on this node (manifests/components/node-identity), or give the provider --kubelet-root-dir and --node-token-volume as the kubelet and the DaemonSet have them"
+		return "run the kvinject-node-identity DaemonSet on this node (manifests/node-identity), or give the provider --kubelet-root-dir and --node-token-volume as the kubelet and the DaemonSet have them"
 	default:
 		return "check the kvinject-node-identity pod on this node and the provider's --kubelet-root-dir"
 	}

@@ -21,7 +21,7 @@ const (
 	// DefaultKubeletRootDir is the kubelet's --root-dir.
 	DefaultKubeletRootDir = "/var/lib/kubelet"
 	// DefaultNodeTokenVolume is the projected token volume of the
-	// kvinject-node-identity DaemonSet's pod (manifests/components/node-identity).
+	// kvinject-node-identity DaemonSet's pod (manifests/node-identity).
 	DefaultNodeTokenVolume = "kvinject-node-token"
 	// DefaultNodeTokenSubject is that DaemonSet's ServiceAccount.
 	DefaultNodeTokenSubject = "system:serviceaccount:kvinject-system:kvinject-node-identity"
