@@ -83,7 +83,11 @@ func TestNodeModePull(t *testing.T) {
 	if _, err := cluster.KubectlOut(ctx, y, "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = cluster.KubectlOut(ctx, y, "delete", "--ignore-not-found", "--wait=false", "-f", "-") })
+	// Not the Namespace the kustomization also holds: the webhook lives there.
+	t.Cleanup(func() {
+		_, _ = cluster.KubectlOut(ctx, nil, "-n", harness.KvinjectNS, "delete", "--ignore-not-found", "--wait=false",
+			"daemonset/kvinject-node-identity", "serviceaccount/kvinject-node-identity")
+	})
 	waitFor(t, 2*time.Minute, "the kvinject-node-identity pod running", func() (bool, error) {
 		list, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=node-identity"})
 		if err != nil {
