@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -139,8 +138,12 @@ func (o ConfigOptions) validate() error {
 		}
 	}
 	if o.HTTPSProxy != "" {
-		if u, err := url.Parse(o.HTTPSProxy); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--https-proxy %q: want http://HOST:PORT or https://HOST:PORT", o.HTTPSProxy))
+		// Never quoted: it may hold a password.
+		if err := spec.ValidateProxyURL(o.HTTPSProxy); errors.Is(err, spec.ErrProxyCredentials) {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w (the config is a file on every node, or a MachineConfig, that others read): "+
+				"use an egress proxy that needs no credentials, or set HTTPS_PROXY in the kubelet's own environment", err))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w, like http://proxy.internal:3128", err))
 		}
 	}
 	if o.CAFile != "" && !filepath.IsAbs(o.CAFile) {
