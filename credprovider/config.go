@@ -96,6 +96,7 @@ func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 		fmt.Fprintf(&b, "      - %s\n", q("--cloud="+o.Cloud.Name))
 	}
 	fmt.Fprintf(&b, "      - %s\n", q("--cache-duration="+o.CacheDuration.String()))
+	fmt.Fprintf(&b, "      - %s\n", q("--match-images="+strings.Join(o.MatchImages, ",")))
 	var env [][2]string
 	for _, e := range [][2]string{{spec.EnvAuthorityHost, o.AuthorityHost}, {"HTTPS_PROXY", o.HTTPSProxy}, {"NO_PROXY", o.NoProxy}, {"SSL_CERT_FILE", o.CAFile}} {
 		if e[1] != "" {
@@ -126,9 +127,7 @@ func (o ConfigOptions) validate() error {
 		errs = append(errs, errors.New("--match-images: at least one image pattern, like mirror.example.com:5000 or *.azurecr.io"))
 	}
 	for _, m := range o.MatchImages {
-		if strings.Contains(m, "://") {
-			errs = append(errs, fmt.Errorf("--match-images: %q: no scheme, just host[:port][/path]", m))
-		} else if _, err := parseLocation(m); err != nil {
+		if _, err := ParseMatchImages([]string{m}); err != nil {
 			errs = append(errs, fmt.Errorf("--match-images: %w", err))
 		}
 	}
