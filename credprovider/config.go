@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -97,6 +96,7 @@ func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 		fmt.Fprintf(&b, "      - %s\n", q("--cloud="+o.Cloud.Name))
 	}
 	fmt.Fprintf(&b, "      - %s\n", q("--cache-duration="+o.CacheDuration.String()))
+	fmt.Fprintf(&b, "      - %s\n", q("--match-images="+strings.Join(o.MatchImages, ",")))
 	var env [][2]string
 	for _, e := range [][2]string{{spec.EnvAuthorityHost, o.AuthorityHost}, {"HTTPS_PROXY", o.HTTPSProxy}, {"NO_PROXY", o.NoProxy}, {"SSL_CERT_FILE", o.CAFile}} {
 		if e[1] != "" {
@@ -127,9 +127,7 @@ func (o ConfigOptions) validate() error {
 		errs = append(errs, errors.New("--match-images: at least one image pattern, like mirror.example.com:5000 or *.azurecr.io"))
 	}
 	for _, m := range o.MatchImages {
-		if strings.Contains(m, "://") {
-			errs = append(errs, fmt.Errorf("--match-images: %q: no scheme, just host[:port][/path]", m))
-		} else if _, err := parseLocation(m); err != nil {
+		if _, err := ParseMatchImages([]string{m}); err != nil {
 			errs = append(errs, fmt.Errorf("--match-images: %w", err))
 		}
 	}
@@ -139,8 +137,12 @@ func (o ConfigOptions) validate() error {
 		}
 	}
 	if o.HTTPSProxy != "" {
-		if u, err := url.Parse(o.HTTPSProxy); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--https-proxy %q: want http://HOST:PORT or https://HOST:PORT", o.HTTPSProxy))
+		// Never quoted: it may hold a password.
+		if err := spec.ValidateProxyURL(o.HTTPSProxy); errors.Is(err, spec.ErrProxyCredentials) {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w (the config is a file on every node, or a MachineConfig, that others read): "+
+				"use an egress proxy that needs no credentials, or set HTTPS_PROXY in the kubelet's own environment", err))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w, like http://proxy.internal:3128", err))
 		}
 	}
 	if o.CAFile != "" && !filepath.IsAbs(o.CAFile) {

@@ -105,7 +105,9 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 		return 0
 	}
 	if *refresh != 0 {
-		if err := agent.Refresh(ctx, *refresh); err != nil {
+		if err := agent.Refresh(ctx, *refresh); errors.Is(err, ErrFailed) {
+			return 1
+		} else if err != nil {
 			fmt.Fprintf(stdio.Err, "error: %v\n", err)
 			return 2
 		}

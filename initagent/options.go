@@ -100,6 +100,8 @@ type Agent struct {
 	fetchLogV int
 	// fromCache counts the values the cache served (stale ones too).
 	fromCache struct{ served, stale int }
+	// steps names the step a run is in, for its watchdog.
+	steps stepTracker
 }
 
 // identity is what the credential will use, after reconciling the

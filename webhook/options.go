@@ -5,7 +5,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -147,7 +146,9 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.AgentHTTPSProxy != "" {
-		if err := validateProxy(o.AgentHTTPSProxy); err != nil {
+		if err := spec.ValidateProxyURL(o.AgentHTTPSProxy); errors.Is(err, spec.ErrProxyCredentials) {
+			errs = append(errs, fmt.Errorf("--agent-https-proxy: %w (every injected pod's spec would show it to anyone who can get pods): use an egress proxy that needs no credentials", err))
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("--agent-https-proxy: %w", err))
 		}
 	}
@@ -258,19 +259,3 @@ func KubeMinor(v string) (int, error) {
 
 // Cloud is the validated cloud.
 func (o *Options) Cloud() spec.Cloud { return o.cloud }
-
-// validateProxy refuses a proxy URL that carries credentials: the URL is
-// set in every injected pod's spec, which anyone who can get pods reads.
-func validateProxy(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a URL")
-	}
-	if u.User != nil {
-		return errors.New("must not carry a user or password (every injected pod's spec would show it to anyone who can get pods): use an egress proxy that needs no credentials")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return errors.New("must be an http:// or https:// URL with a host")
-	}
-	return nil
-}

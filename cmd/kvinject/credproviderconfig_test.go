@@ -24,7 +24,7 @@ func TestCredentialProviderConfig(t *testing.T) {
 		{name: "china cloud and authority host", extra: []string{"--cloud", "AzureChinaCloud", "--default-vault", "https://homelab-kv.vault.azure.cn", "--authority-host", "https://login.chinacloudapi.cn/"}},
 		{name: "egress proxy", extra: []string{"--https-proxy", "http://proxy.internal:3128", "--no-proxy", ".svc,10.0.0.0/8", "--ca-file", "/etc/pki/proxy-ca.pem"}},
 		{name: "bad egress", extra: []string{"--https-proxy", "proxy.internal:3128", "--ca-file", "proxy-ca.pem"}, wantCode: 2,
-			wantErr: `kvinject credential-provider-config: --https-proxy "proxy.internal:3128": want http://HOST:PORT or https://HOST:PORT; --ca-file "proxy-ca.pem": an absolute path on the node` + "\n"},
+			wantErr: `kvinject credential-provider-config: --https-proxy: must be an http:// or https:// URL with a host, like http://proxy.internal:3128; --ca-file "proxy-ca.pem": an absolute path on the node` + "\n"},
 		{name: "1.32", extra: []string{"--kube-version", "1.32"}, wantCode: 2,
 			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32\n"},
 		{name: "bad flags", extra: []string{"--match-images", "https://r.example.com", "--default-vault", "x", "--cache-duration", "-1s"}, wantCode: 2,
@@ -77,5 +77,21 @@ func checkKubeletConfig(t *testing.T, out string, wantCacheType bool) {
 		t.Errorf("tokenAttributes %+v", ta)
 	case wantCacheType != (ta.CacheType == kubeletconfigv1.ServiceAccountServiceAccountTokenCacheType):
 		t.Errorf("cacheType %q", ta.CacheType)
+	}
+}
+
+// TestCredentialProviderConfigProxyPassword: a proxy password would be
+// written into a file on every node; the command refuses it, and neither
+// its output nor its error repeats it.
+func TestCredentialProviderConfigProxyPassword(t *testing.T) {
+	for _, proxy := range []string{"http://puller:s3cr3t-pw@proxy.internal:3128", "puller:s3cr3t-pw@proxy.internal:3128"} {
+		code, out, errOut := runCommand(t, "", "credential-provider-config", "--match-images", "mirror.example.com", "--https-proxy", proxy)
+		want := "kvinject credential-provider-config: --https-proxy: must not carry a user or password"
+		if code != 2 || !strings.HasPrefix(errOut, want) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", proxy, code, errOut, want)
+		}
+		if strings.Contains(out+errOut, "s3cr3t-pw") {
+			t.Errorf("%q: the password is repeated:\n%s%s", proxy, out, errOut)
+		}
 	}
 }
