@@ -84,7 +84,7 @@ func TestRun(t *testing.T) {
 	termLog := filepath.Join(dir, "termination-log")
 	c := execwrap.Config{EnvFile: envFile, Names: []string{"PASSWORD"}, TerminationLog: termLog}
 	run := func(program ...string) (*exec.Cmd, string, error) {
-		cmd := exec.Command(bin, append(c.Flags(), program...)...)
+		cmd := exec.Command(bin, append(c.Flags(true), program...)...)
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "PASSWORD=" + execwrap.Placeholder("PASSWORD"), "KEEP=1"}
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &out

@@ -35,6 +35,9 @@ const MaxEnvFileBytes = 16 << 20
 // there.
 func Placeholder(name string) string { return placeholderPrefix + name + placeholderSuffix }
 
+// PlaceholderPrefix starts every placeholder.
+const PlaceholderPrefix = placeholderPrefix
+
 // HasPlaceholder says whether s holds text the wrapper would take for a
 // placeholder of some variable.
 func HasPlaceholder(s string) bool { return strings.Contains(s, placeholderPrefix) }
@@ -57,12 +60,17 @@ type Config struct {
 }
 
 // Flags are the wrapper's arguments before the original program's argv:
-// what the webhook writes after the wrapper's path. The kubelet expands
-// them like any argument, so a '$' in a path is escaped.
-func (c Config) Flags() []string {
-	f := []string{flagEnvFile + EscapeDollar(c.EnvFile)}
+// what the webhook writes after the wrapper's path. Where the kubelet
+// expands them (a container's command, an exec probe; not a lifecycle
+// hook), expanded is true and a '$' in a path is escaped.
+func (c Config) Flags(expanded bool) []string {
+	esc := func(s string) string { return s }
+	if expanded {
+		esc = EscapeDollar
+	}
+	f := []string{flagEnvFile + esc(c.EnvFile)}
 	if c.TerminationLog != "" {
-		f = append(f, flagTerminationLog+EscapeDollar(c.TerminationLog))
+		f = append(f, flagTerminationLog+esc(c.TerminationLog))
 	}
 	for _, n := range c.Names {
 		f = append(f, flagEnv+n)

@@ -185,7 +185,7 @@ func TestPreparePath(t *testing.T) {
 func TestParseArgs(t *testing.T) {
 	t.Parallel()
 	c := Config{EnvFile: "/var/run/secrets/$x/.kvinject-env", TerminationLog: "/dev/termination-log", Names: []string{"A", "B"}, Probe: true}
-	argv := append(c.Flags(), "/app", "--", "x")
+	argv := append(c.Flags(true), "/app", "--", "x")
 	// The kubelet expands the flags like any argument.
 	for i, a := range argv {
 		argv[i] = kubeletExpand(a, nil)
@@ -203,7 +203,7 @@ func TestParseArgs(t *testing.T) {
 			t.Errorf("ParseArgs(%q): no error", bad)
 		}
 	}
-	if !slices.Contains(c.Flags(), "--") {
+	if !slices.Contains(c.Flags(true), "--") {
 		t.Error("Flags end without --")
 	}
 }
