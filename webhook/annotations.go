@@ -397,7 +397,7 @@ func Warnings(pod *corev1.Pod, o *Options) []string {
 		ws = append(ws, w)
 	}
 	if hasEnv(pod.Annotations) && o.envDelivery() == spec.DeliveryExec {
-		ws = append(ws, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have the variables",
+		ws = append(ws, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have their values",
 			spec.AnnotationEnvPrefix, spec.ExecCommand, o.EnvDelivery))
 	}
 	return ws
