@@ -139,3 +139,41 @@ func TestRun(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkExec: the wrapper's cost is the difference between starting a
+// program through it (exec of the wrapper, one env file read, exec of the
+// program) and starting the program directly.
+func BenchmarkExec(b *testing.B) {
+	bin, err := build()
+	if err != nil {
+		b.Skip(err)
+	}
+	prog, err := exec.LookPath("true")
+	if err != nil {
+		b.Skip("no true to exec")
+	}
+	dir := b.TempDir()
+	envFile := filepath.Join(dir, ".kvinject-env")
+	if err := os.WriteFile(envFile, []byte("PASSWORD='louise lane'\nUSERNAME='superman'\n"), 0o400); err != nil {
+		b.Fatal(err)
+	}
+	c := execwrap.Config{EnvFile: envFile, Names: []string{"PASSWORD", "USERNAME"}}
+	env := []string{"PATH=/usr/bin:/bin", "PASSWORD=" + execwrap.Placeholder("PASSWORD"), "USERNAME=" + execwrap.Placeholder("USERNAME")}
+	for _, bc := range []struct {
+		name string
+		argv []string
+	}{
+		{"direct", []string{prog}},
+		{"wrapped", append(append([]string{bin}, c.Flags(true)...), prog)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				cmd := exec.Command(bc.argv[0], bc.argv[1:]...)
+				cmd.Env = env
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v: %s", err, out)
+				}
+			}
+		})
+	}
+}
