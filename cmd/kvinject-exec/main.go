@@ -29,12 +29,16 @@ func main() {
 }
 
 // fail writes the problem's line to stderr (the container's log) and to
-// the termination message file, and exits.
+// the termination message file, which the kubelet made (outside Kubernetes
+// there is none, and none is created), and exits.
 func fail(terminationLog string, p *execwrap.Problem) {
 	line := "kvinject-exec: " + p.Line + "\n"
 	os.Stderr.WriteString(line)
 	if terminationLog != "" {
-		_ = os.WriteFile(terminationLog, []byte(line), 0o644)
+		if f, err := os.OpenFile(terminationLog, os.O_WRONLY|os.O_TRUNC, 0); err == nil {
+			_, _ = f.WriteString(line)
+			_ = f.Close()
+		}
 	}
 	os.Exit(p.Code)
 }

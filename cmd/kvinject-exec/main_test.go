@@ -82,6 +82,9 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	termLog := filepath.Join(dir, "termination-log")
+	if err := os.WriteFile(termLog, nil, 0o644); err != nil { // the kubelet makes it
+		t.Fatal(err)
+	}
 	c := execwrap.Config{EnvFile: envFile, Names: []string{"PASSWORD"}, TerminationLog: termLog}
 	run := func(program ...string) (*exec.Cmd, string, error) {
 		cmd := exec.Command(bin, append(c.Flags(true), program...)...)
