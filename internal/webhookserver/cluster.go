@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -123,7 +124,17 @@ type ClusterWatcher struct {
 	Interval time.Duration
 
 	envFiles atomic.Bool
+	known    atomic.Bool
 	kick     chan struct{}
+}
+
+// ReadyChecker fails until the first look at the cluster, so that no pod
+// is admitted on a guess made before it.
+func (w *ClusterWatcher) ReadyChecker(*http.Request) error {
+	if !w.known.Load() {
+		return errors.New("the env delivery is not decided yet: Nodes and the EnvFiles gate not read")
+	}
+	return nil
 }
 
 // Watch registers for Node events on the informer and runs until ctx
@@ -142,6 +153,30 @@ func (w *ClusterWatcher) Watch(informer cache.Informer) error {
 	return err
 }
 
+// look lists the Nodes and swaps in the options for what they and the
+// gate say, when that changed. A list that fails leaves the last decision
+// (at first: the exec wrapper).
+func (w *ClusterWatcher) look(ctx context.Context, log logr.Logger, last **webhook.Cluster) {
+	// The cache's List waits for its first sync, which never comes without
+	// RBAC to list Nodes.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var nodes corev1.NodeList
+	if err := w.Nodes.List(lctx, &nodes); err != nil {
+		if ctx.Err() == nil {
+			log.Error(err, "cannot list Nodes (the webhook's ClusterRole needs list and watch on nodes): env variables keep the last delivery decided")
+		}
+		return
+	}
+	c := webhook.Cluster{EnvFiles: w.envFiles.Load(), OldKubelets: oldKubelets(nodes.Items)}
+	if *last != nil && c.EnvFiles == (*last).EnvFiles && slices.Equal(c.OldKubelets, (*last).OldKubelets) {
+		return
+	}
+	_ = updateOptions(w.Options, func(o *webhook.Options) (*webhook.Options, error) { return o.WithCluster(c), nil })
+	log.Info("env delivery", "envFiles", c.EnvFiles, "oldKubelets", len(c.OldKubelets), "fileKeyRef", c.EnvFiles && len(c.OldKubelets) == 0)
+	*last = &c
+}
+
 // Start implements manager.Runnable.
 func (w *ClusterWatcher) Start(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx).WithName("env-delivery")
@@ -157,17 +192,8 @@ func (w *ClusterWatcher) Start(ctx context.Context) error {
 	defer tick.Stop()
 	var last *webhook.Cluster
 	for {
-		var nodes corev1.NodeList
-		if err := w.Nodes.List(ctx, &nodes); err != nil && !errors.Is(err, context.Canceled) {
-			log.Error(err, "list nodes")
-		} else if err == nil {
-			c := webhook.Cluster{EnvFiles: w.envFiles.Load(), OldKubelets: oldKubelets(nodes.Items)}
-			if last == nil || c.EnvFiles != last.EnvFiles || !slices.Equal(c.OldKubelets, last.OldKubelets) {
-				_ = updateOptions(w.Options, func(o *webhook.Options) (*webhook.Options, error) { return o.WithCluster(c), nil })
-				log.Info("env delivery", "envFiles", c.EnvFiles, "oldKubelets", len(c.OldKubelets), "fileKeyRef", c.EnvFiles && len(c.OldKubelets) == 0)
-				last = &c
-			}
-		}
+		w.look(ctx, log, &last)
+		w.known.Store(true)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -108,6 +108,9 @@ func TestAutoDeliveryFollowsNodes(t *testing.T) {
 		}
 	}
 	waitFor(spec.DeliveryFileKeyRef)
+	if err := w.ReadyChecker(nil); err != nil {
+		t.Errorf("not ready after the first look: %v", err)
+	}
 
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	node, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "old-node"}}, metav1.CreateOptions{})

@@ -179,6 +179,9 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		if err := mgr.Add(w); err != nil {
 			return fmt.Errorf("add the env delivery watcher: %w", err)
 		}
+		if err := mgr.AddReadyzCheck("env-delivery", w.ReadyChecker); err != nil {
+			return fmt.Errorf("add readyz check: %w", err)
+		}
 	}
 	srv := mgr.GetWebhookServer()
 	srv.Register(MutatePath, &PodHandler{
