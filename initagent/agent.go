@@ -56,6 +56,12 @@ func (a *Agent) run(ctx context.Context) error {
 		return a.report(problems)
 	}
 	a.steps.enter("writing the files")
+	// The wrapper first: the env file it reads is the last thing to appear.
+	if o.Spec.EnvDelivery == spec.DeliveryExec {
+		if err := installWrapper(o.ExecWrapper, o.BinDir); err != nil {
+			return a.report([]Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
+		}
+	}
 	res, err := WriteFiles(o.Dir, files, o.Now())
 	if err != nil {
 		return a.report([]Problem{writeProblem(o.Dir, err)})
@@ -439,7 +445,13 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			complete = false
 		}
 		if complete {
-			files = append(files, FileData{Name: spec.EnvFileName, Mode: 0o400, Data: env.Bytes()})
+			// The kubelet reads the file for fileKeyRef; the app's own user
+			// reads it for the exec wrapper.
+			mode := fs.FileMode(0o400)
+			if a.o.Spec.EnvDelivery == spec.DeliveryExec {
+				mode, _ = spec.ParseMode(a.o.Spec.EnvFileMode) // validated
+			}
+			files = append(files, FileData{Name: spec.EnvFileName, Mode: mode, Data: env.Bytes()})
 		}
 	}
 	for _, r := range order {

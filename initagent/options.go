@@ -66,6 +66,10 @@ type Options struct {
 	Cloud spec.Cloud
 	// Dir is where the agent sees the emptyDir; default Spec.MountPath.
 	Dir string
+	// ExecWrapper is the exec wrapper the agent copies into BinDir for a
+	// spec with spec.DeliveryExec; defaults spec.ExecSource and
+	// spec.BinMountPath.
+	ExecWrapper, BinDir string
 	// Timeout bounds the whole run; default DefaultTimeout.
 	Timeout time.Duration
 	// Concurrency bounds parallel fetches; default DefaultConcurrency.
@@ -128,6 +132,12 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Dir == "" {
 		o.Dir = o.Spec.MountPath
+	}
+	if o.ExecWrapper == "" {
+		o.ExecWrapper = spec.ExecSource
+	}
+	if o.BinDir == "" {
+		o.BinDir = spec.BinMountPath
 	}
 	if !path.IsAbs(o.Dir) {
 		return nil, fmt.Errorf("output directory %q is not absolute", o.Dir)

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,6 +58,14 @@ type Options struct {
 	// certificate, which the agent trusts alone for the cache. Required
 	// with CacheURL.
 	CacheCA []byte
+	// EnvDelivery is how env variables reach the containers:
+	// spec.DeliveryAuto (default), spec.DeliveryFileKeyRef or
+	// spec.DeliveryExec.
+	EnvDelivery string
+	// Cluster is what the webhook learned of the cluster for
+	// spec.DeliveryAuto (WithCluster); nil: ClusterOfVersion(KubeVersion),
+	// as `kvinject inject` assumes.
+	Cluster *Cluster
 	// CacheByDefault gives pods without spec.AnnotationCache the cache, as
 	// spec.CacheOn does. Needs CacheURL.
 	CacheByDefault bool
@@ -117,6 +126,13 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("the Kubernetes version: %w", err))
 	}
 	o.kubeMinor = minor
+	switch o.EnvDelivery {
+	case "":
+		o.EnvDelivery = spec.DeliveryAuto
+	case spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec:
+	default:
+		errs = append(errs, fmt.Errorf("the env delivery %s must be %s, %s or %s", spec.Quote(o.EnvDelivery), spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec))
+	}
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}
@@ -229,6 +245,15 @@ func (o *Options) WithCacheCA(pemBytes []byte) (*Options, error) {
 	c := *o
 	c.CacheCA, c.cacheCA = bytes.Clone(pemBytes), ca
 	return &c, nil
+}
+
+// WithCluster returns a copy of the validated options o that decides the
+// auto delivery with what c says of the cluster; o is not changed.
+func (o *Options) WithCluster(c Cluster) *Options {
+	cp := *o
+	c.OldKubelets = slices.Clone(c.OldKubelets)
+	cp.Cluster = &c
+	return &cp
 }
 
 // SetKubeVersion records the API server's version, learned after the
