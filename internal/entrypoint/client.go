@@ -123,7 +123,7 @@ func (c *Client) resolve(ctx context.Context, r Request) (Annotation, error) {
 		return a, &ImageError{Image: r.Image, Kind: KindUnauthorized, Err: fmt.Errorf("reading your registry credentials for %s: %w", registry, err)}
 	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(c.transport), remote.WithUserAgent(c.o.UserAgent)}
-	img, digest, err := c.image(ref, opts)
+	img, digest, err := c.image(r.Image, ref, opts)
 	if err != nil {
 		var ie *ImageError
 		if errors.As(err, &ie) {
@@ -153,8 +153,9 @@ func (c *Client) resolve(ctx context.Context, r Request) (Annotation, error) {
 	return a, nil
 }
 
-// image finds the image of ref for the platform, following an index.
-func (c *Client) image(ref name.Reference, opts []remote.Option) (v1.Image, string, error) {
+// image finds the image of ref (as the user wrote it: image) for the
+// platform, following an index.
+func (c *Client) image(image string, ref name.Reference, opts []remote.Option) (v1.Image, string, error) {
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
 		return nil, "", err
@@ -168,12 +169,12 @@ func (c *Client) image(ref name.Reference, opts []remote.Option) (v1.Image, stri
 		if err != nil {
 			return nil, "", err
 		}
-		return c.fromIndex(ref.String(), idx, 1)
+		return c.fromIndex(image, idx, 1)
 	case desc.MediaType.IsSchema1():
-		return nil, "", &ImageError{Image: ref.String(), Kind: KindOther,
+		return nil, "", &ImageError{Image: image, Kind: KindOther,
 			Err: errors.New("the registry serves it as a Docker schema 1 manifest, which has no image config: push the image again with a current client")}
 	}
-	return nil, "", &ImageError{Image: ref.String(), Kind: KindOther, Err: fmt.Errorf("manifest of media type %s is not an image or an index", desc.MediaType)}
+	return nil, "", &ImageError{Image: image, Kind: KindOther, Err: fmt.Errorf("manifest of media type %s is not an image or an index", desc.MediaType)}
 }
 
 func (c *Client) fromIndex(image string, idx v1.ImageIndex, depth int) (v1.Image, string, error) {
