@@ -23,9 +23,13 @@ func TestConvertGolden(t *testing.T) {
 		{name: "no-workload", files: reference},
 		{name: "edge-cases", files: []string{"edge-cases.yaml"}, wantProblems: 2},
 		{name: "pull-only", files: []string{"pull-only.yaml"}},
+		{name: "reference-1.33", files: append(reference, "deployment-dbreaderapp.yaml"), opts: Options{KubeMinor: 33}},
+		{name: "reference-1.35", files: append(reference, "deployment-dbreaderapp.yaml"), opts: Options{KubeMinor: 35}},
+		{name: "containers-1.33", files: append(reference, "deployment-containers.yaml"), opts: Options{KubeMinor: 33}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			var in Input
 			for _, f := range tt.files {
 				r, err := os.Open(filepath.Join("testdata", f))

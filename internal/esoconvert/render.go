@@ -3,6 +3,7 @@ package esoconvert
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -39,9 +40,9 @@ func Write(w io.Writer, res Result, o Options) error {
 		for _, k := range keys {
 			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
 		}
-		if len(m.Notes) > 0 {
+		if notes := append(slices.Clone(m.Notes), envDeliveryNotes(m, o)...); len(notes) > 0 {
 			b.WriteString("#    What changes for the app:\n")
-			for _, n := range m.Notes {
+			for _, n := range notes {
 				b.WriteString("#    - " + n + "\n")
 			}
 		}
