@@ -120,6 +120,13 @@ func wrappedCommand(pod *corev1.Pod, c *corev1.Container, cfg execwrap.Config, d
 	if err != nil {
 		return nil // denied by parse
 	}
+	if len(ep) == 0 && len(c.Args) == 0 {
+		// An image with only a CMD has an empty ENTRYPOINT: that is the whole
+		// program only for a container whose args replace the CMD.
+		d.addf("%s: is empty and container %s has no args, so there is no program to run: give the image's ENTRYPOINT followed by its CMD (`kvinject entrypoint --container %s %s`)",
+			key, spec.Quote(c.Name), c.Name, c.Image)
+		return nil
+	}
 	out := append([]string{spec.ExecCommand}, flags...)
 	for _, a := range ep {
 		out = append(out, execwrap.EscapeDollar(a))
@@ -127,11 +134,12 @@ func wrappedCommand(pod *corev1.Pod, c *corev1.Container, cfg execwrap.Config, d
 	return out
 }
 
-// parseEntrypoint reads an entrypoint annotation: a non-empty JSON array
-// of strings.
+// parseEntrypoint reads an entrypoint annotation: a JSON array of strings
+// whose first, if any, names the program. It is empty only for an image with
+// no ENTRYPOINT whose container's args are the whole program.
 func parseEntrypoint(v string) ([]string, error) {
 	var ep []string
-	if err := json.Unmarshal([]byte(v), &ep); err != nil || len(ep) == 0 || ep[0] == "" {
+	if err := json.Unmarshal([]byte(v), &ep); err != nil || ep == nil || (len(ep) > 0 && ep[0] == "") {
 		return nil, errEntrypoint
 	}
 	return ep, nil

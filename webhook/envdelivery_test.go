@@ -108,7 +108,9 @@ func TestEntrypointDenials(t *testing.T) {
 		{"missing, with args", nil, []string{"--x"}, []string{"container \"secret-reader\" has no command, so the exec wrapper that delivers its env variables needs kvinject.io/entrypoint-secret-reader (its image's ENTRYPOINT (its args follow), a JSON array): the webhook never asks a registry; add it with `kvinject entrypoint --container secret-reader --entrypoint-only registry.example/dbreader:v1`"}},
 		{"not JSON", map[string]string{"kvinject.io/entrypoint-secret-reader": "/app/secret-reader"}, nil, []string{`kvinject.io/entrypoint-secret-reader: must be a JSON array of strings, the program first, like ["/app/secret-reader","--listen=:8080"]; kvinject entrypoint IMAGE prints it`}},
 		{"not strings", map[string]string{"kvinject.io/entrypoint-secret-reader": `["/a", 1]`}, nil, []string{`kvinject.io/entrypoint-secret-reader: must be a JSON array of strings, the program first, like ["/app/secret-reader","--listen=:8080"]; kvinject entrypoint IMAGE prints it`}},
-		{"empty", map[string]string{"kvinject.io/entrypoint-secret-reader": `[]`}, nil, []string{`kvinject.io/entrypoint-secret-reader: must be a JSON array of strings, the program first, like ["/app/secret-reader","--listen=:8080"]; kvinject entrypoint IMAGE prints it`}},
+		{"empty, no args", map[string]string{"kvinject.io/entrypoint-secret-reader": `[]`}, nil, []string{"kvinject.io/entrypoint-secret-reader: is empty and container \"secret-reader\" has no args, so there is no program to run: give the image's ENTRYPOINT followed by its CMD (`kvinject entrypoint --container secret-reader registry.example/dbreader:v1`)"}},
+		{"null", map[string]string{"kvinject.io/entrypoint-secret-reader": `null`}, []string{"--x"}, []string{`kvinject.io/entrypoint-secret-reader: must be a JSON array of strings, the program first, like ["/app/secret-reader","--listen=:8080"]; kvinject entrypoint IMAGE prints it`}},
+		{"empty program name", map[string]string{"kvinject.io/entrypoint-secret-reader": `[""]`}, nil, []string{`kvinject.io/entrypoint-secret-reader: must be a JSON array of strings, the program first, like ["/app/secret-reader","--listen=:8080"]; kvinject entrypoint IMAGE prints it`}},
 		{"placeholder text", map[string]string{"kvinject.io/entrypoint-secret-reader": `["/a"]`}, []string{"<kvinject-exec:X>"}, []string{`container "secret-reader": its command, args or env hold "<kvinject-exec:", which the exec wrapper reserves: remove it`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,6 +144,7 @@ func TestEntrypointCases(t *testing.T) {
 	}{
 		{"neither: ENTRYPOINT and CMD from the annotation", nil, nil, `["/ep","cmd-$1"]`, []string{"/ep", "cmd-$$1"}, nil},
 		{"args only: ENTRYPOINT from the annotation, the args follow", nil, []string{"$(PASSWORD)"}, `["/ep"]`, []string{"/ep"}, []string{"$(PASSWORD)"}},
+		{"args only, an image with only a CMD: the args are the program", nil, []string{"/bin/app", "-x"}, `[]`, nil, []string{"/bin/app", "-x"}},
 		{"command only: the image is not asked", []string{"/bin/app", "$(PASSWORD)"}, nil, "", []string{"/bin/app", "$(PASSWORD)"}, nil},
 		{"command and args", []string{"/bin/app"}, []string{"-x"}, "", []string{"/bin/app"}, []string{"-x"}},
 	} {

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/kvinject/kvinject/internal/spec"
 )
 
 // AnnotationPrefix + container name: the pod annotation holding, as a JSON
 // array of strings, the program the exec wrapper runs for that container
 // when it has no command.
-const AnnotationPrefix = "kvinject.io/entrypoint-"
+const AnnotationPrefix = spec.AnnotationEntrypointPrefix
 
 // Annotation is the entrypoint annotation for one container.
 type Annotation struct {
