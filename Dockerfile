@@ -8,11 +8,13 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/kvinject ./cmd/kvinject-agent
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/ ./cmd/kvinject ./cmd/kvinject-agent ./cmd/kvinject-exec
 
 # Static binary, CA certificates (Entra ID, Key Vault), user 65532 (nonroot), no shell.
 FROM gcr.io/distroless/static:nonroot
 COPY --from=build /out/kvinject /kvinject
 COPY --from=build /out/kvinject-agent /kvinject-agent
+# The exec wrapper the agent copies into pods that get env variables without EnvFiles.
+COPY --from=build /out/kvinject-exec /kvinject-exec
 USER 65532:65532
 ENTRYPOINT ["/kvinject"]

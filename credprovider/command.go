@@ -106,6 +106,15 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	timeout := fs.Duration("timeout", DefaultTimeout, "time limit of one run, retries included (the kubelet stops a plugin after 1m)")
 	var nf nodeFlags
 	nf.addFlags(fs)
+	var matchImages []string
+	fs.Func("match-images", "the config's matchImages, comma-separated: a credential without a registry answers only for a registry an entry without a glob names (repeatable)", func(v string) error {
+		for _, m := range strings.Split(v, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				matchImages = append(matchImages, m)
+			}
+		}
+		return nil
+	})
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags] < CredentialProviderRequest\n\nThe kubelet's image credential provider: reads a %s %s on stdin, with the pod's\nServiceAccount token, and writes the registry credential from the Key Vault secret named by the\nServiceAccount annotation %s to stdout.\nWith --node-identity (node mode, for kubelets that send no token), every matching pull signs in as\nthe node identity with the token of the kvinject-node-identity pod on this node, and reads the secret\nof --pull-secret.\n\nFlags:\n",
 			prog, APIVersion, KindRequest, spec.SAAnnotationPullSecret)
@@ -139,6 +148,7 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 		AuthorityHost: strings.TrimSpace(stdio.Getenv(spec.EnvAuthorityHost)),
 		CacheDuration: *cacheDuration,
 		Timeout:       *timeout,
+		MatchImages:   matchImages,
 	})
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "%s: %s\n", prog, strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
@@ -153,10 +152,12 @@ func writeNodeEntry(b *strings.Builder, o ConfigOptions) {
 	}
 	fmt.Fprintf(b, "  - name: %s\n", name)
 	b.WriteString("    matchImages:\n")
+	var patterns []string
 	seen := map[string]bool{}
 	for _, ps := range n.PullSecrets {
 		if !seen[ps.Pattern] {
 			seen[ps.Pattern] = true
+			patterns = append(patterns, ps.Pattern)
 			fmt.Fprintf(b, "      - %s\n", q(ps.Pattern))
 		}
 	}
@@ -182,6 +183,7 @@ func writeNodeEntry(b *strings.Builder, o ConfigOptions) {
 	arg("node-token-volume", n.TokenVolume)
 	arg("node-token-subject", n.TokenSubject)
 	arg("cache-duration", n.CacheDuration.String())
+	arg("match-images", strings.Join(patterns, ","))
 	writeEnv(b, o)
 }
 
@@ -205,6 +207,7 @@ func writePodEntry(b *strings.Builder, o ConfigOptions) {
 		fmt.Fprintf(b, "      - %s\n", q("--cloud="+o.Cloud.Name))
 	}
 	fmt.Fprintf(b, "      - %s\n", q("--cache-duration="+o.CacheDuration.String()))
+	fmt.Fprintf(b, "      - %s\n", q("--match-images="+strings.Join(o.MatchImages, ",")))
 	writeEnv(b, o)
 	b.WriteString("    tokenAttributes:\n")
 	fmt.Fprintf(b, "      serviceAccountTokenAudience: %s\n", q(spec.TokenAudience))
@@ -222,9 +225,7 @@ func (o ConfigOptions) validate() error {
 		errs = append(errs, errors.New("--match-images: at least one image pattern, like mirror.example.com:5000 or *.azurecr.io (or node mode's --node-identity and --pull-secret)"))
 	}
 	for _, m := range o.MatchImages {
-		if strings.Contains(m, "://") {
-			errs = append(errs, fmt.Errorf("--match-images: %q: no scheme, just host[:port][/path]", m))
-		} else if _, err := parseLocation(m); err != nil {
+		if _, err := ParseMatchImages([]string{m}); err != nil {
 			errs = append(errs, fmt.Errorf("--match-images: %w", err))
 		}
 	}
@@ -234,8 +235,12 @@ func (o ConfigOptions) validate() error {
 		}
 	}
 	if o.HTTPSProxy != "" {
-		if u, err := url.Parse(o.HTTPSProxy); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--https-proxy %q: want http://HOST:PORT or https://HOST:PORT", o.HTTPSProxy))
+		// Never quoted: it may hold a password.
+		if err := spec.ValidateProxyURL(o.HTTPSProxy); errors.Is(err, spec.ErrProxyCredentials) {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w (the config is a file on every node, or a MachineConfig, that others read): "+
+				"use an egress proxy that needs no credentials, or set HTTPS_PROXY in the kubelet's own environment", err))
+		} else if err != nil {
+			errs = append(errs, fmt.Errorf("--https-proxy: %w, like http://proxy.internal:3128", err))
 		}
 	}
 	if o.CAFile != "" && !filepath.IsAbs(o.CAFile) {

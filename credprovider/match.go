@@ -150,3 +150,56 @@ func normalizeKey(key string) (string, location, error) {
 	}
 	return norm, loc, nil
 }
+
+// MatchImage is an entry of the provider's matchImages (the kubelet's
+// config), parsed.
+type MatchImage struct {
+	Pattern string
+	loc     location
+}
+
+// ParseMatchImages reads matchImages entries: host[:port][/path], '*'
+// globs in host labels.
+func ParseMatchImages(patterns []string) ([]MatchImage, error) {
+	out := make([]MatchImage, 0, len(patterns))
+	for _, p := range patterns {
+		if strings.Contains(p, "://") {
+			return nil, fmt.Errorf("%q: no scheme, just host[:port][/path]", p)
+		}
+		loc, err := parseLocation(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, MatchImage{Pattern: p, loc: loc})
+	}
+	return out, nil
+}
+
+// glob says whether the entry's host holds a pattern (path.Match's
+// '*', '?' or '['), which the kubelet matches as a glob.
+func (m MatchImage) glob() bool {
+	for _, l := range m.loc.labels {
+		if strings.ContainsAny(l, `*?[\`) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedRegistry says whether an entry without a glob matches the image:
+// the operator named its registry. Otherwise it returns the first glob
+// entry that matches it, if any.
+func namedRegistry(im Image, entries []MatchImage) (named bool, glob string) {
+	for _, m := range entries {
+		if !m.loc.matches(im.loc) {
+			continue
+		}
+		if !m.glob() {
+			return true, ""
+		}
+		if glob == "" {
+			glob = m.Pattern
+		}
+	}
+	return false, glob
+}

@@ -171,9 +171,12 @@ func (p *Provider) provideNode(ctx context.Context, req Request, im Image) (Resp
 		}
 		return fail(re.Problem, err)
 	}
-	auth, pr, err := answer(im, ps.ref, secret.Value)
+	auth, pr, err := answer(im, ps.ref, secret.Value, p.matchImages)
 	if pr != nil {
 		pr.Fix = strings.Replace(pr.Fix, "annotate the ServiceAccount with the secret that has one", "point --pull-secret at the secret that has one", 1)
+		if errors.Is(err, ErrNoRegistry) {
+			pr.Fix = strings.Replace(pr.Fix, " in matchImages without a glob", " in matchImages without a glob (a --pull-secret "+im.Registry+"=... of credential-provider-config)", 1)
+		}
 		return fail(*pr, err)
 	}
 	d := p.o.CacheDuration

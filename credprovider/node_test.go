@@ -32,7 +32,8 @@ func TestNodeProvider(t *testing.T) {
 	k.write(podUID, DefaultNodeTokenVolume, mint(t, podUID, nodeName, federated))
 	base := []string{"--tenant-id", tenantID, "--default-vault", vaultName, "--node-identity", clientID,
 		"--pull-secret", "mirror.example.com:5000=mirror-registry-cred", "--pull-secret", "*.example.net=plain-cred",
-		"--kubelet-root-dir", k.root, "--node-name", nodeName, "--cache-duration", "1h"}
+		"--kubelet-root-dir", k.root, "--node-name", nodeName, "--cache-duration", "1h",
+		"--match-images", "mirror.example.com:5000,*.example.net"} // as credential-provider-config writes them
 	federatedArgs := append(append([]string{}, base...), "--node-token-subject", "system:serviceaccount:apps:puller")
 	// The DaemonSet's own ServiceAccount, which the emulator does not federate.
 	unfederated := newKubeletDir(t)
@@ -64,7 +65,8 @@ func TestNodeProvider(t *testing.T) {
 		checkKubeletDecodes(t, []byte(r.stdout))
 	})
 	t.Run("cache duration below the token's", func(t *testing.T) {
-		r := run(t, emu, nodeRequest("registry.example.net/app"), append(federatedArgs, "--cache-duration", "10m")...)
+		// A user:password credential, for a registry named without a glob.
+		r := run(t, emu, nodeRequest("registry.example.net/app"), append(federatedArgs, "--cache-duration", "10m", "--match-images", "registry.example.net")...)
 		if r.code != 0 || !strings.Contains(r.stdout, `"cacheDuration": "10m0s"`) || !strings.Contains(r.stdout, "plain-user") {
 			t.Errorf("exit %d, stdout %s, stderr %s", r.code, r.stdout, r.stderr)
 		}
@@ -81,6 +83,10 @@ func TestNodeProvider(t *testing.T) {
 			want: []string{"node identity ServiceAccount kvinject-system/kvinject-node-identity", "AADSTS700213", `sub="system:serviceaccount:kvinject-system:kvinject-node-identity"`}},
 		{name: "node-no-pattern", args: federatedArgs, image: "ghcr.example.org/team-a/app", wantCode: 1,
 			want: []string{"no --pull-secret pattern matches the image (patterns: mirror.example.com:5000, *.example.net)"}},
+		{name: "node-registryless-glob", args: federatedArgs, image: "registry.example.net/app", wantCode: 1,
+			want: []string{"names no registry", "matched only by the glob \"*.example.net\"", "list registry.example.net in matchImages without a glob"}},
+		{name: "node-registryless-no-match-images", args: append(append([]string{}, base[:len(base)-2]...), "--node-token-subject", "system:serviceaccount:apps:puller"), image: "registry.example.net/app", wantCode: 1,
+			want: []string{"names no registry", "the provider was not given its matchImages (--match-images)"}},
 		{name: "node-no-token", args: append(append([]string{}, federatedArgs...), "--node-token-volume", "other"), image: "mirror.example.com:5000/team/app", wantCode: 1,
 			want: []string{"has a projected volume other", "run the kvinject-node-identity DaemonSet on this node"}},
 		{name: "node-other-node", args: append(append([]string{}, federatedArgs...), "--node-name", "node-b"), image: "mirror.example.com:5000/team/app", wantCode: 1,

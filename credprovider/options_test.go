@@ -129,7 +129,11 @@ func TestAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, pr, _ := answer(im, ref(tt.ref), tt.value)
+			exact, err := ParseMatchImages([]string{"r.example.com", "q.example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, pr, _ := answer(im, ref(tt.ref), tt.value, exact)
 			problem := ""
 			if pr != nil {
 				problem = pr.Public()

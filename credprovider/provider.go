@@ -58,6 +58,11 @@ type Options struct {
 	CacheDuration time.Duration
 	// Timeout bounds one run; default DefaultTimeout.
 	Timeout time.Duration
+	// MatchImages are the kubelet config's matchImages for this provider
+	// (--match-images): a user:password or {"username","password"}
+	// credential names no registry, so it answers only for a registry an
+	// entry without a glob names.
+	MatchImages []string
 	// Now replaces time.Now (tests).
 	Now func() time.Time
 	// Node, when set, is node mode: requests carry no ServiceAccount token
@@ -67,7 +72,8 @@ type Options struct {
 
 // Provider answers the kubelet's requests.
 type Provider struct {
-	o Options
+	o           Options
+	matchImages []MatchImage
 }
 
 // New validates o.
@@ -107,7 +113,11 @@ func New(o Options) (*Provider, error) {
 		}
 		o.Node = &n
 	}
-	return &Provider{o: o}, nil
+	m, err := ParseMatchImages(o.MatchImages)
+	if err != nil {
+		return nil, fmt.Errorf("match images: %w", err)
+	}
+	return &Provider{o: o, matchImages: m}, nil
 }
 
 // Error is why the provider gave the kubelet no credential: one line
@@ -186,7 +196,7 @@ func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 		}
 		return fail(re.Problem, err)
 	}
-	auth, pr, err := answer(im, sa.ref, secret.Value)
+	auth, pr, err := answer(im, sa.ref, secret.Value, p.matchImages)
 	if pr != nil {
 		return fail(*pr, err)
 	}
@@ -242,7 +252,7 @@ func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *initagent.P
 // answer turns the secret's value into the response's auth for the image:
 // the ref's property first, then the credential's entries for the image's
 // registry.
-func answer(im Image, ref spec.Ref, value string) (map[string]AuthConfig, *initagent.Problem, error) {
+func answer(im Image, ref spec.Ref, value string, matchImages []MatchImage) (map[string]AuthConfig, *initagent.Problem, error) {
 	problem := func(cause, fix string, err error) (map[string]AuthConfig, *initagent.Problem, error) {
 		return nil, &initagent.Problem{Vault: ref.Vault, Secret: refLabel(ref), Cause: cause, Fix: fix}, err
 	}
@@ -262,11 +272,43 @@ func answer(im Image, ref spec.Ref, value string) (map[string]AuthConfig, *inita
 	if err != nil {
 		return problem(err.Error(), `store a dockerconfigjson ({"auths":{"registry.example.com":{"auth":"<base64 of user:password>"}}}), user:password, or {"username":"...","password":"..."}`, err)
 	}
+	if cred.Any != nil {
+		if cause, fix := registryLessProblem(im, matchImages); cause != "" {
+			return problem(cause, fix, ErrNoRegistry)
+		}
+	}
 	auth, err := cred.Auth(im)
 	if err != nil {
 		return problem(err.Error(), "add an entry for "+im.Registry+" to the dockerconfigjson, or annotate the ServiceAccount with the secret that has one", err)
 	}
 	return auth, nil, nil
+}
+
+// ErrNoRegistry marks a credential without a registry refused for an image
+// whose registry the operator did not name.
+var ErrNoRegistry = errors.New("a credential without a registry, for a registry nobody named")
+
+// registryLessProblem says why a credential that names no registry may not
+// answer for the image: its registry must be named by an entry of
+// matchImages without a glob, or a typo in an image name under a glob such
+// as *.azurecr.io would send the password to whoever runs that registry.
+func registryLessProblem(im Image, matchImages []MatchImage) (cause, fix string) {
+	const what = `the secret holds a user:password or {"username","password"} credential, which names no registry`
+	dockerFix := fmt.Sprintf(`store a dockerconfigjson with an entry for %s ({"auths":{"%s":{"auth":"<base64 of user:password>"}}})`, im.Registry, im.Registry)
+	named, glob := namedRegistry(im, matchImages)
+	switch {
+	case named:
+		return "", ""
+	case len(matchImages) == 0:
+		return what + ", and the provider was not given its matchImages (--match-images) to know which registries you meant",
+			dockerFix + ", or write the kubelet's config with kvinject credential-provider-config, which passes --match-images to the provider"
+	case glob != "":
+		return fmt.Sprintf("%s, and the image's registry %s is matched only by the glob %s of matchImages: a mistyped image name would send the password to whoever runs that registry", what, im.Registry, spec.Quote(glob)),
+			dockerFix + ", or list " + im.Registry + " in matchImages without a glob"
+	default:
+		return fmt.Sprintf("%s, and the image's registry %s matches none of the provider's --match-images", what, im.Registry),
+			"give the provider the config's matchImages as --match-images (kvinject credential-provider-config writes both), or " + dockerFix
+	}
 }
 
 // refLabel names the secret as the agent's diagnostics do, with the path.

@@ -174,7 +174,7 @@ func stable(s string, iss *oidctest.Issuer) string {
 // with NAME.response.json, or the error line with NAME.stderr.
 func TestProvider(t *testing.T) {
 	emu, iss := startEmulator(t)
-	args := []string{"--default-vault", vaultName, "--tenant-id", tenantID}
+	args := []string{"--default-vault", vaultName, "--tenant-id", tenantID, "--match-images", "registry.example.com,mirror.example.com:5000,*.example.org,*.example.net,docker.io"}
 	tests := []struct {
 		name     string
 		wantCode int
@@ -282,7 +282,7 @@ func TestProviderCacheDuration(t *testing.T) {
 	}
 	req, _ := requestWithToken(t, iss, raw)
 	for _, tt := range []struct{ flag, want string }{{"0", `"cacheDuration": "0s"`}, {"90s", `"cacheDuration": "1m30s"`}} {
-		r := run(t, emu, req, "--default-vault", vaultName, "--tenant-id", tenantID, "--cache-duration", tt.flag)
+		r := run(t, emu, req, "--default-vault", vaultName, "--tenant-id", tenantID, "--cache-duration", tt.flag, "--match-images", "registry.example.com")
 		if r.code != 0 || !strings.Contains(r.stdout, tt.want) {
 			t.Errorf("--cache-duration %s: exit %d, stdout %s, stderr %s; want %s", tt.flag, r.code, r.stdout, r.stderr, tt.want)
 		}

@@ -18,12 +18,23 @@ import (
 // Run fetches, renders and writes. It returns nil when every file was
 // written, ErrFailed when problems were reported on Options.Err (one line
 // each), or another error for a broken setup.
+//
+// A step that has not returned shortly after the time limit (see watch) is
+// one problem line naming it, and Run returns ErrFailed while the step
+// still runs: the caller exits, so that the pod does not stay in Init.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, a.o.Timeout)
+	defer cancel()
+	err := watch(ctx, &a.steps, a.o.Timeout, func() error { return a.run(ctx) })
+	if stuck := (*StuckError)(nil); errors.As(err, &stuck) {
+		return a.report([]Problem{stuck.problem("the agent")})
+	}
+	return err
+}
+
+func (a *Agent) run(ctx context.Context) error {
 	o := a.o
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-
 	ids := o.Spec.SecretIDs()
 	o.Logger.Info("starting", "files", len(o.Spec.Files), "secrets", len(ids), "vaults", hosts(distinctVaults(ids)),
 		"clientID", a.identity.clientID, "tenantID", a.identity.tenantID, "dir", o.Dir, "timeout", o.Timeout.String())
@@ -43,6 +54,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	problems = append(problems, more...)
 	if len(problems) > 0 {
 		return a.report(problems)
+	}
+	a.steps.enter("writing the files")
+	// The wrapper first: the env file it reads is the last thing to appear.
+	if o.Spec.EnvDelivery == spec.DeliveryExec {
+		if err := installWrapper(o.ExecWrapper, o.BinDir); err != nil {
+			return a.report([]Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
+		}
 	}
 	res, err := WriteFiles(o.Dir, files, o.Now())
 	if err != nil {
@@ -97,6 +115,7 @@ func (c *conn) close() {
 // missing or disagreeing with the spec) and client setup failures are
 // problems.
 func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []Problem, error) {
+	a.steps.enter("connecting")
 	c := &conn{getters: map[string]SecretGetter{}}
 	if a.o.NewGetter == nil {
 		if ps := a.identity.problems(a.o.Spec, a.o.Env); len(ps) > 0 {
@@ -157,6 +176,7 @@ func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]Pro
 // read, while the vault connections open, so that a refused sign-in is one
 // problem per vault rather than one per secret. Every id has a result.
 func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn bool) (map[spec.SecretID]*fetchResult, []Problem) {
+	a.steps.enter("reading the secrets")
 	results := make(map[spec.SecretID]*fetchResult, len(ids))
 	toRead := ids
 	if c.cache != nil {
@@ -291,6 +311,7 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 // resolve turns fetched values into file contents: properties extracted,
 // templates rendered. Problems are reported once per reference.
 func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchResult) ([]FileData, []Problem) {
+	a.steps.enter("extracting properties, taking certificates apart and rendering templates")
 	type extracted struct {
 		data []byte
 		err  error
@@ -424,7 +445,13 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			complete = false
 		}
 		if complete {
-			files = append(files, FileData{Name: spec.EnvFileName, Mode: 0o400, Data: env.Bytes()})
+			// The kubelet reads the file for fileKeyRef; the app's own user
+			// reads it for the exec wrapper.
+			mode := fs.FileMode(0o400)
+			if a.o.Spec.EnvDelivery == spec.DeliveryExec {
+				mode, _ = spec.ParseMode(a.o.Spec.EnvFileMode) // validated
+			}
+			files = append(files, FileData{Name: spec.EnvFileName, Mode: mode, Data: env.Bytes()})
 		}
 	}
 	for _, r := range order {

@@ -5,17 +5,16 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"math/rand/v2"
 	"strings"
 
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/kvinject/kvinject/internal/pfxcheck"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -27,11 +26,8 @@ const (
 	// maxBundleSize is well over Key Vault's 25 KB per secret.
 	maxBundleSize = 64 << 10
 	// maxPFXIterations bounds each key derivation of a PKCS#12 file, whose
-	// count the file itself sets: Key Vault, OpenSSL and Windows use about
-	// 2,000, Java 10,000.
-	maxPFXIterations = 200_000
-	// maxPFXNodes bounds the ASN.1 values read to check those counts.
-	maxPFXNodes = 50_000
+	// count the file itself sets (pfxcheck).
+	maxPFXIterations = pfxcheck.MaxIterations
 )
 
 // certBundle is a certificate-backed secret taken apart: its private key,
@@ -143,9 +139,8 @@ func parsePKCS12(value string) (*certBundle, []*x509.Certificate, error) {
 			fmt.Sprintf("the secret's content type is %s but its value (%d bytes) is not base64", spec.ContentTypePKCS12, len(value)),
 			"store the certificate through Key Vault's certificate import, or fix the secret's content type")
 	}
-	if !pfxWorkBounded(der) {
-		return nil, nil, badBundle(fmt.Sprintf("the PKCS#12 bundle asks for more than %d key-derivation iterations, or is too deeply built to check", maxPFXIterations),
-			"re-export it with the usual 2,048 iterations (openssl pkcs12 -export -iter 2048 -maciter)")
+	if err := pfxcheck.Check(der); err != nil {
+		return nil, nil, pfxWorkProblem(err, len(der))
 	}
 	key, leaf, others, err := pkcs12.DecodeChain(der, "")
 	if err != nil {
@@ -169,59 +164,25 @@ func parsePKCS12(value string) (*certBundle, []*x509.Certificate, error) {
 	return &certBundle{key: signer, pfx: der, pfxLeaf: leaf, kind: "PKCS#12"}, append([]*x509.Certificate{leaf}, others...), nil
 }
 
-// pfxWorkBounded reports whether every key derivation a PKCS#12 file asks
-// for is within maxPFXIterations, before the decoder runs them. The
-// iteration counts are INTEGERs right after the salt's OCTET STRING, in
-// PBEParameter, PBKDF2-params and MacData; the walk checks each such pair
-// in the file, also inside OCTET STRINGs that hold exactly one DER value
-// (the authenticated safe, its bags). Encrypted content is opaque to it,
-// and to the decoder until the bounded derivation that decrypts it.
-func pfxWorkBounded(der []byte) bool {
-	nodes := 0
-	var walk func(b []byte, depth int) bool
-	walk = func(b []byte, depth int) bool {
-		if depth > 16 {
-			return false
-		}
-		var values []asn1.RawValue
-		for len(b) > 0 {
-			if nodes++; nodes > maxPFXNodes {
-				return false
-			}
-			var v asn1.RawValue
-			rest, err := asn1.Unmarshal(b, &v)
-			if err != nil {
-				return true // not DER: no counts to read here
-			}
-			values, b = append(values, v), rest
-		}
-		for i, v := range values {
-			universal := v.Class == asn1.ClassUniversal
-			switch {
-			case universal && v.Tag == asn1.TagInteger && i > 0 && isOctets(values[i-1]):
-				if len(v.Bytes) > 8 || new(big.Int).SetBytes(v.Bytes).Cmp(big.NewInt(maxPFXIterations)) > 0 {
-					return false
-				}
-			case v.IsCompound:
-				if !walk(v.Bytes, depth+1) {
-					return false
-				}
-			case isOctets(v):
-				var inner asn1.RawValue
-				if rest, err := asn1.Unmarshal(v.Bytes, &inner); err == nil && len(rest) == 0 && inner.IsCompound {
-					if !walk(inner.Bytes, depth+1) {
-						return false
-					}
-				}
-			}
-		}
-		return true
+// pfxWorkProblem words a refusal of pfxcheck.Check: the decoder would
+// have derived a key with a count nobody bounded.
+func pfxWorkProblem(err error, n int) *bundleError {
+	var limit *pfxcheck.LimitError
+	var structure *pfxcheck.StructureError
+	switch {
+	case errors.As(err, &limit):
+		return badBundle(fmt.Sprintf("the PKCS#12 bundle asks for %d key-derivation iterations for %s, more than the %d kvinject runs", limit.Iterations, limit.Where, maxPFXIterations),
+			"re-export it with the usual 2,048 iterations (openssl pkcs12 -export -iter 2048 -maciter)")
+	case errors.Is(err, pfxcheck.ErrPassword):
+		return badBundle("the PKCS#12 bundle is protected by a password",
+			"import the certificate into Key Vault without a password (Key Vault keeps its own PFX password-less)")
+	case errors.As(err, &structure):
+		b := badBundle(fmt.Sprintf("the value (%d bytes of PKCS#12) does not decode as one private key with its certificates", n),
+			"re-export it with one private key and its certificates, e.g. openssl pkcs12 -export")
+		b.Detail = structure.Error()
+		return b
 	}
-	return walk(der, 0)
-}
-
-func isOctets(v asn1.RawValue) bool {
-	return v.Class == asn1.ClassUniversal && v.Tag == asn1.TagOctetString && !v.IsCompound
+	return badBundle(fmt.Sprintf("the value (%d bytes of PKCS#12) does not decode as one private key with its certificates", n), "")
 }
 
 func parsePEMBundle(value string) (*certBundle, []*x509.Certificate, error) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/tools/txtar"
@@ -336,7 +337,7 @@ func TestCertProblems(t *testing.T) {
 		{"password", spec.ContentTypePKCS12, "key", func() string { return f.protectedPFX },
 			"the PKCS#12 bundle is protected by a password"},
 		{"too many iterations", spec.ContentTypePKCS12, "key", func() string { return f.costlyPFX },
-			"the PKCS#12 bundle asks for more than 200000 key-derivation iterations, or is too deeply built to check"},
+			"the PKCS#12 bundle asks for 200001 key-derivation iterations for the MAC, more than the 200000 kvinject runs"},
 		{"too large", spec.ContentTypePEM, "cert", func() string { return strings.Repeat(f.noRootPEM, 60) },
 			fmt.Sprintf("the value is %d bytes, more than the 65536 a certificate bundle may be", 60*len(f.noRootPEM))},
 		{"key of no certificate", spec.ContentTypePEM, "fullchain", func() string { return f.wrongKeyPEM },
@@ -450,4 +451,47 @@ func TestRunCertificate(t *testing.T) {
 			t.Errorf("%d entries written, want none", len(entries))
 		}
 	})
+}
+
+// craftedCostlyPFX are PKCS#12 files whose key derivations the decoder
+// would run for days (2^40 iterations), each hidden where a walk that reads
+// only "an INTEGER after an OCTET STRING" does not look: inside encrypted
+// contents, behind a salt with another tag, in a PBMAC1 MAC.
+func craftedCostlyPFX() map[string][]byte {
+	const huge = 1 << 40
+	salt, iv := []byte("0123456789abcdef"), []byte("fedcba9876543210")
+	key3DES := certtest.ShroudedKeyBag(certtest.PBEAlg(certtest.OIDPBEWithSHA3DES, salt, huge), make([]byte, 16))
+	return map[string][]byte{
+		"shrouded key inside encrypted contents": certtest.AssemblePFX(nil,
+			certtest.EncryptedContent(certtest.PBES2Alg(certtest.OctetSalt(salt), 2048, iv),
+				certtest.EncryptPBES2(certtest.SafeContents(key3DES), salt, 2048, iv))),
+		"PBES2 key with a context-tagged salt": certtest.AssemblePFX(nil,
+			certtest.DataContent(certtest.SafeContents(certtest.ShroudedKeyBag(certtest.PBES2Alg(certtest.ContextSalt(salt), huge, iv), make([]byte, 16))))),
+		"PBMAC1 with a context-tagged salt": certtest.AssemblePFX(
+			certtest.MacData(certtest.PBMAC1Alg(certtest.ContextSalt(salt), huge), make([]byte, 32), salt, 1),
+			certtest.DataContent(certtest.SafeContents())),
+	}
+}
+
+// TestPFXWorkBound: a PKCS#12 bundle that asks for more key-derivation
+// work than the bound is refused at once, wherever the count hides.
+func TestPFXWorkBound(t *testing.T) {
+	for name, der := range craftedCostlyPFX() {
+		t.Run(name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := bundleCache{}.form(spec.SecretID{Name: "web-cert"}, Secret{ContentType: spec.ContentTypePKCS12, Value: base64.StdEncoding.EncodeToString(der)}, "key")
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				var pe *PropertyError
+				if !errors.As(err, &pe) || !strings.Contains(pe.Problem, "1099511627776 key-derivation iterations") {
+					t.Fatalf("got %v, want the bundle refused for its 2^40 iterations", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("still parsing after 10s: the bundle's key derivation was not bounded")
+			}
+		})
+	}
 }

@@ -35,6 +35,8 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	dir := fs.String("dir", "", "where the agent writes the files (default: the spec's mountPath)")
 	logFormat := fs.String("log-format", "json", "log format on stderr: json or text")
 	refresh := fs.Duration("refresh", 0, fmt.Sprintf("keep the files current: re-read the secrets this often until stopped, rewriting them when a version changes; the kvinject-refresh sidecar runs this (the webhook asks for at least %v)", spec.MinRefresh))
+	execWrapper := fs.String("exec-wrapper", spec.ExecSource, "the exec wrapper to copy into --bin-dir for env variables delivered through it")
+	binDir := fs.String("bin-dir", spec.BinMountPath, "where the exec wrapper is copied (the "+spec.BinVolumeName+" volume)")
 	termLog := fs.String("termination-log", "/dev/termination-log", "also write the problem lines to this file when it exists (kubectl describe pod shows it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nReads %s and the AZURE_* variables, fetches the Key Vault secrets and writes all files or none.\n\nFlags:\n", prog, spec.EnvSpec)
@@ -92,6 +94,8 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 		Now:         time.Now,
 
 		TerminationLog: *termLog,
+		ExecWrapper:    *execWrapper,
+		BinDir:         *binDir,
 	})
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "error: %v\n", err)
@@ -105,7 +109,9 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 		return 0
 	}
 	if *refresh != 0 {
-		if err := agent.Refresh(ctx, *refresh); err != nil {
+		if err := agent.Refresh(ctx, *refresh); errors.Is(err, ErrFailed) {
+			return 1
+		} else if err != nil {
 			fmt.Fprintf(stdio.Err, "error: %v\n", err)
 			return 2
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kvinject/kvinject/internal/execwrap"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -87,5 +88,63 @@ func TestRunWritesEnvFile(t *testing.T) {
 	wantLine := "error: vault homelab-kv.vault.azure.net, secret app-pgsql#password, env PASSWORD: the value holds a single quote ('), which the kubelet's env file format cannot carry. Fix: deliver it as a file instead (a kvinject.io/secret-<file> annotation)\n"
 	if stderr != wantLine {
 		t.Errorf("stderr %q, want %q", stderr, wantLine)
+	}
+}
+
+// TestRunExecDelivery: for the exec wrapper the agent copies the wrapper
+// into the bin volume, executable, and writes the env file with the spec's
+// mode, readable by the app; the wrapper reads the same format back.
+func TestRunExecDelivery(t *testing.T) {
+	dir, bin := t.TempDir(), t.TempDir()
+	src := filepath.Join(t.TempDir(), "kvinject-exec")
+	if err := os.WriteFile(src, []byte("#!wrapper"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vault := newFakeVault(map[string]string{"app-pgsql": `{"password":"louise \"#=$\" 🌍\n"}`})
+	s := mustSpec(t, dir, secretFile("f", "0400", "app-pgsql#password"))
+	s.Files = nil
+	cloud, _ := spec.LookupCloud(spec.DefaultCloud)
+	r, err := spec.ParseRef("app-pgsql#password", testVault, cloud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Env = []spec.EnvVar{{Name: "PASSWORD", Secret: r}}
+	s.EnvDelivery, s.EnvFileMode = spec.DeliveryExec, "0444"
+	var errs strings.Builder
+	run := func(src string) error {
+		a, err := New(Options{Spec: s, Err: &errs, ExecWrapper: src, BinDir: bin,
+			NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Run(context.Background())
+	}
+	if err := run(src); err != nil {
+		t.Fatalf("Run: %v\n%s", err, errs.String())
+	}
+	fi, err := os.Stat(filepath.Join(bin, "kvinject-exec"))
+	if err != nil || fi.Mode().Perm() != 0o555 {
+		t.Fatalf("wrapper: %v %v, want mode 0555", fi, err)
+	}
+	fi, err = os.Stat(filepath.Join(dir, spec.EnvFileName))
+	if err != nil || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("env file: %v %v, want mode 0444", fi, err)
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, spec.EnvFileName))
+	if v, ok, err := execwrap.LookupEnv(data, "PASSWORD"); err != nil || !ok || v != "louise \"#=$\" 🌍\n" {
+		t.Errorf("the wrapper reads %q %v %v", v, ok, err)
+	}
+	// No wrapper to copy: a problem line, and nothing written.
+	dir2 := t.TempDir()
+	s.MountPath = dir2
+	errs.Reset()
+	if err := run(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Fatal("Run without a wrapper succeeded")
+	}
+	if !strings.Contains(errs.String(), "cannot copy the exec wrapper") {
+		t.Errorf("stderr %q", errs.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir2, spec.EnvFileName)); err == nil {
+		t.Error("the env file was written without the wrapper")
 	}
 }

@@ -66,6 +66,10 @@ type Options struct {
 	Cloud spec.Cloud
 	// Dir is where the agent sees the emptyDir; default Spec.MountPath.
 	Dir string
+	// ExecWrapper is the exec wrapper the agent copies into BinDir for a
+	// spec with spec.DeliveryExec; defaults spec.ExecSource and
+	// spec.BinMountPath.
+	ExecWrapper, BinDir string
 	// Timeout bounds the whole run; default DefaultTimeout.
 	Timeout time.Duration
 	// Concurrency bounds parallel fetches; default DefaultConcurrency.
@@ -100,6 +104,8 @@ type Agent struct {
 	fetchLogV int
 	// fromCache counts the values the cache served (stale ones too).
 	fromCache struct{ served, stale int }
+	// steps names the step a run is in, for its watchdog.
+	steps stepTracker
 }
 
 // identity is what the credential will use, after reconciling the
@@ -126,6 +132,12 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Dir == "" {
 		o.Dir = o.Spec.MountPath
+	}
+	if o.ExecWrapper == "" {
+		o.ExecWrapper = spec.ExecSource
+	}
+	if o.BinDir == "" {
+		o.BinDir = spec.BinMountPath
 	}
 	if !path.IsAbs(o.Dir) {
 		return nil, fmt.Errorf("output directory %q is not absolute", o.Dir)

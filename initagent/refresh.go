@@ -35,7 +35,10 @@ const (
 // refresh leaves the files as they are, is reported once per outage (the
 // agent's problem lines), and is retried with backoff, honouring
 // Retry-After; the recovery is logged once. Ending ctx (SIGTERM) returns
-// nil at once and never writes.
+// nil at once and never writes. A refresh step that has not returned
+// shortly after the refresh's time limit (see watch) is a problem line and
+// ErrFailed: the caller exits, which stops the step, and the kubelet
+// restarts the sidecar.
 //
 // The first read happens one interval after start: kvinject-agent has just
 // written the files. Until a refresh knows the versions, it compares what
@@ -83,8 +86,16 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 		case <-t.C:
 		}
 		cycle, cancel := context.WithTimeout(ctx, o.Timeout)
-		res := r.once(cycle)
+		var res cycleResult
+		err := watch(cycle, &a.steps, o.Timeout, func() error { res = r.once(cycle); return nil })
 		cancel()
+		if stuck := (*StuckError)(nil); errors.As(err, &stuck) {
+			// The step runs on and cannot be stopped: exit, and the
+			// kubelet restarts the sidecar; the files stay as they are.
+			a.say([]Problem{stuck.problem("the refresh")})
+			o.Logger.Info("exiting: a refresh step did not stop at its time limit", "step", stuck.Step)
+			return ErrFailed
+		}
 		// Hand what the refresh allocated back to the kernel now, not after
 		// the runtime's scavenger gets to it: the sidecar idles at its
 		// smallest.
@@ -192,6 +203,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		}
 		r.verified = true
 	}
+	a.steps.enter("writing the files")
 	if same, err := filesHold(a.o.Dir, files); err == nil && same {
 		keep() // a new version with the same value, or the agent's own set
 		return cycleResult{}

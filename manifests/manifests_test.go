@@ -218,13 +218,16 @@ func TestBasePolicy(t *testing.T) {
 		t.Errorf("webhook configuration named %q", mwc.Name)
 	}
 
-	// RBAC: get/list/watch on serviceaccounts and the reviews that guard
-	// /metrics, nothing else, bound to the webhook's ServiceAccount only.
+	// RBAC: get/list/watch on serviceaccounts, the reviews that guard
+	// /metrics, nodes and the API server's /metrics, nothing else, bound to the webhook's ServiceAccount only.
 	cr := clusterRole(t, objs, "kvinject-webhook")
 	wantRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
+		// --env-delivery auto: kubelet versions and the EnvFiles gate.
+		{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
+		{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}},
 	}
 	if diff := cmp.Diff(wantRules, cr.Rules); diff != "" {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)

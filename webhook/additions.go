@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,11 +25,36 @@ type additions struct {
 	volumes     []corev1.Volume
 	// initContainers are kvinject's own, placed first, in this order.
 	initContainers []corev1.Container
-	// mounts and env go into every target container (regular or init) by
-	// name; an env entry of the same name is replaced in place.
+	// mounts go into every target container (regular or init) by name.
 	mounts  []corev1.VolumeMount
-	env     []corev1.EnvVar
 	targets map[string]bool
+	// env goes into the containers it names; an env entry of the same
+	// name is replaced in place. wrapMounts go into every container with
+	// edits: the commands the exec wrapper takes over.
+	env        map[string][]corev1.EnvVar
+	wrapMounts []corev1.VolumeMount
+	edits      map[string][]commandEdit
+}
+
+// touches says whether container name gets anything.
+func (a *additions) touches(name string) bool {
+	return a.targets[name] || len(a.env[name]) > 0 || len(a.edits[name]) > 0
+}
+
+// mountsFor are the mounts container name gets, each volume once.
+func (a *additions) mountsFor(name string) []corev1.VolumeMount {
+	var ms []corev1.VolumeMount
+	if a.targets[name] {
+		ms = append(ms, a.mounts...)
+	}
+	if len(a.edits[name]) > 0 {
+		for _, m := range a.wrapMounts {
+			if indexOf(ms, m.Name, mountName) < 0 {
+				ms = append(ms, m)
+			}
+		}
+	}
+	return ms
 }
 
 // apply writes the additions into pod.
@@ -61,18 +87,21 @@ func (a *additions) apply(pod *corev1.Pod) {
 }
 
 func (a *additions) applyMounts(c *corev1.Container) {
-	if !a.targets[c.Name] {
+	if !a.touches(c.Name) {
 		return
 	}
-	for _, m := range a.mounts {
+	for _, m := range a.mountsFor(c.Name) {
 		upsertMount(&c.VolumeMounts, m)
 	}
-	for _, e := range a.env {
+	for _, e := range a.env[c.Name] {
 		if i := indexOf(c.Env, e.Name, envName); i >= 0 {
 			c.Env[i] = e
 		} else {
 			c.Env = append(c.Env, e)
 		}
+	}
+	for _, e := range a.edits[c.Name] {
+		e.apply(c)
 	}
 }
 
@@ -96,22 +125,29 @@ func (a *additions) patch(pod *corev1.Pod) []jsonpatch.Operation {
 	ops = append(ops, a.annotationOps(pod.Annotations)...)
 	ops = append(ops, upsertOps("/spec/volumes", pod.Spec.Volumes, a.volumes, volumeName)...)
 	for i, c := range pod.Spec.InitContainers {
-		if a.targets[c.Name] && !a.ownsInitContainer(c.Name) {
+		if a.touches(c.Name) && !a.ownsInitContainer(c.Name) {
 			ops = append(ops, a.targetOps(containerPath("initContainers", i), &c)...)
 		}
 	}
 	for i, c := range pod.Spec.Containers {
-		if a.targets[c.Name] {
+		if a.touches(c.Name) {
 			ops = append(ops, a.targetOps(containerPath("containers", i), &c)...)
 		}
 	}
 	return append(ops, prefixOps("/spec/initContainers", pod.Spec.InitContainers, a.initContainers)...)
 }
 
-// targetOps puts the mounts and env into the target container at path.
+// targetOps puts the mounts, env and wrapped commands into the container
+// at path. A command is kvinject's once wrapped: it is set whole.
 func (a *additions) targetOps(path string, c *corev1.Container) []jsonpatch.Operation {
-	ops := upsertOps(path+"/volumeMounts", c.VolumeMounts, a.mounts, mountName)
-	return append(ops, upsertOps(path+"/env", c.Env, a.env, envName)...)
+	ops := upsertOps(path+"/volumeMounts", c.VolumeMounts, a.mountsFor(c.Name), mountName)
+	ops = append(ops, upsertOps(path+"/env", c.Env, a.env[c.Name], envName)...)
+	for _, e := range a.edits[c.Name] {
+		if !slices.Equal(e.current(c), e.value) {
+			ops = append(ops, add(path+e.ptr, e.value))
+		}
+	}
+	return ops
 }
 
 func (a *additions) annotationOps(have map[string]string) []jsonpatch.Operation {

@@ -76,7 +76,7 @@ func (d *Denial) err() error {
 var singleAnnotations = []string{
 	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
 	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
-	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationStatus,
+	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationStatus, spec.AnnotationStatusEnv,
 }
 
 // ownContainers are the init containers kvinject adds: a pod's own
@@ -96,6 +96,12 @@ type injection struct {
 	agentUser, agentGroup *int64
 	// refresh is the kvinject-refresh sidecar's interval; 0: no sidecar.
 	refresh time.Duration
+	// envTo names, per container, the env variables it gets; delivery is
+	// how (spec.DeliveryFileKeyRef or spec.DeliveryExec), and edits are,
+	// per container, the commands the exec wrapper takes over.
+	envTo    map[string][]string
+	delivery string
+	edits    map[string][]commandEdit
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
@@ -113,6 +119,9 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	for _, k := range sortedKeys(ann) {
 		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
 			continue
+		}
+		if strings.HasPrefix(k, spec.AnnotationEntrypointPrefix) {
+			continue // checked by entrypointAnnotations
 		}
 		if name, ok := strings.CutPrefix(k, spec.AnnotationEnvPrefix); ok {
 			if err := spec.ValidateEnvName(name); err != nil {
@@ -184,9 +193,11 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	if len(envNames) > spec.MaxEnv {
 		d.addf("%d env variables: at most %d per pod", len(envNames), spec.MaxEnv)
 	}
+	entrypointAnnotations(ann, d)
+	in.delivery = o.envDelivery()
 	for _, name := range envNames {
 		k := spec.AnnotationEnvPrefix + name
-		if o.kubeMinor < spec.MinEnvFilesMinor {
+		if in.delivery == spec.DeliveryFileKeyRef && o.kubeMinor < spec.MinEnvFilesMinor {
 			d.addf("%s: environment variables from a file (fileKeyRef) need Kubernetes 1.%d or newer, and this cluster runs 1.%d: deliver the value as a file instead, %s<file>: %s, and have the app read it",
 				k, spec.MinEnvFilesMinor, o.kubeMinor, spec.AnnotationSecretPrefix, spec.Quote(ann[k]))
 			continue
@@ -196,6 +207,12 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			d.addf("%s: %v", k, err)
 		}
 		s.Env = append(s.Env, spec.EnvVar{Name: name, Secret: r})
+	}
+	if len(envNames) > 0 {
+		in.envTo = envReceivers(pod, envNames, in.targets)
+		if in.delivery == spec.DeliveryExec {
+			planExec(pod, in, appUser, d)
+		}
 	}
 	if len(files) > spec.MaxFiles {
 		d.addf("%d files: at most %d per pod", len(files), spec.MaxFiles)
@@ -260,6 +277,31 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		return nil, fmt.Errorf("kvinject: internal error: built an invalid spec: %w", err)
 	}
 	return in, nil
+}
+
+// planExec says how the exec wrapper runs the containers that get env
+// variables, and with which mode the agent writes the env file they read.
+func planExec(pod *corev1.Pod, in *injection, appUser *int64, d *Denial) {
+	s := &in.spec
+	s.EnvDelivery = spec.DeliveryExec
+	in.edits = map[string][]commandEdit{}
+	wrapped := map[string]bool{}
+	for c := range allContainers(pod) {
+		names := in.envTo[c.Name]
+		if len(names) == 0 {
+			continue
+		}
+		wrapped[c.Name] = true
+		placeholderProblems(c, d)
+		in.edits[c.Name] = wrapEdits(pod, c, execConfig(c, s.MountPath, names), d)
+	}
+	// The app's user reads the env file: 0400 when the agent writes it as
+	// that user, for every container that reads it.
+	u, _ := targetUser(pod, wrapped)
+	s.EnvFileMode = "0444"
+	if u != nil && appUser != nil && *u == *appUser {
+		s.EnvFileMode = "0400"
+	}
 }
 
 func parseIdentity(ann map[string]string, sa ServiceAccount, o *Options, d *Denial) spec.Identity {
@@ -350,10 +392,24 @@ func parseCache(ann map[string]string, o *Options, d *Denial) (*spec.Cache, stri
 // about an admitted pod: annotations that ask for what this cluster does
 // not run. Like Mutate, it is a pure function of its arguments.
 func Warnings(pod *corev1.Pod, o *Options) []string {
+	var ws []string
 	if _, w := parseCache(pod.Annotations, o, &Denial{}); w != "" {
-		return []string{w}
+		ws = append(ws, w)
 	}
-	return nil
+	if hasEnv(pod.Annotations) && o.envDelivery() == spec.DeliveryExec {
+		ws = append(ws, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have their values",
+			spec.AnnotationEnvPrefix, spec.ExecCommand, o.EnvDelivery))
+	}
+	return ws
+}
+
+func hasEnv(ann map[string]string) bool {
+	for k := range ann {
+		if strings.HasPrefix(k, spec.AnnotationEnvPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // parseContainers returns the target containers: the named ones, or every

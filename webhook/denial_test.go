@@ -54,7 +54,7 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file> and env-<VAR>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"},
 	}, {
 		name: "unknown annotation, typo of the cache's",
 		ann:  map[string]string{"kvinject.io/cahce": "true", "kvinject.io/secret-x": "db"},
@@ -340,11 +340,14 @@ type versionCase struct {
 
 // checkVersionGate mutates a pod with ann on each version: admitted, or
 // denied with exactly want(minor).
-func checkVersionGate(t *testing.T, ann map[string]string, cases []versionCase, want func(minor string) []string) {
+func checkVersionGate(t *testing.T, ann map[string]string, cases []versionCase, want func(minor string) []string, change ...func(*Options)) {
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.version, func(t *testing.T) {
 			o := testOptions(t)
+			for _, c := range change {
+				c(o)
+			}
 			if err := o.SetKubeVersion(tc.version); err != nil {
 				t.Fatal(err)
 			}
@@ -383,15 +386,16 @@ func TestRefreshNeedsSidecars(t *testing.T) {
 }
 
 // TestEnvNeedsEnvFiles: below Kubernetes 1.35 the kubelet does not read
-// fileKeyRef, so an env- annotation is denied, naming the version and the
-// file alternative.
+// fileKeyRef, so with --env-delivery file-key-ref an env- annotation is
+// denied, naming the version and the file alternative (auto takes the exec
+// wrapper there).
 func TestEnvNeedsEnvFiles(t *testing.T) {
 	checkVersionGate(t, map[string]string{"kvinject.io/env-PASSWORD": "app-pgsql#password"},
 		[]versionCase{{"v1.33.5+abcdef", true}, {"1.34", true}, {"1.35", false}, {"v1.37.2", false}},
 		func(minor string) []string {
 			return []string{"kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1." + minor +
 				`: deliver the value as a file instead, kvinject.io/secret-<file>: "app-pgsql#password", and have the app read it`}
-		})
+		}, func(o *Options) { o.EnvDelivery = spec.DeliveryFileKeyRef })
 }
 
 // TestProxyWithoutCredentials: a proxy URL with a user or password would be

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/kvinject/kvinject/internal/spec"
 )
 
 // FuzzMutate feeds arbitrary annotations through the whole mutation: it must
@@ -19,11 +21,16 @@ func FuzzMutate(f *testing.F) {
 	f.Add("secret-db", "app-pgsql#password", "cache", "true", "refresh", "1h")
 	f.Add("env-PASSWORD", "app-pgsql#password", "cache", "required", "vault", "homelab-kv")
 	f.Add("secret-db", "app-pgsql", "cache", "false", "cache", "yes")
+	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app","$(X)"]`, "vault", "homelab-kv")
+	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app",1]`, "containers", "setup")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
 		ann := map[string]string{"kvinject.io/" + k1: v1, "kvinject.io/" + k2: v2, "kvinject.io/" + k3: v3}
 		pod := podWith(ann)
 		before := pod.DeepCopy()
 		o := testOptions(t)
+		if len(k1)%2 == 1 { // both env deliveries
+			o.EnvDelivery = spec.DeliveryExec
+		}
 		sa := testSA("ns", "app")
 		err := Mutate(pod, sa, o)
 		if err != nil {

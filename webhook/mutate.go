@@ -62,16 +62,29 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
 		// kvinject.io/containers find their files too.
 		initContainers: []corev1.Container{agent},
 		targets:        in.targets,
+		env:            map[string][]corev1.EnvVar{},
+		edits:          in.edits,
 	}
 	// A container that only takes env variables does not mount the files:
 	// the kubelet reads the env file from the volume itself.
 	if len(in.spec.Files) > 0 {
 		a.mounts = []corev1.VolumeMount{{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true}}
 	}
-	for _, e := range in.spec.Env {
-		a.env = append(a.env, corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{FileKeyRef: &corev1.FileKeySelector{
-			VolumeName: spec.SecretsVolumeName, Path: spec.EnvFileName, Key: e.Name, Optional: ptr.To(false),
-		}}})
+	for name, vars := range in.envTo {
+		for _, v := range vars {
+			a.env[name] = append(a.env[name], envEntry(v, in.delivery))
+		}
+	}
+	if len(in.envTo) > 0 {
+		a.annotations[spec.AnnotationStatusEnv] = in.delivery
+	}
+	if in.delivery == spec.DeliveryExec && len(in.envTo) > 0 {
+		// The wrapper reads the env file itself, from the wrapper's volume.
+		a.volumes = append(a.volumes, binVolume())
+		a.wrapMounts = []corev1.VolumeMount{
+			{Name: spec.SecretsVolumeName, MountPath: in.spec.MountPath, ReadOnly: true},
+			{Name: spec.BinVolumeName, MountPath: spec.BinMountPath, ReadOnly: true},
+		}
 	}
 	if in.refresh > 0 {
 		a.initContainers = append(a.initContainers, refreshContainer(agent, in.refresh, o))
@@ -115,6 +128,9 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 		// one (it skips containers that have a mount there), and so from
 		// changing the pod after the webhook, which would call it again.
 		{Name: spec.TokenVolumeName, MountPath: spec.APITokenMountPath, ReadOnly: true},
+	}
+	if in.spec.EnvDelivery == spec.DeliveryExec {
+		mounts = append(mounts, corev1.VolumeMount{Name: spec.BinVolumeName, MountPath: spec.BinMountPath})
 	}
 	if o.AgentHTTPSProxy != "" {
 		env = append(env, corev1.EnvVar{Name: envHTTPSProxy, Value: o.AgentHTTPSProxy})

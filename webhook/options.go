@@ -5,7 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -58,6 +58,14 @@ type Options struct {
 	// certificate, which the agent trusts alone for the cache. Required
 	// with CacheURL.
 	CacheCA []byte
+	// EnvDelivery is how env variables reach the containers:
+	// spec.DeliveryAuto (default), spec.DeliveryFileKeyRef or
+	// spec.DeliveryExec.
+	EnvDelivery string
+	// Cluster is what the webhook learned of the cluster for
+	// spec.DeliveryAuto (WithCluster); nil: ClusterOfVersion(KubeVersion),
+	// as `kvinject inject` assumes.
+	Cluster *Cluster
 	// CacheByDefault gives pods without spec.AnnotationCache the cache, as
 	// spec.CacheOn does. Needs CacheURL.
 	CacheByDefault bool
@@ -118,6 +126,13 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("the Kubernetes version: %w", err))
 	}
 	o.kubeMinor = minor
+	switch o.EnvDelivery {
+	case "":
+		o.EnvDelivery = spec.DeliveryAuto
+	case spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec:
+	default:
+		errs = append(errs, fmt.Errorf("the env delivery %s must be %s, %s or %s", spec.Quote(o.EnvDelivery), spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec))
+	}
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}
@@ -147,7 +162,9 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.AgentHTTPSProxy != "" {
-		if err := validateProxy(o.AgentHTTPSProxy); err != nil {
+		if err := spec.ValidateProxyURL(o.AgentHTTPSProxy); errors.Is(err, spec.ErrProxyCredentials) {
+			errs = append(errs, fmt.Errorf("--agent-https-proxy: %w (every injected pod's spec would show it to anyone who can get pods): use an egress proxy that needs no credentials", err))
+		} else if err != nil {
 			errs = append(errs, fmt.Errorf("--agent-https-proxy: %w", err))
 		}
 	}
@@ -230,6 +247,15 @@ func (o *Options) WithCacheCA(pemBytes []byte) (*Options, error) {
 	return &c, nil
 }
 
+// WithCluster returns a copy of the validated options o that decides the
+// auto delivery with what c says of the cluster; o is not changed.
+func (o *Options) WithCluster(c Cluster) *Options {
+	cp := *o
+	c.OldKubelets = slices.Clone(c.OldKubelets)
+	cp.Cluster = &c
+	return &cp
+}
+
 // SetKubeVersion records the API server's version, learned after the
 // options were validated (the webhook asks the API server at start).
 func (o *Options) SetKubeVersion(v string) error {
@@ -258,19 +284,3 @@ func KubeMinor(v string) (int, error) {
 
 // Cloud is the validated cloud.
 func (o *Options) Cloud() spec.Cloud { return o.cloud }
-
-// validateProxy refuses a proxy URL that carries credentials: the URL is
-// set in every injected pod's spec, which anyone who can get pods reads.
-func validateProxy(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return errors.New("not a URL")
-	}
-	if u.User != nil {
-		return errors.New("must not carry a user or password (every injected pod's spec would show it to anyone who can get pods): use an egress proxy that needs no credentials")
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return errors.New("must be an http:// or https:// URL with a host")
-	}
-	return nil
-}

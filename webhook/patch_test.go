@@ -55,6 +55,11 @@ func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount, o *Options) []by
 		if !ownedPath(op.Operation, op.Path) {
 			t.Errorf("operation %s %s touches what kvinject does not own", op.Operation, op.Path)
 		}
+		if strings.HasSuffix(op.Path, "/command") {
+			if cmd, ok := op.Value.([]string); !ok || len(cmd) == 0 || cmd[0] != spec.ExecCommand {
+				t.Errorf("operation %s %s sets a command that is not the exec wrapper: %v", op.Operation, op.Path, op.Value)
+			}
+		}
 		// An env entry is kvinject's only when the pod's annotations hand
 		// its variable over (kvinject.io/env-<VAR>).
 		if strings.Contains(op.Path, "/env") {
@@ -111,7 +116,9 @@ func ownedPath(op, path string) bool {
 		return path == "/metadata/annotations" || strings.HasPrefix(path, "/metadata/annotations/") ||
 			strings.HasPrefix(path, "/spec/volumes") || strings.HasPrefix(path, "/spec/initContainers") ||
 			strings.HasSuffix(path, "/volumeMounts") || strings.HasSuffix(path, "/volumeMounts/-") ||
-			strings.HasSuffix(path, "/env") || strings.HasSuffix(path, "/env/-")
+			strings.HasSuffix(path, "/env") || strings.HasSuffix(path, "/env/-") ||
+			// a command the exec wrapper takes over (checked by checkRawPatch)
+			strings.HasSuffix(path, "/command")
 	case "replace":
 		return strings.HasPrefix(path, "/spec/volumes/") || strings.HasPrefix(path, "/spec/initContainers/") ||
 			strings.Contains(path, "/volumeMounts/") || strings.Contains(path, "/env/")

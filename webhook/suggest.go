@@ -12,7 +12,7 @@ import (
 func suggestAnnotation(unknown string) string {
 	var candidates []string
 	for _, a := range singleAnnotations {
-		if a != spec.AnnotationStatus { // set by the webhook, never a useful suggestion
+		if a != spec.AnnotationStatus && a != spec.AnnotationStatusEnv { // set by the webhook, never a useful suggestion
 			candidates = append(candidates, a)
 		}
 	}
@@ -26,7 +26,7 @@ func suggestAnnotation(unknown string) string {
 	// Only suggest what is plausibly a typo.
 	best, ok := suggest.Closest(unknown, candidates, max(3, len(strings.TrimPrefix(unknown, spec.Prefix))/3))
 	if !ok {
-		return ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file> and env-<VAR>"
+		return ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"
 	}
 	return ", did you mean " + best + "?"
 }

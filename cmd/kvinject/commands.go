@@ -31,6 +31,7 @@ func commands() map[string]command {
 		"inject":        {"preview offline what the webhook does to Pods and workloads", runInject},
 		"emulator":      {"run the Entra ID and Key Vault emulator (local demo and tests)", runEmulator},
 		"convert-eso":   {"print how to move External Secrets Operator setups to kvinject", runConvertESO},
+		"entrypoint":    {"print the kvinject.io/entrypoint- annotation from images' ENTRYPOINT and CMD in their registries", runEntrypoint},
 		"version":       {"print the version", runVersion},
 		"node-identity": {"the kvinject-node-identity DaemonSet's container: keeps the node's token for the credential provider's node mode", runNodeIdentity},
 

@@ -26,7 +26,7 @@ func TestCredentialProviderConfig(t *testing.T) {
 		{name: "china cloud and authority host", extra: []string{"--cloud", "AzureChinaCloud", "--default-vault", "https://homelab-kv.vault.azure.cn", "--authority-host", "https://login.chinacloudapi.cn/"}},
 		{name: "egress proxy", extra: []string{"--https-proxy", "http://proxy.internal:3128", "--no-proxy", ".svc,10.0.0.0/8", "--ca-file", "/etc/pki/proxy-ca.pem"}},
 		{name: "bad egress", extra: []string{"--https-proxy", "proxy.internal:3128", "--ca-file", "proxy-ca.pem"}, wantCode: 2,
-			wantErr: `kvinject credential-provider-config: --https-proxy "proxy.internal:3128": want http://HOST:PORT or https://HOST:PORT; --ca-file "proxy-ca.pem": an absolute path on the node` + "\n"},
+			wantErr: `kvinject credential-provider-config: --https-proxy: must be an http:// or https:// URL with a host, like http://proxy.internal:3128; --ca-file "proxy-ca.pem": an absolute path on the node` + "\n"},
 		{name: "1.32", extra: []string{"--kube-version", "1.32"}, wantCode: 2,
 			wantErr: "kvinject credential-provider-config: the kubelet passes ServiceAccount tokens to credential providers from Kubernetes 1.33, not 1.32: use node mode (--node-identity and --pull-secret)\n"},
 		{name: "bad flags", extra: []string{"--match-images", "https://r.example.com", "--default-vault", "x", "--cache-duration", "-1s"}, wantCode: 2,
@@ -125,7 +125,8 @@ func TestCredentialProviderConfigNodeMode(t *testing.T) {
 					continue // pod-token mode's entry, checked above
 				}
 				// The kubelet refuses tokenAttributes with the gate off.
-				if p.TokenAttributes != nil || len(p.MatchImages) == 0 || p.DefaultCacheDuration == nil || !slices.Contains(p.Args, "--node-identity=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee") {
+				if p.TokenAttributes != nil || len(p.MatchImages) == 0 || p.DefaultCacheDuration == nil || !slices.Contains(p.Args, "--node-identity=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee") ||
+					!slices.Contains(p.Args, "--match-images="+strings.Join(p.MatchImages, ",")) {
 					t.Errorf("node entry %+v", p)
 				}
 			}
@@ -133,5 +134,29 @@ func TestCredentialProviderConfigNodeMode(t *testing.T) {
 				t.Errorf("providers (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestCredentialProviderConfigProxyPassword: a proxy password would be
+// written into a file on every node; the command refuses it, and neither
+// its output nor its error repeats it.
+func TestCredentialProviderConfigProxyPassword(t *testing.T) {
+	modes := map[string][]string{
+		"pod-token mode": {"--match-images", "mirror.example.com"},
+		"node mode": {"--node-identity", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "--tenant-id", "11111111-2222-3333-4444-555555555555",
+			"--kube-version", "1.33", "--pull-secret", "mirror.example.com=https://homelab-kv.vault.azure.net/secrets/mirror-creds"},
+	}
+	for mode, flags := range modes {
+		for _, proxy := range []string{"http://puller:s3cr3t-pw@proxy.internal:3128", "puller:s3cr3t-pw@proxy.internal:3128"} {
+			args := append(append([]string{"credential-provider-config"}, flags...), "--https-proxy", proxy)
+			code, out, errOut := runCommand(t, "", args...)
+			want := "kvinject credential-provider-config: --https-proxy: must not carry a user or password"
+			if code != 2 || !strings.HasPrefix(errOut, want) {
+				t.Errorf("%s, %q: exit %d, stderr %q; want 2 and %q", mode, proxy, code, errOut, want)
+			}
+			if strings.Contains(out+errOut, "s3cr3t-pw") {
+				t.Errorf("%s, %q: the password is repeated:\n%s%s", mode, proxy, out, errOut)
+			}
+		}
 	}
 }

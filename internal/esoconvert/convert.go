@@ -26,9 +26,11 @@ type Options struct {
 	// IdentityName and ResourceGroup name the managed identity ESO uses.
 	IdentityName  string
 	ResourceGroup string
-	// KubeMinor is the kubelets' Kubernetes 1.x minor version; 0: the
-	// newest. Before 1.34 pulls move to the credential provider's node
-	// mode (the kubelet sends no pod token).
+	// KubeMinor is the cluster's Kubernetes 1.x minor version, which
+	// decides as the webhook would how env variables are delivered, and
+	// whether pulls move to the credential provider's node mode (before
+	// 1.34 the kubelet sends no pod token); 0 when not known: both env
+	// deliveries are described, pulls use the pod's token.
 	KubeMinor int
 }
 
@@ -214,9 +216,24 @@ type Move struct {
 	Registries []string
 	// PullSecretNames are the imagePullSecrets to remove.
 	PullSecretNames []string
+	// EnvContainers get env variables from Key Vault, in the order found.
+	EnvContainers []EnvContainer
 
 	env   []envUse        // env entries and envFrom reading a Secret that moves
 	files map[string]bool // Secrets that moves mounted as volumes
+}
+
+// EnvContainer is a container that gets env variables from Key Vault.
+type EnvContainer struct {
+	Name, Image string
+	// Command and Args: whether the container sets them. Without a
+	// command, the exec wrapper needs the image's ENTRYPOINT (and its CMD
+	// unless Args) in the kvinject.io/entrypoint-<container> annotation.
+	Command, Args bool
+	// Entrypoint is that annotation's value when it was read from the
+	// image (ResolveEntrypoints), and EntrypointFrom says from where.
+	Entrypoint     string
+	EntrypointFrom string
 }
 
 // envUse is a container's env entry (name and key set) or envFrom (both
@@ -232,134 +249,205 @@ var environmentClouds = map[string]string{
 
 // Convert plans the move of every workload in the input.
 func Convert(in *Input) Result {
-	var res Result
-	byTarget := map[string]*converted{} // namespace/secret -> conversion
-	unmovable := map[string]string{}    // namespace/secret -> why
-	allTargets := map[string][]string{} // namespace -> secret names made by ESO
-	for i := range in.externalSecrets {
-		es := &in.externalSecrets[i]
+	p := planner{in: in, byTarget: map[string]*converted{}, unmovable: map[string]string{},
+		allTargets: map[string][]string{}, consumed: map[string]bool{}}
+	p.convertAll()
+	for _, w := range in.workloads {
+		if m, ok := p.workload(w); ok {
+			p.res.Moves = append(p.res.Moves, m)
+		}
+	}
+	p.leftovers()
+	sort.Strings(p.res.CannotMove)
+	sort.Strings(p.res.Problems)
+	return p.res
+}
+
+// planner is Convert's state: the ExternalSecrets by the Secret they make,
+// and which of those Secrets the workloads read.
+type planner struct {
+	in         *Input
+	res        Result
+	byTarget   map[string]*converted // namespace/secret -> conversion
+	unmovable  map[string]string     // namespace/secret -> why
+	allTargets map[string][]string   // namespace -> secret names made by ESO
+	consumed   map[string]bool       // namespace/secret read by a workload
+}
+
+// convertAll maps every ExternalSecret to files, or records why it cannot move.
+func (p *planner) convertAll() {
+	for i := range p.in.externalSecrets {
+		es := &p.in.externalSecrets[i]
 		target := es.Spec.Target.Name
 		if target == "" {
 			target = es.Metadata.Name
 		}
 		key := es.Metadata.Namespace + "/" + target
-		allTargets[es.Metadata.Namespace] = append(allTargets[es.Metadata.Namespace], target)
-		c, why := convertOne(in, es)
+		p.allTargets[es.Metadata.Namespace] = append(p.allTargets[es.Metadata.Namespace], target)
+		c, why := convertOne(p.in, es)
 		if why != "" {
-			unmovable[key] = why
+			p.unmovable[key] = why
 			continue
 		}
-		byTarget[key] = c
+		p.byTarget[key] = c
 	}
+}
 
-	consumed := map[string]bool{}
-	for _, w := range in.workloads {
-		m := Move{Workload: w.Kind + " " + w.Namespace + "/" + w.Name, Namespace: w.Namespace, Annotations: map[string]string{}}
-		m.ServiceAccount = w.Template.Spec.ServiceAccountName
-		if m.ServiceAccount == "" {
-			m.ServiceAccount = "default"
-		}
-		var uses, pulls []*converted
-		use := func(secret, where string) {
-			k := w.Namespace + "/" + secret
-			if c, ok := byTarget[k]; ok {
-				if !containsPtr(uses, c) {
-					uses = append(uses, c)
-				}
-				consumed[k] = true
-				return
-			}
-			if why, ok := unmovable[k]; ok {
-				consumed[k] = true
-				res.CannotMove = append(res.CannotMove, fmt.Sprintf("%s %s reads Secret %s: %s", m.Workload, where, secret, why))
-				return
-			}
-			if len(allTargets[w.Namespace]) > 0 {
-				res.Problems = append(res.Problems, fmt.Sprintf("%s %s reads Secret %s, which no ExternalSecret in the input creates%s",
-					m.Workload, where, secret, closest(secret, allTargets[w.Namespace])))
-			}
-		}
-		for _, ps := range w.Template.Spec.ImagePullSecrets {
-			if c, ok := byTarget[w.Namespace+"/"+ps.Name]; ok && c.pull {
-				consumed[w.Namespace+"/"+ps.Name] = true
-				if !containsPtr(pulls, c) {
-					pulls = append(pulls, c)
-					m.PullSecretNames = append(m.PullSecretNames, ps.Name)
-				}
-				continue
-			}
-			use(ps.Name, "imagePullSecrets")
-		}
-		consumers := map[string]bool{} // containers reading a Secret that moves
-		var inits []string
-		for _, c := range w.Template.Spec.InitContainers {
-			inits = append(inits, c.Name)
-		}
-		for _, c := range append(append([]container(nil), w.Template.Spec.InitContainers...), w.Template.Spec.Containers...) {
-			for _, e := range c.Env {
-				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-					ref := e.ValueFrom.SecretKeyRef
-					use(ref.Name, fmt.Sprintf("container %s env %s", c.Name, e.Name))
-					if _, ok := byTarget[w.Namespace+"/"+ref.Name]; ok {
-						m.env = append(m.env, envUse{container: c.Name, name: e.Name, secret: ref.Name, key: ref.Key})
-						consumers[c.Name] = true
-					}
-				}
-			}
-			for _, ef := range c.EnvFrom {
-				if ef.SecretRef != nil {
-					use(ef.SecretRef.Name, fmt.Sprintf("container %s envFrom", c.Name))
-					if _, ok := byTarget[w.Namespace+"/"+ef.SecretRef.Name]; ok {
-						m.env = append(m.env, envUse{container: c.Name, secret: ef.SecretRef.Name})
-						consumers[c.Name] = true
-						m.Notes = append(m.Notes, fmt.Sprintf("container %s: remove its envFrom of Secret %s (the Secret goes away); each of its keys becomes a %s<KEY> annotation", c.Name, ef.SecretRef.Name, spec.AnnotationEnvPrefix))
-					}
-				}
-			}
-		}
-		m.files = map[string]bool{}
-		for _, v := range w.Template.Spec.Volumes {
-			if v.Secret != nil {
-				use(v.Secret.SecretName, "volume "+v.Name)
-				if _, ok := byTarget[w.Namespace+"/"+v.Secret.SecretName]; ok {
-					m.files[v.Secret.SecretName] = true
-					m.Notes = append(m.Notes, fmt.Sprintf("volume %s: mounted files move to %s (or set %s to the old mount path and drop the volume)", v.Name, spec.DefaultMountPath, spec.AnnotationMountPath))
-				}
-			}
-		}
-		for _, n := range inits {
-			if consumers[n] {
-				// Init containers get nothing by default: name every consumer.
-				m.Annotations[spec.AnnotationContainers] = strings.Join(sortedKeys(consumers), ",")
-				break
-			}
-		}
-		if len(uses) == 0 && len(pulls) == 0 {
-			continue
-		}
-		if len(uses) > 0 {
-			res.Problems = append(res.Problems, m.plan(uses)...)
-		}
-		res.Problems = append(res.Problems, m.planPull(pulls, w.Template.Spec.InitContainers, w.Template.Spec.Containers)...)
-		if sa, ok := in.serviceAccounts[m.ESOServiceAcct]; ok {
-			m.ClientID = sa.Annotations[spec.SAAnnotationClientID]
-		}
-		res.Moves = append(res.Moves, m)
-	}
-	for k, why := range unmovable {
-		if !consumed[k] {
-			res.CannotMove = append(res.CannotMove, fmt.Sprintf("Secret %s: %s", k, why))
+// leftovers says what no workload read.
+func (p *planner) leftovers() {
+	for k, why := range p.unmovable {
+		if !p.consumed[k] {
+			p.res.CannotMove = append(p.res.CannotMove, fmt.Sprintf("Secret %s: %s", k, why))
 		}
 	}
-	for k, c := range byTarget {
-		if !consumed[k] {
-			res.CannotMove = append(res.CannotMove, fmt.Sprintf("ExternalSecret %s/%s: no workload in the input reads its Secret %s; pass the Deployment (or Pod) that does",
+	for k, c := range p.byTarget {
+		if !p.consumed[k] {
+			p.res.CannotMove = append(p.res.CannotMove, fmt.Sprintf("ExternalSecret %s/%s: no workload in the input reads its Secret %s; pass the Deployment (or Pod) that does",
 				c.es.Metadata.Namespace, c.es.Metadata.Name, k))
 		}
 	}
-	sort.Strings(res.CannotMove)
-	sort.Strings(res.Problems)
-	return res
+}
+
+// workloadPlan is what one workload reads of the Secrets ESO makes.
+type workloadPlan struct {
+	*planner
+	w            workload
+	m            *Move
+	uses, pulls  []*converted
+	consumers    map[string]bool // containers reading a Secret that moves
+	envByName    map[string]*EnvContainer
+	envContainer []string // names, in the order their env was found
+}
+
+// workload plans the move of one workload; false when it reads nothing
+// that moves.
+func (p *planner) workload(w workload) (Move, bool) {
+	m := Move{Workload: w.Kind + " " + w.Namespace + "/" + w.Name, Namespace: w.Namespace, Annotations: map[string]string{}}
+	m.ServiceAccount = w.Template.Spec.ServiceAccountName
+	if m.ServiceAccount == "" {
+		m.ServiceAccount = "default"
+	}
+	wp := &workloadPlan{planner: p, w: w, m: &m, consumers: map[string]bool{}, envByName: map[string]*EnvContainer{}}
+	wp.pullSecrets()
+	var inits []string
+	for _, c := range w.Template.Spec.InitContainers {
+		inits = append(inits, c.Name)
+	}
+	for _, c := range append(append([]container(nil), w.Template.Spec.InitContainers...), w.Template.Spec.Containers...) {
+		wp.env(c)
+	}
+	wp.volumes()
+	for _, n := range inits {
+		if wp.consumers[n] {
+			// Init containers get nothing by default: name every consumer.
+			m.Annotations[spec.AnnotationContainers] = strings.Join(sortedKeys(wp.consumers), ",")
+			break
+		}
+	}
+	if len(wp.uses) == 0 && len(wp.pulls) == 0 {
+		return m, false
+	}
+	if len(wp.uses) > 0 {
+		p.res.Problems = append(p.res.Problems, m.plan(wp.uses)...)
+	}
+	p.res.Problems = append(p.res.Problems, m.planPull(wp.pulls, w.Template.Spec.InitContainers, w.Template.Spec.Containers)...)
+	for _, name := range wp.envContainer {
+		m.EnvContainers = append(m.EnvContainers, *wp.envByName[name])
+	}
+	if sa, ok := p.in.serviceAccounts[m.ESOServiceAcct]; ok {
+		m.ClientID = sa.Annotations[spec.SAAnnotationClientID]
+	}
+	return m, true
+}
+
+// use records that the workload reads secret (in where): a conversion it
+// uses, a Secret that cannot move, or a broken reference.
+func (wp *workloadPlan) use(secret, where string) {
+	k := wp.w.Namespace + "/" + secret
+	if c, ok := wp.byTarget[k]; ok {
+		if !containsPtr(wp.uses, c) {
+			wp.uses = append(wp.uses, c)
+		}
+		wp.consumed[k] = true
+		return
+	}
+	if why, ok := wp.unmovable[k]; ok {
+		wp.consumed[k] = true
+		wp.res.CannotMove = append(wp.res.CannotMove, fmt.Sprintf("%s %s reads Secret %s: %s", wp.m.Workload, where, secret, why))
+		return
+	}
+	if len(wp.allTargets[wp.w.Namespace]) > 0 {
+		wp.res.Problems = append(wp.res.Problems, fmt.Sprintf("%s %s reads Secret %s, which no ExternalSecret in the input creates%s",
+			wp.m.Workload, where, secret, closest(secret, wp.allTargets[wp.w.Namespace])))
+	}
+}
+
+// moves says whether the workload's Secret secret moves to kvinject.
+func (wp *workloadPlan) moves(secret string) bool {
+	_, ok := wp.byTarget[wp.w.Namespace+"/"+secret]
+	return ok
+}
+
+func (wp *workloadPlan) pullSecrets() {
+	for _, ps := range wp.w.Template.Spec.ImagePullSecrets {
+		if c, ok := wp.byTarget[wp.w.Namespace+"/"+ps.Name]; ok && c.pull {
+			wp.consumed[wp.w.Namespace+"/"+ps.Name] = true
+			if !containsPtr(wp.pulls, c) {
+				wp.pulls = append(wp.pulls, c)
+				wp.m.PullSecretNames = append(wp.m.PullSecretNames, ps.Name)
+			}
+			continue
+		}
+		wp.use(ps.Name, "imagePullSecrets")
+	}
+}
+
+// env records c's env entries and envFrom that read a Secret.
+func (wp *workloadPlan) env(c container) {
+	m := wp.m
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+			ref := e.ValueFrom.SecretKeyRef
+			wp.use(ref.Name, fmt.Sprintf("container %s env %s", c.Name, e.Name))
+			if wp.moves(ref.Name) {
+				m.env = append(m.env, envUse{container: c.Name, name: e.Name, secret: ref.Name, key: ref.Key})
+				wp.readsEnv(c)
+			}
+		}
+	}
+	for _, ef := range c.EnvFrom {
+		if ef.SecretRef != nil {
+			wp.use(ef.SecretRef.Name, fmt.Sprintf("container %s envFrom", c.Name))
+			if wp.moves(ef.SecretRef.Name) {
+				m.env = append(m.env, envUse{container: c.Name, secret: ef.SecretRef.Name})
+				wp.readsEnv(c)
+				m.Notes = append(m.Notes, fmt.Sprintf("container %s: remove its envFrom of Secret %s (the Secret goes away); each of its keys becomes a %s<KEY> annotation", c.Name, ef.SecretRef.Name, spec.AnnotationEnvPrefix))
+			}
+		}
+	}
+}
+
+// readsEnv records that c gets env variables from Key Vault.
+func (wp *workloadPlan) readsEnv(c container) {
+	wp.consumers[c.Name] = true
+	if _, ok := wp.envByName[c.Name]; !ok {
+		wp.envByName[c.Name] = &EnvContainer{Name: c.Name, Image: c.Image, Command: len(c.Command) > 0, Args: len(c.Args) > 0}
+		wp.envContainer = append(wp.envContainer, c.Name)
+	}
+}
+
+// volumes records the Secret volumes.
+func (wp *workloadPlan) volumes() {
+	wp.m.files = map[string]bool{}
+	for _, v := range wp.w.Template.Spec.Volumes {
+		if v.Secret != nil {
+			wp.use(v.Secret.SecretName, "volume "+v.Name)
+			if wp.moves(v.Secret.SecretName) {
+				wp.m.files[v.Secret.SecretName] = true
+				wp.m.Notes = append(wp.m.Notes, fmt.Sprintf("volume %s: mounted files move to %s (or set %s to the old mount path and drop the volume)", v.Name, spec.DefaultMountPath, spec.AnnotationMountPath))
+			}
+		}
+	}
 }
 
 // planPull moves a workload's imagePullSecrets to the credential provider:
@@ -441,9 +529,6 @@ func (m *Move) plan(uses []*converted) (problems []string) {
 			problems = append(problems, m.planEnv(c, c.files[i], u.name, shared, fmt.Sprintf("container %s env %s", u.container, u.name))...)
 			m.Notes = append(m.Notes, fmt.Sprintf("container %s: env %s comes from Key Vault (%s%s), its entry replaced in place by the webhook: the Deployment keeps it as it is", u.container, u.name, spec.AnnotationEnvPrefix, u.name))
 		}
-	}
-	if len(m.env) > 0 {
-		m.Notes = append(m.Notes, fmt.Sprintf("env variables from Key Vault need Kubernetes 1.%d or newer (EnvFiles); below it, deliver them as files instead", spec.MinEnvFilesMinor))
 	}
 	return problems
 }

@@ -3,6 +3,7 @@ package esoconvert
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -39,11 +40,11 @@ func Write(w io.Writer, res Result, o Options) error {
 		for _, k := range keys {
 			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
 		}
-		notes := m.Notes
+		notes := slices.Clone(m.Notes)
 		if m.PullSecret != "" {
-			notes = append(notes[:len(notes):len(notes)], pullNote(m, o))
+			notes = append(notes, pullNote(m, o))
 		}
-		if len(notes) > 0 {
+		if notes = append(notes, envDeliveryNotes(m, o)...); len(notes) > 0 {
 			b.WriteString("#    What changes for the app:\n")
 			for _, n := range notes {
 				b.WriteString("#    - " + n + "\n")

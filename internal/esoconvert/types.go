@@ -83,9 +83,11 @@ type podSpec struct {
 }
 
 type container struct {
-	Name  string `json:"name"`
-	Image string `json:"image"`
-	Env   []struct {
+	Name    string   `json:"name"`
+	Image   string   `json:"image"`
+	Command []string `json:"command"`
+	Args    []string `json:"args"`
+	Env     []struct {
 		Name      string `json:"name"`
 		ValueFrom *struct {
 			SecretKeyRef *struct {

@@ -60,17 +60,40 @@ const (
 	// at admission, else 0444.
 	AnnotationPermsPrefix = Prefix + "perms-"
 
-	// AnnotationEnvPrefix + VAR: the target containers get the environment
-	// variable VAR, a C identifier, from a secret reference like
-	// AnnotationSecretPrefix's: valueFrom.fileKeyRef on EnvFileName in the
-	// secrets volume. Needs Kubernetes 1.MinEnvFilesMinor (EnvFiles).
+	// AnnotationEnvPrefix + VAR: the containers that declare VAR, else
+	// the target containers, get the environment variable VAR, a C
+	// identifier, from a secret reference like AnnotationSecretPrefix's:
+	// valueFrom.fileKeyRef on EnvFileName in the secrets volume where
+	// EnvFiles cannot be dropped (DeliveryFileKeyRef), else through the exec
+	// wrapper (DeliveryExec).
 	AnnotationEnvPrefix = Prefix + "env-"
+	// AnnotationEntrypointPrefix + CONTAINER: a JSON array of strings, the
+	// image's ENTRYPOINT followed by its CMD (ENTRYPOINT alone when the
+	// container has args), for a container the exec wrapper runs that has
+	// no command: the webhook never asks a registry. `kvinject entrypoint
+	// IMAGE` prints it.
+	AnnotationEntrypointPrefix = Prefix + "entrypoint-"
 
 	// AnnotationStatus is set by the webhook, never by users, to
 	// StatusInjected on every pod it injects.
 	AnnotationStatus = Prefix + "status"
 	// StatusInjected is AnnotationStatus's value on an injected pod.
 	StatusInjected = "injected"
+	// AnnotationStatusEnv is set by the webhook, never by users, beside
+	// AnnotationStatus on a pod with AnnotationEnvPrefix variables: how
+	// they are delivered, DeliveryFileKeyRef or DeliveryExec.
+	AnnotationStatusEnv = Prefix + "status-env"
+)
+
+// How env variables reach the containers (--env-delivery).
+const (
+	// DeliveryAuto picks DeliveryFileKeyRef where the API server keeps the
+	// field and every kubelet reads it, else DeliveryExec.
+	DeliveryAuto = "auto"
+	// DeliveryFileKeyRef: env[].valueFrom.fileKeyRef (EnvFiles).
+	DeliveryFileKeyRef = "file-key-ref"
+	// DeliveryExec: the exec wrapper ExecCommand is the container's command.
+	DeliveryExec = "exec"
 )
 
 // ServiceAccount annotations shared with Azure Workload Identity, so that
@@ -111,6 +134,19 @@ const (
 	SecretsVolumeName = "kvinject-secrets"
 	// TokenVolumeName is the projected ServiceAccount token for Entra ID.
 	TokenVolumeName = "kvinject-token"
+
+	// BinVolumeName is the memory-backed emptyDir into which the agent
+	// copies the exec wrapper, mounted read-only at BinMountPath in the
+	// containers it runs.
+	BinVolumeName = "kvinject-bin"
+	// BinMountPath is where BinVolumeName appears, in the agent and in the
+	// wrapped containers.
+	BinMountPath = "/var/run/kvinject.io/bin"
+	// ExecCommand is the exec wrapper's path in the wrapped containers.
+	ExecCommand = BinMountPath + "/kvinject-exec"
+	// ExecSource is the exec wrapper's path in the kvinject image, which the
+	// agent copies to ExecCommand.
+	ExecSource = "/kvinject-exec"
 
 	// EnvFileName is the file in SecretsVolumeName holding the variables of
 	// AnnotationEnvPrefix annotations, in the kubelet's env file format.

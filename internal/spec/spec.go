@@ -30,10 +30,37 @@ type Spec struct {
 	Identity   Identity `json:"identity"`
 	Files      []File   `json:"files"`
 	// Env are the variables the agent writes into EnvFileName, for the
-	// kubelet to give the target containers through fileKeyRef.
+	// kubelet to give the containers through fileKeyRef, or for the exec
+	// wrapper (EnvDelivery).
 	Env []EnvVar `json:"env,omitempty"`
+	// EnvDelivery is how the containers get Env: DeliveryFileKeyRef (also
+	// when empty) or DeliveryExec, for which the agent copies the wrapper
+	// into BinVolumeName and writes EnvFileName with EnvFileMode, since the
+	// app's own user reads it.
+	EnvDelivery string `json:"envDelivery,omitempty"`
+	EnvFileMode string `json:"envFileMode,omitempty"`
 	// Cache, when set, is asked before Azure.
 	Cache *Cache `json:"cache,omitempty"`
+}
+
+// validateDelivery checks EnvDelivery and EnvFileMode.
+func (s *Spec) validateDelivery() error {
+	switch s.EnvDelivery {
+	case "", DeliveryFileKeyRef:
+		if s.EnvFileMode != "" {
+			return errors.New("envFileMode is only for envDelivery " + DeliveryExec)
+		}
+	case DeliveryExec:
+		if len(s.Env) == 0 {
+			return errors.New("envDelivery " + DeliveryExec + " without env")
+		}
+		if _, err := ParseMode(s.EnvFileMode); err != nil {
+			return fmt.Errorf("envFileMode: %w", err)
+		}
+	default:
+		return fmt.Errorf("envDelivery %s: want %s or %s", Quote(s.EnvDelivery), DeliveryFileKeyRef, DeliveryExec)
+	}
+	return nil
 }
 
 // EnvVar is one environment variable from a secret reference.
@@ -213,6 +240,9 @@ func (s *Spec) Validate() error {
 	}
 	if len(s.Env) > MaxEnv {
 		return fmt.Errorf("%d env variables, at most %d", len(s.Env), MaxEnv)
+	}
+	if err := s.validateDelivery(); err != nil {
+		return err
 	}
 	envSeen := map[string]bool{}
 	for _, e := range s.Env {

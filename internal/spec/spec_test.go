@@ -240,6 +240,10 @@ func TestDecode(t *testing.T) {
 		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"1X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `env: variable name "1X" is not a C identifier`},
 		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}},{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"b"}}]}`, `env "X" listed twice`},
 		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"http://kv1.vault.azure.net","name":"a"}}]}`, `env "X": vault "http://kv1.vault.azure.net" must be an https:// URL`},
+		// env deliveries: the exec wrapper's env file has an app-readable mode.
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}],"envDelivery":"exec"}`, `envFileMode: mode "" is not an octal mode like 0440`},
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}],"envDelivery":"file-key-ref","envFileMode":"0444"}`, `envFileMode is only for envDelivery exec`},
+		{`{"version":"v1","mountPath":"/s","files":[],"env":[{"name":"X","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}],"envDelivery":"shell"}`, `envDelivery "shell": want file-key-ref or exec`},
 		{`{"version":"v1","mountPath":"/s","files":[{"name":".kvinject-env","mode":"0400","secret":{"vault":"https://kv1.vault.azure.net","name":"a"}}]}`, `file name ".kvinject-env" is reserved`},
 		// refs are exactly the template's references.
 		{`{"version":"v1","mountPath":"/s","files":[{"name":"c","mode":"0400","template":"{{ secret \"db\" }}","refs":{}}]}`, `file "c": refs has 0 entries, the template reads 1 references`},

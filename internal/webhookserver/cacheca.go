@@ -69,12 +69,11 @@ func watchCacheCA(ctx context.Context, path string, interval time.Duration, opti
 			continue
 		}
 		seen = b
-		next, err := options.Load().WithCacheCA(b)
+		err = updateOptions(options, func(o *webhook.Options) (*webhook.Options, error) { return o.WithCacheCA(b) })
 		if err != nil {
 			log.Error(err, "the cache CA file changed to a bundle that is not valid: keeping the last good CA")
 			continue
 		}
-		options.Store(next)
 		log.Info("the cache CA file changed: pods admitted from now on trust the new bundle")
 	}
 }

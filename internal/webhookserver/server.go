@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/selfcert"
 	"github.com/kvinject/kvinject/internal/serving"
+	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -141,7 +143,11 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		// The handler only reads a ServiceAccount's annotations and
 		// never changes them: no copy per admission.
-		ByObject: map[client.Object]cache.ByObject{saMeta: {UnsafeDisableDeepCopy: ptr.To(true)}},
+		ByObject: map[client.Object]cache.ByObject{
+			saMeta: {UnsafeDisableDeepCopy: ptr.To(true)},
+			// Nodes only for their kubelet versions (the auto env delivery).
+			&corev1.Node{}: {Transform: stripNode},
+		},
 	}
 	mgr, err := ctrl.NewManager(cfg, mo)
 	if err != nil {
@@ -158,6 +164,25 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	}
 	options := &atomic.Pointer[webhook.Options]{}
 	options.Store(&o.Mutation)
+	if o.Mutation.EnvDelivery == spec.DeliveryAuto {
+		// Until proven, fileKeyRef could be dropped: the exec wrapper.
+		options.Store(o.Mutation.WithCluster(webhook.Cluster{}))
+		nodeInformer, err := mgr.GetCache().GetInformer(ctx, &corev1.Node{})
+		if err != nil {
+			return fmt.Errorf("watch nodes: %w", err)
+		}
+		w := &ClusterWatcher{Options: options, Nodes: mgr.GetClient(), Interval: EnvFilesInterval,
+			EnvFiles: func(ctx context.Context) (bool, error) { return EnvFilesEnabled(ctx, cfg) }}
+		if err := w.Watch(nodeInformer); err != nil {
+			return fmt.Errorf("watch nodes: %w", err)
+		}
+		if err := mgr.Add(w); err != nil {
+			return fmt.Errorf("add the env delivery watcher: %w", err)
+		}
+		if err := mgr.AddReadyzCheck("env-delivery", w.ReadyChecker); err != nil {
+			return fmt.Errorf("add readyz check: %w", err)
+		}
+	}
 	srv := mgr.GetWebhookServer()
 	srv.Register(MutatePath, &PodHandler{
 		Options:         options,
