@@ -31,7 +31,21 @@ const (
 	// before it is refused with 503, so that an agent goes to Azure
 	// directly instead of waiting.
 	DefaultReviewWait = 5 * time.Second
+	// DefaultMaxAnswerBytesInFlight bounds the answers being written at
+	// once, all callers together: a client that reads slowly holds its
+	// answer's bytes until WriteTimeout.
+	DefaultMaxAnswerBytesInFlight = 32 << 20
+	// DefaultWriteTimeout bounds writing one answer.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxRequestsPerNamespace bounds the requests of one namespace's
+	// pods being answered at once, so that one namespace cannot take every
+	// slot of the answers in flight.
+	DefaultMaxRequestsPerNamespace = 32
 )
+
+// minAnswerBytesInFlight leaves room for one answer of
+// MaxSecretsPerRequest results, each at least an error.
+const minAnswerBytesInFlight = 64 << 10
 
 // Options configure the cache. New validates them once.
 type Options struct {
@@ -74,7 +88,19 @@ type Options struct {
 	// and how long a request waits for one; defaults
 	// DefaultMaxConcurrentReviews and DefaultReviewWait.
 	MaxConcurrentReviews int
-	ReviewWait           time.Duration
+	// ReviewWait is also how long a request waits for its namespace's slot
+	// and for room among the answers in flight.
+	ReviewWait time.Duration
+	// MaxAnswerBytesInFlight bounds the bytes of the answers being written
+	// at once (a request that finds no room within ReviewWait is refused
+	// with 503 busy); WriteTimeout bounds writing one answer, so that a
+	// client that does not read gives its room back;
+	// MaxRequestsPerNamespace bounds the requests of one namespace answered
+	// at once (503 namespace-busy). Defaults DefaultMaxAnswerBytesInFlight,
+	// DefaultWriteTimeout, DefaultMaxRequestsPerNamespace.
+	MaxAnswerBytesInFlight  int64
+	WriteTimeout            time.Duration
+	MaxRequestsPerNamespace int
 	// Registerer receives the cache's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives one line per refusal and per upstream outcome; never
@@ -99,6 +125,19 @@ func (o *Options) Validate() error {
 	positive("TTL", &o.TTL, DefaultTTL)
 	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
 	positive("review wait", &o.ReviewWait, DefaultReviewWait)
+	positive("write timeout", &o.WriteTimeout, DefaultWriteTimeout)
+	if o.MaxAnswerBytesInFlight == 0 {
+		o.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
+	}
+	if o.MaxAnswerBytesInFlight < minAnswerBytesInFlight {
+		errs = append(errs, fmt.Errorf("max answer bytes in flight %d is under %d", o.MaxAnswerBytesInFlight, minAnswerBytesInFlight))
+	}
+	if o.MaxRequestsPerNamespace == 0 {
+		o.MaxRequestsPerNamespace = DefaultMaxRequestsPerNamespace
+	}
+	if o.MaxRequestsPerNamespace < 0 {
+		errs = append(errs, fmt.Errorf("max requests per namespace %d is negative", o.MaxRequestsPerNamespace))
+	}
 	if o.MaxConcurrentReviews == 0 {
 		o.MaxConcurrentReviews = DefaultMaxConcurrentReviews
 	}

@@ -97,11 +97,13 @@ const (
 	reasonBadRequest        = "bad-request"
 	reasonMethod            = "method"
 	reasonContentType       = "content-type"
+	reasonBusy              = "busy"
+	reasonNamespaceBusy     = "namespace-busy"
 )
 
 var allReasons = []string{reasonNoToken, reasonNotAJWT, reasonWrongAudience, reasonExpired, reasonPodGone,
 	reasonNotAuthenticated, reasonNotServiceAccount, reasonNotPodBound, reasonReviewFailed, reasonReviewBusy, reasonRateLimited,
-	reasonTooLarge, reasonBadRequest, reasonMethod, reasonContentType}
+	reasonTooLarge, reasonBadRequest, reasonMethod, reasonContentType, reasonBusy, reasonNamespaceBusy}
 
 // refusal is why a request gets no answer: an HTTP status, a reason label
 // and the exact message (no token, no value).

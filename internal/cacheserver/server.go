@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -34,6 +35,10 @@ type Server struct {
 	limits     *callerLimits
 	flights    singleflight.Group
 	reviews    chan struct{} // a slot per TokenReview in flight
+	namespaces *namespaceSlots
+	// answers holds the bytes of the answers being written
+	// (Options.MaxAnswerBytesInFlight).
+	answers *semaphore.Weighted
 }
 
 // New validates o and returns the cache. It makes no request.
@@ -54,6 +59,8 @@ func New(o Options) (*Server, error) {
 	}
 	s.identities = newIdentities(&s.o, m)
 	s.reviews = make(chan struct{}, s.o.MaxConcurrentReviews)
+	s.namespaces = &namespaceSlots{max: s.o.MaxRequestsPerNamespace, byNS: map[string]*namespaceSlot{}}
+	s.answers = semaphore.NewWeighted(s.o.MaxAnswerBytesInFlight)
 	return s, nil
 }
 
@@ -69,11 +76,48 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, ref)
 		return
 	}
-	resp := cacheapi.Response{Secrets: s.lookupAll(r.Context(), c, req, bearerToken(r))}
+	release, ok := s.namespaces.acquire(r.Context(), c.Namespace, s.o.ReviewWait)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonNamespaceBusy,
+			fmt.Sprintf("%d requests of namespace %s are being answered and none ended within %v: retry", s.o.MaxRequestsPerNamespace, c.Namespace, s.o.ReviewWait)})
+		return
+	}
+	defer release()
+	s.answer(w, r, c, s.lookupAll(r.Context(), c, req, bearerToken(r)))
+}
+
+// answer writes the results within the room the answers in flight have
+// left: it reserves an upper bound of the answer's bytes, encodes, gives
+// back what the encoding did not take, and holds the rest until the write
+// ends, which WriteTimeout bounds.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c caller, results []cacheapi.Result) {
+	reserve := min(answerBound(results), cacheapi.MaxResponseBytes, s.o.MaxAnswerBytesInFlight)
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.ReviewWait)
+	err := s.answers.Acquire(ctx, reserve)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonBusy,
+			fmt.Sprintf("answers of %d bytes in all are being written and no room for this one freed up within %v: retry", s.o.MaxAnswerBytesInFlight, s.o.ReviewWait)})
+		return
+	}
+	s.metrics.answerBytes.Add(float64(reserve))
+	body := encodeAnswer(results, int(reserve))
+	held := int64(len(body))
+	s.answers.Release(reserve - held)
+	s.metrics.answerBytes.Sub(float64(reserve - held))
+	defer func() {
+		s.answers.Release(held)
+		s.metrics.answerBytes.Sub(float64(held))
+	}()
+	// Not every ResponseWriter has deadlines (tests); the servers' do.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := json.NewEncoder(w).Encode(resp); err != nil {
-		s.log.V(1).Info("write the response", "subject", c.Subject, "error", err.Error())
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if _, err := w.Write(body); err != nil {
+		s.log.V(1).Info("write the response", "subject", c.Subject, "bytes", len(body), "error", err.Error())
 	}
 }
 
@@ -194,6 +238,7 @@ func decodeRequest(body []byte, cloud spec.Cloud) (cacheapi.Request, error) {
 	case n > cacheapi.MaxSecretsPerRequest:
 		errs = append(errs, fmt.Errorf("%d secrets asked for, at most %d per request", n, cacheapi.MaxSecretsPerRequest))
 	}
+	first := map[cacheapi.SecretRef]int{}
 	for i, ref := range req.Secrets {
 		if i >= cacheapi.MaxSecretsPerRequest {
 			break
@@ -203,6 +248,11 @@ func decodeRequest(body []byte, cloud spec.Cloud) (cacheapi.Request, error) {
 			errs = append(errs, fmt.Errorf("secrets[%d]: %w", i, err))
 			continue
 		}
+		if j, ok := first[norm]; ok {
+			errs = append(errs, fmt.Errorf("secrets[%d] repeats secrets[%d] (%s of %s): ask for each secret once", i, j, refLabel(norm), vaultHost(norm.Vault)))
+			continue
+		}
+		first[norm] = i
 		req.Secrets[i] = norm
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -234,6 +284,13 @@ func validateRef(ref cacheapi.SecretRef, cloud spec.Cloud) (cacheapi.SecretRef, 
 		return ref, fmt.Errorf("secret %s/%s is not a secret name and version", spec.Quote(ref.Name), spec.Quote(ref.Version))
 	}
 	return cacheapi.SecretRef{Vault: vault, Name: ref.Name, Version: ref.Version}, nil
+}
+
+func refLabel(r cacheapi.SecretRef) string {
+	if r.Version != "" {
+		return r.Name + "/" + r.Version
+	}
+	return r.Name
 }
 
 // lookupAll answers every reference, in parallel (at most
