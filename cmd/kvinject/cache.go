@@ -32,6 +32,8 @@ func runCache(ctx context.Context, args []string, io stdio) int {
 	fs.Int64Var(&c.MaxAnswerBytesInFlight, "max-answer-bytes-in-flight", cacheserver.DefaultMaxAnswerBytesInFlight, "bytes of answers being written at once, all callers together; a request that finds no room within 5s is refused with 503")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", cacheserver.DefaultWriteTimeout, "time limit on writing one answer, so that a client that does not read gives its room back")
 	fs.IntVar(&c.MaxRequestsPerNamespace, "max-requests-per-namespace", cacheserver.DefaultMaxRequestsPerNamespace, "requests of one namespace's pods answered at once; one that finds no slot within 5s is refused with 503")
+	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", cacheserver.DefaultMaxConcurrentRequests, "requests handled at once, before anyone is authenticated; more are refused with 503 at once")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", cacheserver.DefaultReadTimeout, "time limit on reading a request's body (the request's headers: 32s)")
 	cloudName := fs.String("cloud", spec.DefaultCloud, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
 	fs.StringVar(&c.AuthorityHost, "authority-host", "", "Entra ID authority host (default: the cloud's)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: KUBECONFIG, else in-cluster)")

@@ -41,6 +41,12 @@ const (
 	// pods being answered at once, so that one namespace cannot take every
 	// slot of the answers in flight.
 	DefaultMaxRequestsPerNamespace = 32
+	// DefaultMaxConcurrentRequests bounds the requests being handled at
+	// once, before anyone is authenticated: with the body limit, 256 x 64
+	// KiB of bodies at most.
+	DefaultMaxConcurrentRequests = 256
+	// DefaultReadTimeout bounds reading a request's body.
+	DefaultReadTimeout = 10 * time.Second
 )
 
 // minAnswerBytesInFlight leaves room for one answer of
@@ -101,6 +107,12 @@ type Options struct {
 	MaxAnswerBytesInFlight  int64
 	WriteTimeout            time.Duration
 	MaxRequestsPerNamespace int
+	// MaxConcurrentRequests bounds the requests handled at once, taken
+	// before the body is read (503 busy at once beyond it); ReadTimeout
+	// bounds reading a body (408 slow-body). Defaults
+	// DefaultMaxConcurrentRequests, DefaultReadTimeout.
+	MaxConcurrentRequests int
+	ReadTimeout           time.Duration
 	// Registerer receives the cache's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives one line per refusal and per upstream outcome; never
@@ -126,6 +138,13 @@ func (o *Options) Validate() error {
 	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
 	positive("review wait", &o.ReviewWait, DefaultReviewWait)
 	positive("write timeout", &o.WriteTimeout, DefaultWriteTimeout)
+	positive("read timeout", &o.ReadTimeout, DefaultReadTimeout)
+	if o.MaxConcurrentRequests == 0 {
+		o.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	}
+	if o.MaxConcurrentRequests < 0 {
+		errs = append(errs, fmt.Errorf("max concurrent requests %d is negative", o.MaxConcurrentRequests))
+	}
 	if o.MaxAnswerBytesInFlight == 0 {
 		o.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
 	}

@@ -10,6 +10,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,7 @@ type Server struct {
 	flights    singleflight.Group
 	reviews    chan struct{} // a slot per TokenReview in flight
 	namespaces *namespaceSlots
+	requests   chan struct{} // a slot per request being handled
 	// answers holds the bytes of the answers being written
 	// (Options.MaxAnswerBytesInFlight).
 	answers *semaphore.Weighted
@@ -61,6 +63,7 @@ func New(o Options) (*Server, error) {
 	s.reviews = make(chan struct{}, s.o.MaxConcurrentReviews)
 	s.namespaces = &namespaceSlots{max: s.o.MaxRequestsPerNamespace, byNS: map[string]*namespaceSlot{}}
 	s.answers = semaphore.NewWeighted(s.o.MaxAnswerBytesInFlight)
+	s.requests = make(chan struct{}, s.o.MaxConcurrentRequests)
 	return s, nil
 }
 
@@ -71,6 +74,15 @@ func (s *Server) Close() { s.identities.closeAll() }
 // asks too much or too often is refused with an HTTP status; everything
 // else gets a Result per secret.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.requests <- struct{}{}:
+		defer func() { <-s.requests }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonBusy,
+			fmt.Sprintf("%d requests are being handled: retry", s.o.MaxConcurrentRequests)})
+		return
+	}
 	c, req, ref := s.admit(w, r)
 	if ref != nil {
 		s.refuse(w, ref)
@@ -122,9 +134,10 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, c caller, result
 }
 
 // admit proves the caller and decodes the request, in the order that
-// costs the least to a caller that should be refused: the body is read
-// (bounded) before the TokenReview, and the rate limit comes after it, as
-// only a proven subject has a bucket.
+// costs the least to a caller that should be refused: a token that cannot
+// be a live projected token is refused before anything is read, the body
+// is read (bounded in bytes and time) before the TokenReview, and the rate
+// limit comes after it, as only a proven subject has a bucket.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi.Request, *refusal) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -137,9 +150,18 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi
 	if token == "" {
 		return caller{}, cacheapi.Request{}, &refusal{http.StatusUnauthorized, reasonNoToken, "no bearer token: send the pod's projected service-account token in Authorization"}
 	}
+	if ref := precheckToken(token, time.Now()); ref != nil {
+		return caller{}, cacheapi.Request{}, ref
+	}
+	// Not every ResponseWriter has deadlines (tests); the servers' do.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.o.ReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, cacheapi.MaxRequestBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return caller{}, cacheapi.Request{}, &refusal{http.StatusRequestTimeout, reasonSlowBody,
+				fmt.Sprintf("the request body did not arrive within %v", s.o.ReadTimeout)}
+		}
 		if errors.As(err, &tooBig) {
 			return caller{}, cacheapi.Request{}, &refusal{http.StatusRequestEntityTooLarge, reasonTooLarge,
 				fmt.Sprintf("the request body is over %d bytes: ask for fewer secrets per request", cacheapi.MaxRequestBytes)}
