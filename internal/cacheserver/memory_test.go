@@ -16,6 +16,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/cacheapi"
 )
 
@@ -243,19 +244,18 @@ func TestSlowReadersBounded(t *testing.T) {
 // once are bounded; another namespace is answered meanwhile.
 func TestRequestsPerNamespaceBounded(t *testing.T) {
 	env := newTestEnv(t, func(o *Options) {
-		o.MaxRequestsPerNamespace, o.WriteTimeout, o.ReviewWait = 1, 3*time.Second, 200*time.Millisecond
+		o.MaxRequestsPerNamespace, o.ReviewWait = 1, 200*time.Millisecond
 	})
-	names := env.plantBig(t, 25, 30<<10)
 	web, worker, loader := env.token(t, "web"), env.token(t, "worker"), env.tokenIn(t, "batch", "loader")
-	wantOK(t, env.post(t, web, request(names...)))
-	ts := httptest.NewServer(env.srv)
-	defer ts.Close()
-	c := slowReader(t, ts.Listener.Addr().String(), web, mustJSON(t, request(names...)))
-	defer func() { _ = c.Close() }()
-	time.Sleep(300 * time.Millisecond) // the slow reader holds apps' slot
+	env.emu.SetKnobs(azemu.Knobs{RequestLatency: 1500 * time.Millisecond})
+	held := make(chan answer, 1)
+	go func() { held <- env.post(t, web, request("db-password")) }() // a miss: holds apps' slot
+	time.Sleep(300 * time.Millisecond)
 	a := env.post(t, worker, request("db-password"))
-	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.refusal, "requests of namespace apps are being answered") {
-		t.Errorf("a second request of namespace apps: %d %q, want 503 namespace-busy", a.status, a.refusal)
+	if a.status != http.StatusServiceUnavailable || !strings.Contains(a.refusal, "requests of namespace apps are being answered") ||
+		a.header.Get("Retry-After") == "" {
+		t.Errorf("a second request of namespace apps: %d %q, want 503 namespace-busy with Retry-After", a.status, a.refusal)
 	}
 	wantOK(t, env.post(t, loader, request("db-password")))
+	wantOK(t, <-held)
 }
