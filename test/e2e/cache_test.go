@@ -27,8 +27,9 @@ import (
 	"github.com/kvinject/kvinject/test/e2e/harness"
 )
 
-// cacheHost is the cache Service's name, as the webhook's --cache-url has it.
-const cacheHost = "kvinject-cache.kvinject-system.svc"
+// cacheHost is the cache Service's fully qualified name, as the webhook's --cache-url has it
+// (there with a trailing dot, which the resolver drops for /etc/hosts).
+const cacheHost = "kvinject-cache.kvinject-system.svc.cluster.local"
 
 // upstreamCounts reads the emulator's token exchanges and secret reads.
 func upstreamCounts(t *testing.T) (tokens, reads int) {
