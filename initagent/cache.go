@@ -302,7 +302,7 @@ func (a *Agent) askAgain(ctx context.Context, c *cacheClient, ids []spec.SecretI
 // cacheProblems is a required cache that did not answer, said once per
 // vault it kept from reading.
 func (a *Agent) cacheProblems(c *cacheClient, err error, ids []spec.SecretID) []Problem {
-	fix := fmt.Sprintf("the pod requires the cache (%s: %q): check that it runs (kubectl -n kvinject-system get pods -l app.kubernetes.io/name=kvinject-cache) "+
+	fix := fmt.Sprintf("the pod requires the cache (%s: %q): check that it runs (kubectl -n kvinject-system get pods -l app.kubernetes.io/component=cache) "+
 		"and that the pod's namespace may reach it; or set %s: %q to read from Azure directly when the cache cannot answer",
 		spec.AnnotationCache, spec.CacheRequired, spec.AnnotationCache, spec.CacheOn)
 	var cu *CacheUnavailableError
