@@ -48,7 +48,7 @@ func ValidateCacheURL(s string) error {
 		return fmt.Errorf("%s is not a URL", Quote(s))
 	}
 	if u.Scheme != "https" || u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("%s must be an https:// URL with a host, like https://kvinject-cache.kvinject-system.svc.cluster.local.", Quote(s))
+		return fmt.Errorf("%s must be an https:// URL with a host (like https://kvinject-cache.kvinject-system.svc.cluster.local.)", Quote(s))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("%s must be just https://HOST[:PORT]: no user, path, query or fragment", Quote(s))
@@ -77,7 +77,7 @@ func ValidateQualifiedCacheURL(s string) error {
 	if net.ParseIP(host) != nil || strings.HasSuffix(host, ".") {
 		return nil
 	}
-	return fmt.Errorf("%s is %w: a pod would look %s up through its DNS search path; name the host with the cluster domain and a trailing dot, like https://%s.cluster.local.",
+	return fmt.Errorf("%s is %w: a pod would look %s up through its DNS search path; name the host with the cluster domain and a trailing dot (like https://%s.cluster.local.)",
 		Quote(s), ErrCacheURLNotQualified, host, strings.TrimSuffix(host, ".svc")+".svc")
 }
 
