@@ -216,6 +216,9 @@ func (a *Agent) askCache(ctx context.Context, c *cacheClient, ids []spec.SecretI
 	required := a.o.Spec.Cache.Required
 	t0 := time.Now()
 	answers, err := c.read(ctx, ids)
+	if err == nil {
+		answers = a.askAgain(ctx, c, ids, answers)
+	}
 	if err != nil {
 		if required {
 			return nil, a.cacheProblems(c, err, ids)
@@ -260,10 +263,46 @@ func (a *Agent) askCache(ctx context.Context, c *cacheClient, ids []spec.SecretI
 	return direct, nil
 }
 
+// askAgain asks the cache once more, on a new connection, for the secrets
+// it had no value for because it could not reach Azure. Each replica of
+// the cache holds what it read itself, and the Service sends a new
+// connection to any replica: one that never read a secret has nothing to
+// serve during an outage while another still holds the value. Without it
+// a pod that drew such a replica read Azure directly, failing for as long
+// as the outage lasted.
+func (a *Agent) askAgain(ctx context.Context, c *cacheClient, ids []spec.SecretID, answers []cacheapi.Result) []cacheapi.Result {
+	var again []spec.SecretID
+	var at []int
+	for i, r := range answers {
+		if r.Error != nil && (&CacheSecretError{Answer: *r.Error}).outage() {
+			again, at = append(again, ids[i]), append(at, i)
+		}
+	}
+	if len(again) == 0 {
+		return answers
+	}
+	c.closeIdle()
+	more, err := c.read(ctx, again)
+	if err != nil {
+		a.o.Logger.Info("asked the cache again on a new connection: no answer", "secrets", len(again), "reason", err.Error())
+		return answers
+	}
+	got := 0
+	for j, r := range more {
+		if r.Error == nil {
+			answers[at[j]] = r
+			got++
+		}
+	}
+	a.o.Logger.Info("asked the cache again on a new connection, as another replica may hold what this one could not read",
+		"secrets", len(again), "served", got)
+	return answers
+}
+
 // cacheProblems is a required cache that did not answer, said once per
 // vault it kept from reading.
 func (a *Agent) cacheProblems(c *cacheClient, err error, ids []spec.SecretID) []Problem {
-	fix := fmt.Sprintf("the pod requires the cache (%s: %q): check that it runs (kubectl -n kvinject-system get pods -l app.kubernetes.io/name=kvinject-cache) "+
+	fix := fmt.Sprintf("the pod requires the cache (%s: %q): check that it runs (kubectl -n kvinject-system get pods -l app.kubernetes.io/component=cache) "+
 		"and that the pod's namespace may reach it; or set %s: %q to read from Azure directly when the cache cannot answer",
 		spec.AnnotationCache, spec.CacheRequired, spec.AnnotationCache, spec.CacheOn)
 	var cu *CacheUnavailableError

@@ -19,7 +19,7 @@ const (
 	testClientID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 )
 
-const testCacheURL = "https://kvinject-cache.kvinject-system.svc"
+const testCacheURL = "https://kvinject-cache.kvinject-system.svc.cluster.local."
 
 // testOptions are the tests' options: a cluster with a cache, which pods
 // use only when they say so.

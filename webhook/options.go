@@ -50,7 +50,8 @@ type Options struct {
 	// --kube-version. Empty: NewestKubeVersion.
 	KubeVersion string
 	// CacheURL is the cluster cache's https:// URL
-	// (https://kvinject-cache.kvinject-system.svc): pods that opt in
+	// (https://kvinject-cache.kvinject-system.svc.cluster.local., fully
+	// qualified with a trailing dot): pods that opt in
 	// (spec.AnnotationCache) get it in their spec. Empty: the cluster runs
 	// no cache.
 	CacheURL string
@@ -197,7 +198,7 @@ func (o *Options) validateCache() []error {
 		}
 		return errs
 	}
-	if err := spec.ValidateCacheURL(o.CacheURL); err != nil {
+	if err := spec.ValidateQualifiedCacheURL(o.CacheURL); err != nil {
 		errs = append(errs, fmt.Errorf("--cache-url: %w", err))
 	}
 	o.cacheURL = strings.TrimSuffix(o.CacheURL, "/")

@@ -41,7 +41,7 @@ func TestInject(t *testing.T) {
 			wantErr: "Deployment/dbreaderapp: denied: kvinject: kvinject.io/env-PASSWORD: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#password\", and have the app read it; " +
 				"kvinject.io/env-USERNAME: environment variables from a file (fileKeyRef) need Kubernetes 1.35 or newer, and this cluster runs 1.33: deliver the value as a file instead, kvinject.io/secret-<file>: \"app-pgsql#username\", and have the app read it\nkvinject inject: 1 object(s) denied\n"},
 		{name: "cache", in: "testdata/inject/cache.yaml",
-			extra: []string{"--cache-url", "https://kvinject-cache.kvinject-system.svc", "--cache-ca-file", "../../webhook/testdata/cache-ca.pem", "--cache-by-default"}},
+			extra: []string{"--cache-url", "https://kvinject-cache.kvinject-system.svc.cluster.local.", "--cache-ca-file", "../../webhook/testdata/cache-ca.pem", "--cache-by-default"}},
 		{name: "cache on a cluster without one", in: "testdata/inject/cache-none.yaml", wantCode: 1,
 			wantErr: "Deployment/reader-cache: warning: kvinject.io/cache: \"true\", but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly\n" +
 				"Deployment/reader-cache-required: denied: kvinject: kvinject.io/cache: \"required\" needs the cluster cache, and this cluster runs none (the webhook has no --cache-url): use \"true\", which reads from Azure directly where no cache runs, or remove the annotation\nkvinject inject: 1 object(s) denied\n"},
@@ -73,7 +73,7 @@ func TestInject(t *testing.T) {
 // input is read.
 func TestInjectCacheFlags(t *testing.T) {
 	base := []string{"inject", "-f", "testdata/inject/cache.yaml", "--agent-image", "kvinject:v1"}
-	const url, ca = "https://kvinject-cache.kvinject-system.svc", "../../webhook/testdata/cache-ca.pem"
+	const url, ca = "https://kvinject-cache.kvinject-system.svc.cluster.local.", "../../webhook/testdata/cache-ca.pem"
 	for _, tt := range []struct {
 		name    string
 		flags   []string

@@ -17,9 +17,15 @@ const (
 	// MaxValueBytes bounds one secret value: Key Vault's own limit is
 	// 25 KiB, so a larger answer is not Key Vault's.
 	MaxValueBytes = 32 << 10
+	// MaxResponseBytes bounds one answer: a result that would take it past
+	// this is answered with CodeAnswerTooLarge instead of its value, which
+	// the agent then reads from Key Vault directly. 50 values at Key Vault's
+	// limit take 1.3 MB.
+	MaxResponseBytes = 2 << 20
 )
 
-// Request asks for secrets as one workload identity. The cache signs in as
+// Request asks for secrets as one workload identity. Each secret is named
+// once: the cache refuses a request that repeats a reference. The cache signs in as
 // ClientID in TenantID with the caller's own token, so a caller whose token
 // Entra ID does not federate with ClientID gets nothing.
 type Request struct {
@@ -80,6 +86,9 @@ type Error struct {
 const (
 	CodeInvalidReference = "InvalidReference"
 	CodeValueTooLarge    = "ValueTooLarge"
+	// CodeAnswerTooLarge: the answer's other results already took
+	// MaxResponseBytes (Status 0: read it directly).
+	CodeAnswerTooLarge = "AnswerTooLarge"
 )
 
 // Refusal is the JSON body of a refused request (400, 401, 403, 405, 413,

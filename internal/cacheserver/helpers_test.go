@@ -105,6 +105,7 @@ func newTestEnv(t *testing.T, mutate func(*Options)) *testEnv {
 		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
 			{Name: "apps-web", Issuer: iss.URL(), Subject: sub("web")},
 			{Name: "apps-worker", Issuer: iss.URL(), Subject: sub("worker")},
+			{Name: "batch-loader", Issuer: iss.URL(), Subject: "system:serviceaccount:batch:loader"},
 		}}},
 		Vaults: []azemu.Vault{{
 			Name: vaultName, Tenant: tenantID,
@@ -191,7 +192,13 @@ func closedPortURL(t *testing.T) *url.URL {
 // token mints a projected token of apps/sa for the exchange audience.
 func (env *testEnv) token(t *testing.T, sa string) string {
 	t.Helper()
-	tok, err := env.iss.ServiceAccountToken("apps", sa)
+	return env.tokenIn(t, "apps", sa)
+}
+
+// tokenIn mints a projected token of ns/sa for the exchange audience.
+func (env *testEnv) tokenIn(t *testing.T, ns, sa string) string {
+	t.Helper()
+	tok, err := env.iss.ServiceAccountToken(ns, sa)
 	if err != nil {
 		t.Fatal(err)
 	}

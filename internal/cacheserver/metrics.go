@@ -23,6 +23,7 @@ type metrics struct {
 	upstreamBytes    prometheus.Counter
 	entries          prometheus.Gauge
 	bytes            prometheus.Gauge
+	answerBytes      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kvinject_cache_bytes",
 			Help: "Approximate bytes of the values held, with their keys and bookkeeping.",
 		}),
+		answerBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kvinject_cache_answer_bytes_in_flight",
+			Help: "Bytes of the answers being encoded or written, reserved against --max-answer-bytes-in-flight.",
+		}),
 	}
 	for _, r := range []string{resultHit, resultMiss, resultStale, resultError} {
 		m.lookups.WithLabelValues(r) // export zeros, so rates work from the start
@@ -61,7 +66,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.lookups, m.refusals, m.upstreamRequests, m.upstreamBytes, m.entries, m.bytes} {
+	for _, c := range []prometheus.Collector{m.lookups, m.refusals, m.upstreamRequests, m.upstreamBytes, m.entries, m.bytes, m.answerBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register cache metrics: %w", err)
 		}

@@ -31,7 +31,27 @@ const (
 	// before it is refused with 503, so that an agent goes to Azure
 	// directly instead of waiting.
 	DefaultReviewWait = 5 * time.Second
+	// DefaultMaxAnswerBytesInFlight bounds the answers being written at
+	// once, all callers together: a client that reads slowly holds its
+	// answer's bytes until WriteTimeout.
+	DefaultMaxAnswerBytesInFlight = 32 << 20
+	// DefaultWriteTimeout bounds writing one answer.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxRequestsPerNamespace bounds the requests of one namespace's
+	// pods being answered at once, so that one namespace cannot take every
+	// slot of the answers in flight.
+	DefaultMaxRequestsPerNamespace = 32
+	// DefaultMaxConcurrentRequests bounds the requests being handled at
+	// once, before anyone is authenticated: with the body limit, 256 x 64
+	// KiB of bodies at most.
+	DefaultMaxConcurrentRequests = 256
+	// DefaultReadTimeout bounds reading a request's body.
+	DefaultReadTimeout = 10 * time.Second
 )
+
+// minAnswerBytesInFlight leaves room for one answer of
+// MaxSecretsPerRequest results, each at least an error.
+const minAnswerBytesInFlight = 64 << 10
 
 // Options configure the cache. New validates them once.
 type Options struct {
@@ -74,7 +94,25 @@ type Options struct {
 	// and how long a request waits for one; defaults
 	// DefaultMaxConcurrentReviews and DefaultReviewWait.
 	MaxConcurrentReviews int
-	ReviewWait           time.Duration
+	// ReviewWait is also how long a request waits for its namespace's slot
+	// and for room among the answers in flight.
+	ReviewWait time.Duration
+	// MaxAnswerBytesInFlight bounds the bytes of the answers being written
+	// at once (a request that finds no room within ReviewWait is refused
+	// with 503 busy); WriteTimeout bounds writing one answer, so that a
+	// client that does not read gives its room back;
+	// MaxRequestsPerNamespace bounds the requests of one namespace answered
+	// at once (503 namespace-busy). Defaults DefaultMaxAnswerBytesInFlight,
+	// DefaultWriteTimeout, DefaultMaxRequestsPerNamespace.
+	MaxAnswerBytesInFlight  int64
+	WriteTimeout            time.Duration
+	MaxRequestsPerNamespace int
+	// MaxConcurrentRequests bounds the requests handled at once, taken
+	// before the body is read (503 busy at once beyond it); ReadTimeout
+	// bounds reading a body (408 slow-body). Defaults
+	// DefaultMaxConcurrentRequests, DefaultReadTimeout.
+	MaxConcurrentRequests int
+	ReadTimeout           time.Duration
 	// Registerer receives the cache's metrics; nil: not registered.
 	Registerer prometheus.Registerer
 	// Logger receives one line per refusal and per upstream outcome; never
@@ -99,6 +137,26 @@ func (o *Options) Validate() error {
 	positive("TTL", &o.TTL, DefaultTTL)
 	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
 	positive("review wait", &o.ReviewWait, DefaultReviewWait)
+	positive("write timeout", &o.WriteTimeout, DefaultWriteTimeout)
+	positive("read timeout", &o.ReadTimeout, DefaultReadTimeout)
+	if o.MaxConcurrentRequests == 0 {
+		o.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	}
+	if o.MaxConcurrentRequests < 0 {
+		errs = append(errs, fmt.Errorf("max concurrent requests %d is negative", o.MaxConcurrentRequests))
+	}
+	if o.MaxAnswerBytesInFlight == 0 {
+		o.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
+	}
+	if o.MaxAnswerBytesInFlight < minAnswerBytesInFlight {
+		errs = append(errs, fmt.Errorf("max answer bytes in flight %d is under %d", o.MaxAnswerBytesInFlight, minAnswerBytesInFlight))
+	}
+	if o.MaxRequestsPerNamespace == 0 {
+		o.MaxRequestsPerNamespace = DefaultMaxRequestsPerNamespace
+	}
+	if o.MaxRequestsPerNamespace < 0 {
+		errs = append(errs, fmt.Errorf("max requests per namespace %d is negative", o.MaxRequestsPerNamespace))
+	}
 	if o.MaxConcurrentReviews == 0 {
 		o.MaxConcurrentReviews = DefaultMaxConcurrentReviews
 	}

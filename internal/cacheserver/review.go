@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -97,11 +99,14 @@ const (
 	reasonBadRequest        = "bad-request"
 	reasonMethod            = "method"
 	reasonContentType       = "content-type"
+	reasonBusy              = "busy"
+	reasonNamespaceBusy     = "namespace-busy"
+	reasonSlowBody          = "slow-body"
 )
 
 var allReasons = []string{reasonNoToken, reasonNotAJWT, reasonWrongAudience, reasonExpired, reasonPodGone,
 	reasonNotAuthenticated, reasonNotServiceAccount, reasonNotPodBound, reasonReviewFailed, reasonReviewBusy, reasonRateLimited,
-	reasonTooLarge, reasonBadRequest, reasonMethod, reasonContentType}
+	reasonTooLarge, reasonBadRequest, reasonMethod, reasonContentType, reasonBusy, reasonNamespaceBusy, reasonSlowBody}
 
 // refusal is why a request gets no answer: an HTTP status, a reason label
 // and the exact message (no token, no value).
@@ -196,4 +201,74 @@ func boundPod(token string) (string, bool) {
 		return "", false
 	}
 	return fmt.Sprintf("%s/%s (uid %s)", c.K8s.Namespace, c.K8s.Pod.Name, c.K8s.Pod.UID), true
+}
+
+// maxTokenBytes bounds a bearer token: a projected service-account token
+// takes about 1 KiB.
+const maxTokenBytes = 16 << 10
+
+// precheckToken refuses, before any TokenReview, a bearer token that
+// cannot be a live projected token for the exchange audience: not a JWT
+// (three base64url parts, a header naming an algorithm), of another
+// audience, without an expiry or expired, or of a user other than a
+// ServiceAccount. Nothing is verified here and nothing is accepted on it:
+// the API server's TokenReview stays the authority. It keeps garbage from
+// taking review slots. now is the wall clock, which the API server judges
+// the expiry by.
+func precheckToken(token string, now time.Time) *refusal {
+	unauthorized := func(reason, format string, args ...any) *refusal {
+		return &refusal{status: http.StatusUnauthorized, reason: reason, message: fmt.Sprintf(format, args...)}
+	}
+	if len(token) > maxTokenBytes {
+		return unauthorized(reasonNotAJWT, "the bearer token is %d bytes, over %d: not a service-account token", len(token), maxTokenBytes)
+	}
+	claims, err := initagent.ParseTokenClaims(token)
+	if err == nil {
+		err = checkJWTHeader(token)
+	}
+	if err != nil {
+		return unauthorized(reasonNotAJWT, "the bearer token is not a service-account token: %v", err)
+	}
+	if !slices.Contains(claims.Audience, spec.TokenAudience) {
+		return unauthorized(reasonWrongAudience, "the token's audience is %q, not %s", claims.Audience, spec.TokenAudience)
+	}
+	if claims.Expiry.IsZero() {
+		return unauthorized(reasonNotAJWT, "the token has no expiry (exp): not a projected service-account token")
+	}
+	if !now.Before(claims.Expiry) {
+		return unauthorized(reasonExpired, "the token expired at %s", claims.Expiry.Format(time.RFC3339))
+	}
+	rest, ok := strings.CutPrefix(claims.Subject, serviceAccountPrefix)
+	ns, sa, _ := strings.Cut(rest, ":")
+	if !ok || ns == "" || sa == "" || strings.Contains(sa, ":") {
+		return unauthorized(reasonNotServiceAccount, "the token's subject %q is not a ServiceAccount (system:serviceaccount:NAMESPACE:NAME)", claims.Subject)
+	}
+	return nil
+}
+
+// checkJWTHeader checks a JWT's header names a signing algorithm and its
+// signature part is base64url; the signature itself is the API server's
+// to check.
+func checkJWTHeader(token string) error {
+	parts := strings.Split(token, ".")
+	raw, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return errors.New("the token's header is not base64url")
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	if json.Unmarshal(raw, &h) != nil {
+		return errors.New("the token's header is not a JSON object")
+	}
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return fmt.Errorf("the token's header names no signing algorithm (alg %q)", h.Alg)
+	}
+	if parts[2] == "" {
+		return errors.New("the token has no signature")
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
+		return errors.New("the token's signature is not base64url")
+	}
+	return nil
 }

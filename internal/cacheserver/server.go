@@ -10,12 +10,14 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 	authenticationv1 "k8s.io/api/authentication/v1"
@@ -34,6 +36,11 @@ type Server struct {
 	limits     *callerLimits
 	flights    singleflight.Group
 	reviews    chan struct{} // a slot per TokenReview in flight
+	namespaces *namespaceSlots
+	requests   chan struct{} // a slot per request being handled
+	// answers holds the bytes of the answers being written
+	// (Options.MaxAnswerBytesInFlight).
+	answers *semaphore.Weighted
 }
 
 // New validates o and returns the cache. It makes no request.
@@ -54,6 +61,9 @@ func New(o Options) (*Server, error) {
 	}
 	s.identities = newIdentities(&s.o, m)
 	s.reviews = make(chan struct{}, s.o.MaxConcurrentReviews)
+	s.namespaces = &namespaceSlots{max: s.o.MaxRequestsPerNamespace, byNS: map[string]*namespaceSlot{}}
+	s.answers = semaphore.NewWeighted(s.o.MaxAnswerBytesInFlight)
+	s.requests = make(chan struct{}, s.o.MaxConcurrentRequests)
 	return s, nil
 }
 
@@ -64,23 +74,70 @@ func (s *Server) Close() { s.identities.closeAll() }
 // asks too much or too often is refused with an HTTP status; everything
 // else gets a Result per secret.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.requests <- struct{}{}:
+		defer func() { <-s.requests }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonBusy,
+			fmt.Sprintf("%d requests are being handled: retry", s.o.MaxConcurrentRequests)})
+		return
+	}
 	c, req, ref := s.admit(w, r)
 	if ref != nil {
 		s.refuse(w, ref)
 		return
 	}
-	resp := cacheapi.Response{Secrets: s.lookupAll(r.Context(), c, req, bearerToken(r))}
+	release, ok := s.namespaces.acquire(r.Context(), c.Namespace, s.o.ReviewWait)
+	if !ok {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonNamespaceBusy,
+			fmt.Sprintf("%d requests of namespace %s are being answered and none ended within %v: retry", s.o.MaxRequestsPerNamespace, c.Namespace, s.o.ReviewWait)})
+		return
+	}
+	defer release()
+	s.answer(w, r, c, s.lookupAll(r.Context(), c, req, bearerToken(r)))
+}
+
+// answer writes the results within the room the answers in flight have
+// left: it reserves an upper bound of the answer's bytes, encodes, gives
+// back what the encoding did not take, and holds the rest until the write
+// ends, which WriteTimeout bounds.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, c caller, results []cacheapi.Result) {
+	reserve := min(answerBound(results), cacheapi.MaxResponseBytes, s.o.MaxAnswerBytesInFlight)
+	ctx, cancel := context.WithTimeout(r.Context(), s.o.ReviewWait)
+	err := s.answers.Acquire(ctx, reserve)
+	cancel()
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		s.refuse(w, &refusal{http.StatusServiceUnavailable, reasonBusy,
+			fmt.Sprintf("answers of %d bytes in all are being written and no room for this one freed up within %v: retry", s.o.MaxAnswerBytesInFlight, s.o.ReviewWait)})
+		return
+	}
+	s.metrics.answerBytes.Add(float64(reserve))
+	body := encodeAnswer(results, int(reserve))
+	held := int64(len(body))
+	s.answers.Release(reserve - held)
+	s.metrics.answerBytes.Sub(float64(reserve - held))
+	defer func() {
+		s.answers.Release(held)
+		s.metrics.answerBytes.Sub(float64(held))
+	}()
+	// Not every ResponseWriter has deadlines (tests); the servers' do.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	if err := json.NewEncoder(w).Encode(resp); err != nil {
-		s.log.V(1).Info("write the response", "subject", c.Subject, "error", err.Error())
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	if _, err := w.Write(body); err != nil {
+		s.log.V(1).Info("write the response", "subject", c.Subject, "bytes", len(body), "error", err.Error())
 	}
 }
 
 // admit proves the caller and decodes the request, in the order that
-// costs the least to a caller that should be refused: the body is read
-// (bounded) before the TokenReview, and the rate limit comes after it, as
-// only a proven subject has a bucket.
+// costs the least to a caller that should be refused: a token that cannot
+// be a live projected token is refused before anything is read, the body
+// is read (bounded in bytes and time) before the TokenReview, and the rate
+// limit comes after it, as only a proven subject has a bucket.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi.Request, *refusal) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -93,9 +150,18 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request) (caller, cacheapi
 	if token == "" {
 		return caller{}, cacheapi.Request{}, &refusal{http.StatusUnauthorized, reasonNoToken, "no bearer token: send the pod's projected service-account token in Authorization"}
 	}
+	if ref := precheckToken(token, time.Now()); ref != nil {
+		return caller{}, cacheapi.Request{}, ref
+	}
+	// Not every ResponseWriter has deadlines (tests); the servers' do.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.o.ReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, cacheapi.MaxRequestBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return caller{}, cacheapi.Request{}, &refusal{http.StatusRequestTimeout, reasonSlowBody,
+				fmt.Sprintf("the request body did not arrive within %v", s.o.ReadTimeout)}
+		}
 		if errors.As(err, &tooBig) {
 			return caller{}, cacheapi.Request{}, &refusal{http.StatusRequestEntityTooLarge, reasonTooLarge,
 				fmt.Sprintf("the request body is over %d bytes: ask for fewer secrets per request", cacheapi.MaxRequestBytes)}
@@ -194,6 +260,7 @@ func decodeRequest(body []byte, cloud spec.Cloud) (cacheapi.Request, error) {
 	case n > cacheapi.MaxSecretsPerRequest:
 		errs = append(errs, fmt.Errorf("%d secrets asked for, at most %d per request", n, cacheapi.MaxSecretsPerRequest))
 	}
+	first := map[cacheapi.SecretRef]int{}
 	for i, ref := range req.Secrets {
 		if i >= cacheapi.MaxSecretsPerRequest {
 			break
@@ -203,6 +270,11 @@ func decodeRequest(body []byte, cloud spec.Cloud) (cacheapi.Request, error) {
 			errs = append(errs, fmt.Errorf("secrets[%d]: %w", i, err))
 			continue
 		}
+		if j, ok := first[norm]; ok {
+			errs = append(errs, fmt.Errorf("secrets[%d] repeats secrets[%d] (%s of %s): ask for each secret once", i, j, refLabel(norm), vaultHost(norm.Vault)))
+			continue
+		}
+		first[norm] = i
 		req.Secrets[i] = norm
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -234,6 +306,13 @@ func validateRef(ref cacheapi.SecretRef, cloud spec.Cloud) (cacheapi.SecretRef, 
 		return ref, fmt.Errorf("secret %s/%s is not a secret name and version", spec.Quote(ref.Name), spec.Quote(ref.Version))
 	}
 	return cacheapi.SecretRef{Vault: vault, Name: ref.Name, Version: ref.Version}, nil
+}
+
+func refLabel(r cacheapi.SecretRef) string {
+	if r.Version != "" {
+		return r.Name + "/" + r.Version
+	}
+	return r.Name
 }
 
 // lookupAll answers every reference, in parallel (at most

@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"container/list"
+	"strings"
 	"sync"
 	"time"
 )
@@ -10,6 +11,14 @@ import (
 // a value read with it goes to callers with the same key only.
 type identityKey struct {
 	TenantID, ClientID, Subject string
+}
+
+// namespace is the namespace of the key's ServiceAccount: the unit the
+// store shares its room between.
+func (k identityKey) namespace() string {
+	rest, _ := strings.CutPrefix(k.Subject, serviceAccountPrefix)
+	ns, _, _ := strings.Cut(rest, ":")
+	return ns
 }
 
 // entryKey names one cached secret version of one identity.
@@ -40,23 +49,33 @@ func (e *entry) computeSize() {
 		len(k.Subject)+len(k.Vault)+len(k.Name)+len(k.Version)) + entryOverhead
 }
 
-// store holds entries within MaxEntries and MaxBytes, dropping the least
-// recently used first.
+// store holds entries within MaxEntries and MaxBytes. Its room is shared
+// fairly between namespaces: when it is full, the namespace holding the
+// most (bytes, or entries when the entry cap is what is exceeded) loses
+// its least recently used entry, so that a namespace holding less than
+// the others never loses an entry to them.
 type store struct {
 	maxEntries int
 	maxBytes   int64
 	// onChange reports the entry and byte counts after every change (gauges).
 	onChange func(entries int, bytes int64)
 
-	mu    sync.Mutex
-	lru   *list.List // of *entry, most recently used first
-	byKey map[entryKey]*list.Element
+	mu      sync.Mutex
+	byNS    map[string]*nsEntries
+	byKey   map[entryKey]*list.Element
+	bytes   int64
+	entries int
+}
+
+// nsEntries are one namespace's entries, most recently used first.
+type nsEntries struct {
+	lru   *list.List // of *entry
 	bytes int64
 }
 
 func newStore(maxEntries int, maxBytes int64, onChange func(int, int64)) *store {
 	return &store{maxEntries: maxEntries, maxBytes: maxBytes, onChange: onChange,
-		lru: list.New(), byKey: map[entryKey]*list.Element{}}
+		byNS: map[string]*nsEntries{}, byKey: map[entryKey]*list.Element{}}
 }
 
 // get returns a copy of the entry and marks it used.
@@ -67,13 +86,13 @@ func (s *store) get(k entryKey) (entry, bool) {
 	if !ok {
 		return entry{}, false
 	}
-	s.lru.MoveToFront(el)
+	s.byNS[k.namespace()].lru.MoveToFront(el)
 	return *el.Value.(*entry), true
 }
 
-// put stores e, replacing the entry of its key, and evicts the least
-// recently used until the caps hold. An entry larger than MaxBytes alone
-// is not stored.
+// put stores e, replacing the entry of its key, and evicts until the caps
+// hold, from the namespace holding the most. An entry larger than MaxBytes
+// alone is not stored.
 func (s *store) put(e entry) {
 	e.computeSize()
 	s.mu.Lock()
@@ -83,12 +102,32 @@ func (s *store) put(e entry) {
 		s.changedLocked()
 		return
 	}
-	s.byKey[e.key] = s.lru.PushFront(&e)
+	ns := e.key.namespace()
+	n := s.byNS[ns]
+	if n == nil {
+		n = &nsEntries{lru: list.New()}
+		s.byNS[ns] = n
+	}
+	s.byKey[e.key] = n.lru.PushFront(&e)
+	n.bytes += e.size
 	s.bytes += e.size
-	for s.lru.Len() > s.maxEntries || s.bytes > s.maxBytes {
-		s.removeLocked(s.lru.Back().Value.(*entry).key)
+	s.entries++
+	for s.entries > s.maxEntries || s.bytes > s.maxBytes {
+		s.removeLocked(s.largestLocked(s.bytes > s.maxBytes).lru.Back().Value.(*entry).key)
 	}
 	s.changedLocked()
+}
+
+// largestLocked is the namespace holding the most bytes (byBytes) or
+// entries.
+func (s *store) largestLocked(byBytes bool) *nsEntries {
+	var most *nsEntries
+	for _, n := range s.byNS {
+		if most == nil || byBytes && n.bytes > most.bytes || !byBytes && n.lru.Len() > most.lru.Len() {
+			most = n
+		}
+	}
+	return most
 }
 
 // forget drops one entry.
@@ -116,12 +155,10 @@ func (s *store) forgetIdentity(id identityKey) {
 func (s *store) dropExpired(staleEnd func(entry) time.Time, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for el := s.lru.Back(); el != nil; {
-		prev := el.Prev()
-		if e := el.Value.(*entry); now.After(staleEnd(*e)) {
-			s.removeLocked(e.key)
+	for k, el := range s.byKey {
+		if now.After(staleEnd(*el.Value.(*entry))) {
+			s.removeLocked(k)
 		}
-		el = prev
 	}
 	s.changedLocked()
 }
@@ -131,13 +168,21 @@ func (s *store) removeLocked(k entryKey) {
 	if !ok {
 		return
 	}
-	s.bytes -= el.Value.(*entry).size
-	s.lru.Remove(el)
+	size := el.Value.(*entry).size
+	ns := k.namespace()
+	n := s.byNS[ns]
+	n.lru.Remove(el)
+	n.bytes -= size
+	if n.lru.Len() == 0 {
+		delete(s.byNS, ns)
+	}
+	s.bytes -= size
+	s.entries--
 	delete(s.byKey, k)
 }
 
 func (s *store) changedLocked() {
 	if s.onChange != nil {
-		s.onChange(s.lru.Len(), s.bytes)
+		s.onChange(s.entries, s.bytes)
 	}
 }

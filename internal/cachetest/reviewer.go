@@ -25,6 +25,14 @@ type Reviewer struct {
 	mu       sync.Mutex
 	statuses map[string]authenticationv1.TokenReviewStatus
 	err      error
+	reviews  int
+}
+
+// Reviews is the number of reviews asked so far.
+func (r *Reviewer) Reviews() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reviews
 }
 
 // NewReviewer returns a Reviewer with no overrides.
@@ -51,6 +59,7 @@ func (r *Reviewer) SetError(err error) {
 func (r *Reviewer) Review(_ context.Context, token string) (authenticationv1.TokenReviewStatus, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.reviews++
 	if r.err != nil {
 		return authenticationv1.TokenReviewStatus{}, r.err
 	}

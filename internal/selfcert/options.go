@@ -31,6 +31,10 @@ type Options struct {
 	// CacheServiceName is the cache's Service (in Namespace): the cache's certificate is for its
 	// DNS names.
 	CacheServiceName string
+	// ClusterDomain is the cluster's DNS domain: the certificates name
+	// SERVICE.NAMESPACE.svc.ClusterDomain, the fully qualified name agents
+	// ask the cache by. Default DefaultClusterDomain.
+	ClusterDomain string
 	// CAValidity and CertValidity are the lifetimes of the CA and of the serving certificate;
 	// each is renewed at 2/3 of its lifetime.
 	CAValidity   time.Duration
@@ -46,12 +50,16 @@ type Options struct {
 	cacheDNSNames []string
 }
 
+// DefaultClusterDomain is Kubernetes' default cluster DNS domain.
+const DefaultClusterDomain = "cluster.local"
+
 // DefaultOptions are the defaults, before flags. SecretName is empty: self-signed mode is off.
 func DefaultOptions() Options {
 	return Options{
 		ServiceName:       "kvinject-webhook",
 		WebhookConfigName: "kvinject",
 		CacheServiceName:  "kvinject-cache",
+		ClusterDomain:     DefaultClusterDomain,
 		CAValidity:        10 * 365 * 24 * time.Hour,
 		CertValidity:      365 * 24 * time.Hour,
 		ResyncInterval:    time.Minute,
@@ -70,6 +78,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.CacheSecretName, "self-signed-cache-secret", o.CacheSecretName,
 		"also issue the cluster cache's serving certificate, signed by the same CA, into this Secret (tls.crt, tls.key, ca.crt; off when empty)")
 	fs.StringVar(&o.CacheServiceName, "cache-service-name", o.CacheServiceName, "the cache's Service, named by its self-signed certificate")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "the cluster's DNS domain, named by the self-signed certificates (SERVICE.NAMESPACE.svc.DOMAIN)")
 	fs.DurationVar(&o.CAValidity, "self-signed-ca-validity", o.CAValidity, "lifetime of the self-signed CA (renewed at 2/3)")
 	fs.DurationVar(&o.CertValidity, "self-signed-cert-validity", o.CertValidity, "lifetime of the serving certificate (renewed at 2/3)")
 }
@@ -115,6 +124,12 @@ func (o *Options) Validate() error {
 	} else if !filepath.IsAbs(o.CertDir) {
 		errs = append(errs, fmt.Errorf("--cert-dir %q must be an absolute path", o.CertDir))
 	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = DefaultClusterDomain
+	}
+	if msgs := validation.IsDNS1123Subdomain(o.ClusterDomain); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("--cluster-domain %q: %s", o.ClusterDomain, msgs[0]))
+	}
 	if o.CAValidity < time.Second {
 		errs = append(errs, fmt.Errorf("--self-signed-ca-validity %s is too short", o.CAValidity))
 	}
@@ -133,19 +148,23 @@ func (o *Options) Validate() error {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	o.dnsNames = serviceDNSNames(o.ServiceName, o.Namespace)
+	o.dnsNames = serviceDNSNames(o.ServiceName, o.Namespace, o.ClusterDomain)
 	o.cacheDNSNames = nil
 	if o.CacheEnabled() {
-		o.cacheDNSNames = serviceDNSNames(o.CacheServiceName, o.Namespace)
+		o.cacheDNSNames = serviceDNSNames(o.CacheServiceName, o.Namespace, o.ClusterDomain)
 	}
 	o.validated = true
 	return nil
 }
 
 // serviceDNSNames are the names a certificate for the Service svc in namespace ns holds, the
-// first one its common name.
-func serviceDNSNames(svc, ns string) []string {
-	return []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", svc, svc + "." + ns}
+// first one its common name. A client asking for the fully qualified name with a trailing dot
+// (SVC.NS.svc.DOMAIN.) matches the name without it: Go's crypto/tls and x509 drop the dot.
+func serviceDNSNames(svc, ns, domain string) []string {
+	if domain == "" {
+		domain = DefaultClusterDomain
+	}
+	return []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc." + domain, svc, svc + "." + ns}
 }
 
 // DNSNames are the names in the serving certificate (after Validate).

@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 )
@@ -47,12 +48,37 @@ func ValidateCacheURL(s string) error {
 		return fmt.Errorf("%s is not a URL", Quote(s))
 	}
 	if u.Scheme != "https" || u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("%s must be an https:// URL with a host, like https://kvinject-cache.kvinject-system.svc", Quote(s))
+		return fmt.Errorf("%s must be an https:// URL with a host (like https://kvinject-cache.kvinject-system.svc.cluster.local.)", Quote(s))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery || (u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("%s must be just https://HOST[:PORT]: no user, path, query or fragment", Quote(s))
 	}
 	return nil
+}
+
+// ErrCacheURLNotQualified: a cache URL's host is a DNS name without a
+// trailing dot, which a pod's resolver looks up through its search path.
+var ErrCacheURLNotQualified = errors.New("not fully qualified")
+
+// ValidateQualifiedCacheURL is ValidateCacheURL for the URL the webhook
+// gives pods: its host must be an IP address or a fully qualified name
+// with a trailing dot (https://kvinject-cache.kvinject-system.svc.cluster.local.).
+// A pod's resolver tries a name of fewer than five dots under each search
+// domain first (NAMESPACE.svc.cluster.local, svc.cluster.local, ...), so
+// kvinject-cache.kvinject-system.svc would first be asked as
+// kvinject-cache.kvinject-system.svc.NAMESPACE.svc.cluster.local and
+// whoever can create a namespace named svc could answer it.
+func ValidateQualifiedCacheURL(s string) error {
+	if err := ValidateCacheURL(s); err != nil {
+		return err
+	}
+	u, _ := url.Parse(s)
+	host := u.Hostname()
+	if net.ParseIP(host) != nil || strings.HasSuffix(host, ".") {
+		return nil
+	}
+	return fmt.Errorf("%s is %w: a pod would look %s up through its DNS search path; name the host with the cluster domain and a trailing dot (like https://%s.cluster.local.)",
+		Quote(s), ErrCacheURLNotQualified, host, strings.TrimSuffix(host, ".svc")+".svc")
 }
 
 // ParseCacheCA parses a PEM bundle of CA certificates: at least one

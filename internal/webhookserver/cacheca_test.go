@@ -18,7 +18,7 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-const testCacheURL = "https://kvinject-cache.kvinject-system.svc"
+const testCacheURL = "https://kvinject-cache.kvinject-system.svc.cluster.local."
 
 // newCachePEM is a new CA certificate as PEM.
 func newCachePEM(t *testing.T) []byte {

@@ -27,8 +27,9 @@ import (
 	"github.com/kvinject/kvinject/test/e2e/harness"
 )
 
-// cacheHost is the cache Service's name, as the webhook's --cache-url has it.
-const cacheHost = "kvinject-cache.kvinject-system.svc"
+// cacheHost is the cache Service's fully qualified name, as the webhook's --cache-url has it
+// (there with a trailing dot, which the resolver drops for /etc/hosts).
+const cacheHost = "kvinject-cache.kvinject-system.svc.cluster.local"
 
 // upstreamCounts reads the emulator's token exchanges and secret reads.
 func upstreamCounts(t *testing.T) (tokens, reads int) {
@@ -90,7 +91,6 @@ func TestClusterCache(t *testing.T) {
 	namespace(t, ns, nil)
 	ip := cacheIP(t)
 
-	t0 := time.Now()
 	tokens0, reads0 := upstreamCounts(t)
 	create(t, cached(ns, "cached", 4, spec.CacheOn, ip))
 	running := waitRunning(t, ns, "cached", 4)
@@ -105,10 +105,15 @@ func TestClusterCache(t *testing.T) {
 			t.Errorf("pod %s did not read through the cache:\n%s", pod, log)
 		}
 	}
+	// Each replica holds what it read itself, and the Service may have sent
+	// all 4 pods to one (1 in 8). The outage below is about serving stale
+	// values, so every replica reads the secret now.
+	readOnEveryReplica(t, ns, running[0])
+	seeded := time.Now()
 
 	// Past the TTL, with every request to the emulator failing: new pods of
 	// the Deployment start with the last values.
-	time.Sleep(time.Until(t0.Add(harness.CacheTTL + 2*time.Second)))
+	time.Sleep(time.Until(seeded.Add(harness.CacheTTL + 2*time.Second)))
 	if err := emu.Admin(ctx, "POST", "/knobs", map[string]any{"faultRate": 1, "rateFaults": []any{map[string]any{"kind": "unavailable"}}}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +168,43 @@ func TestClusterCache(t *testing.T) {
 	for _, want := range []string{"AADSTS700213", "(the kvinject cache's answer)"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("after the revocation: the termination message lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+// readOnEveryReplica asks each cache replica, by its pod's address, for
+// the Deployment's secret with a token bound to pod, so that each holds
+// the value.
+func readOnEveryReplica(t *testing.T, ns string, pod corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	tr, err := cluster.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, pod.Spec.ServiceAccountName, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{spec.TokenAudience}, ExpirationSeconds: ptr.To(int64(600)),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=cache"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(cacheapi.Request{ClientID: harness.ClientID, TenantID: harness.TenantID,
+		Secrets: []cacheapi.SecretRef{{Vault: "https://" + harness.Vault + ".vault.azure.net", Name: harness.DBSecret}}})
+	for _, r := range replicas.Items {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+cacheHost+":9443"+cacheapi.Path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+tr.Status.Token)
+		resp, err := cacheClient(t, r.Status.PodIP).Do(req)
+		if err != nil {
+			t.Fatalf("cache replica %s: %v", r.Name, err)
+		}
+		out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(out), `"version"`) {
+			t.Fatalf("cache replica %s: %d %.300s", r.Name, resp.StatusCode, out)
 		}
 	}
 }

@@ -167,7 +167,9 @@ func create(t *testing.T, d *appsv1.Deployment) {
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error)) {
+// waitFor polls cond until it holds; on timeout it runs diagnose (what a
+// failure needs to be understood) and fails the test.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, error), diagnose ...func()) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last error
@@ -180,6 +182,9 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 			last = err
 		}
 		if time.Now().After(deadline) {
+			for _, d := range diagnose {
+				d()
+			}
 			t.Fatalf("timed out after %s waiting for %s (last error: %v)", timeout, what, last)
 		}
 		time.Sleep(250 * time.Millisecond)
@@ -210,8 +215,41 @@ func waitRunning(t *testing.T, ns, app string, n int) []corev1.Pod {
 			return true, nil
 		}
 		return false, fmt.Errorf("%d of %d running; %s", len(got), n, describePods(pods(t, ns, app)))
-	})
+	}, func() { diagnoseNotReady(t, ns, app) })
 	return got
+}
+
+// diagnoseNotReady logs, for each pod of app that is not ready, its
+// agent's log (and the previous run's, after a restart), its containers'
+// states and its events.
+func diagnoseNotReady(t *testing.T, ns, app string) {
+	t.Helper()
+	for _, p := range pods(t, ns, app) {
+		if p.Status.Phase == corev1.PodRunning && ready(p) {
+			continue
+		}
+		t.Logf("pod %s/%s not ready: %s", ns, p.Name, describePods([]corev1.Pod{p}))
+		for _, s := range p.Status.InitContainerStatuses {
+			if s.Name != spec.AgentContainerName {
+				continue
+			}
+			t.Logf("agent of %s (restarts %d):\n%s", p.Name, s.RestartCount, logs(t, ns, p.Name, spec.AgentContainerName, false))
+			if s.RestartCount > 0 {
+				t.Logf("agent of %s, previous run:\n%s", p.Name, logs(t, ns, p.Name, spec.AgentContainerName, true))
+			}
+		}
+		ev, err := cluster.KubectlOut(context.Background(), nil, "-n", ns, "get", "events", "--sort-by=.lastTimestamp",
+			"--field-selector", "involvedObject.name="+p.Name)
+		if err != nil {
+			t.Logf("events of %s: %v", p.Name, err)
+			continue
+		}
+		t.Logf("events of %s:\n%s", p.Name, ev)
+	}
+	if out, err := cluster.KubectlOut(context.Background(), nil, "-n", harness.KvinjectNS, "logs", "-l", "app.kubernetes.io/component=cache",
+		"--tail=40", "--prefix"); err == nil {
+		t.Logf("the cache's last log lines:\n%s", out)
+	}
 }
 
 func ready(p corev1.Pod) bool {
