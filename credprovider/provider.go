@@ -65,6 +65,9 @@ type Options struct {
 	MatchImages []string
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+	// Node, when set, is node mode: requests carry no ServiceAccount token
+	// and every matching pull signs in as the node identity.
+	Node *NodeOptions
 }
 
 // Provider answers the kubelet's requests.
@@ -102,6 +105,14 @@ func New(o Options) (*Provider, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Node != nil {
+		n := *o.Node
+		n.PullSecrets = append([]NodePullSecret(nil), n.PullSecrets...)
+		if err := n.validate(o); err != nil {
+			return nil, err
+		}
+		o.Node = &n
+	}
 	m, err := ParseMatchImages(o.MatchImages)
 	if err != nil {
 		return nil, fmt.Errorf("match images: %w", err)
@@ -114,8 +125,10 @@ func New(o Options) (*Provider, error) {
 // the problem as the agent words it. No token, no value.
 type Error struct {
 	Image, ServiceAccount string
-	Problem               initagent.Problem
-	err                   error
+	// Node marks node mode: ServiceAccount is the node identity's.
+	Node    bool
+	Problem initagent.Problem
+	err     error
 }
 
 func (e *Error) Error() string {
@@ -123,7 +136,10 @@ func (e *Error) Error() string {
 	if e.Image != "" {
 		where = append(where, "image "+e.Image)
 	}
-	if e.ServiceAccount != "" {
+	switch {
+	case e.ServiceAccount != "" && e.Node:
+		where = append(where, "node identity ServiceAccount "+e.ServiceAccount)
+	case e.ServiceAccount != "":
 		where = append(where, "ServiceAccount "+e.ServiceAccount)
 	}
 	line := e.Problem.Public()
@@ -151,6 +167,9 @@ func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 	im, err := ParseImage(req.Image)
 	if err != nil {
 		return fail(initagent.Problem{Cause: err.Error(), Fix: "check the pod's image"}, err)
+	}
+	if p.o.Node != nil {
+		return p.provideNode(ctx, req, im)
 	}
 	if req.ServiceAccountToken == "" {
 		return fail(initagent.Problem{Cause: "the kubelet sent no ServiceAccount token",

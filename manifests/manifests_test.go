@@ -114,7 +114,7 @@ func meta(o runtime.Object) (metav1.Object, error) {
 }
 
 func TestEverythingRenders(t *testing.T) {
-	dirs := append([]string{"base", "default", "examples", PullCredentials}, Overlays...)
+	dirs := append([]string{"base", "default", "examples", PullCredentials, NodeIdentity}, Overlays...)
 	dirs = append(dirs, WithCache...)
 	dirs = append(dirs, Examples...)
 	for _, d := range dirs {

@@ -11,7 +11,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 )
 
-//go:embed all:base all:overlays all:default all:examples all:pull-credentials all:components all:with-cache
+//go:embed all:base all:overlays all:default all:examples all:pull-credentials all:node-identity all:components all:with-cache
 var files embed.FS
 
 // ImageName is the image name the manifests use for both roles (webhook and agent); the
@@ -36,6 +36,13 @@ const CacheComponent = "components/cache"
 // pods that pull without being injected.
 const PullCredentials = "pull-credentials"
 
+// NodeIdentity is the DaemonSet and ServiceAccount of the provider's node
+// mode; its kustomization names the image like the base's.
+const NodeIdentity = "node-identity"
+
+// NodeIdentityKustomization holds the node identity's `images:` entry.
+const NodeIdentityKustomization = NodeIdentity + "/kustomization.yaml"
+
 // Examples are the example workloads' kustomizations.
 var Examples = []string{"examples/dbreaderapp", "examples/multi-container", "examples/template"}
 
@@ -52,7 +59,7 @@ func Render(dir, tag string) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		if tag != "" && p == BaseKustomization {
+		if tag != "" && (p == BaseKustomization || p == NodeIdentityKustomization) {
 			if b, err = SetImageTag(b, tag); err != nil {
 				return err
 			}

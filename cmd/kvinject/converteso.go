@@ -30,7 +30,7 @@ func runConvertESO(ctx context.Context, args []string, io stdio) int {
 	fs.StringVar(&o.Issuer, "issuer", "", "the cluster's service-account issuer URL, for the federated credential")
 	fs.StringVar(&o.IdentityName, "identity-name", "", "the managed identity's name")
 	fs.StringVar(&o.ResourceGroup, "resource-group", "", "the managed identity's resource group")
-	kubeVersion := fs.String("kube-version", "", "the cluster's Kubernetes version (1.33): env variables go through valueFrom.fileKeyRef from 1.35, else the exec wrapper, as the webhook decides; default: say both")
+	kubeVersion := fs.String("kube-version", "", "the cluster's Kubernetes version (1.33), as the webhook decides: env variables go through valueFrom.fileKeyRef from 1.35, else the exec wrapper; before 1.34 image pull secrets move to the credential provider's node mode; default: env deliveries say both, pulls use the pod's token")
 	resolve := fs.Bool("resolve-entrypoints", false, "read the images of containers the exec wrapper runs without a command and add their kvinject.io/entrypoint- annotations (registry flags as for kvinject entrypoint)")
 	reg.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {

@@ -19,6 +19,9 @@ func TestConvertESOKubeVersion(t *testing.T) {
 	}{
 		{name: "1.33 wraps", args: []string{"--kube-version", "v1.33.5"}, wantOut: "env variables on Kubernetes 1.33 (no EnvFiles before 1.35): the app stays as it is"},
 		{name: "1.35 fileKeyRef", args: []string{"--kube-version", "1.35"}, wantOut: "the webhook adds valueFrom.fileKeyRef entries for them"},
+		{name: "1.33 pulls in node mode", args: []string{"--kube-version", "1.33"}, wantOut: "kvinject-credential-provider's node mode reads"},
+		{name: "no version: both deliveries, the pod's token", wantOut: "with the pod's own token"},
+		{name: "no version says both", wantOut: "(--kube-version decides for your cluster)"},
 		{name: "not a version", args: []string{"--kube-version", "latest"}, wantCode: 2, wantErr: "kvinject convert-eso: --kube-version: \"latest\" is not a Kubernetes 1.x version like 1.33\n"},
 		{name: "bad platform with resolve", args: []string{"--resolve-entrypoints", "--platform", "arm64"}, wantCode: 2, wantErr: "platform \"arm64\": want os/arch[/variant]"},
 	}

@@ -185,6 +185,9 @@ func (e *Emulator) serveToken(w http.ResponseWriter, r *http.Request, rt route) 
 		return
 	}
 	e.stats.tokens.Add(1)
+	if j, err := parseJWT(strings.TrimSpace(assertion)); err == nil { // checked above
+		e.stats.signIn(clientID, j.claims.Sub)
+	}
 	secs := int(lifetime / time.Second)
 	w.Header().Set("Cache-Control", "no-store, no-cache")
 	writeJSON(w, http.StatusOK, map[string]any{

@@ -87,12 +87,17 @@ type Stats struct {
 	Faults map[FaultKind]int64 `json:"faults,omitempty"`
 	// TokensIssued counts successful token responses.
 	TokensIssued int64 `json:"tokensIssued"`
+	// SignIns counts them per client id and the assertion's subject, as
+	// Entra ID's sign-in logs list a workload identity's federated
+	// sign-ins: "CLIENT_ID SUBJECT".
+	SignIns map[string]int64 `json:"signIns,omitempty"`
 }
 
 type stats struct {
 	mu           sync.Mutex
 	classes      map[Class]*ClassStats
 	faults       map[FaultKind]int64
+	signIns      map[string]int64
 	connections  atomic.Int64
 	connects     atomic.Int64
 	refused      atomic.Int64
@@ -139,6 +144,7 @@ func (s *stats) snapshot() Stats {
 		ConnBytesIn:   s.connBytesIn.Load(),
 		ConnBytesOut:  s.connBytesOut.Load(),
 		TokensIssued:  s.tokens.Load(),
+		SignIns:       maps.Clone(s.signIns),
 	}
 	for k, v := range s.classes {
 		c := *v
@@ -148,11 +154,22 @@ func (s *stats) snapshot() Stats {
 	return out
 }
 
+// signIn counts a token issued to clientID for an assertion of subject.
+func (s *stats) signIn(clientID, subject string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.signIns == nil {
+		s.signIns = map[string]int64{}
+	}
+	s.signIns[clientID+" "+subject]++
+}
+
 func (s *stats) reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.classes = map[Class]*ClassStats{}
 	s.faults = map[FaultKind]int64{}
+	s.signIns = nil
 	s.connections.Store(0)
 	s.connects.Store(0)
 	s.refused.Store(0)

@@ -118,6 +118,7 @@ func TestCountersAndBytes(t *testing.T) {
 				{"raw bytes exceed bodies", st.ConnBytesOut > st.Classes[azemu.ClassKVGet].BytesOut+st.Classes[azemu.ClassToken].BytesOut},
 				{"raw bytes in", st.ConnBytesIn > st.Classes[azemu.ClassToken].BytesIn},
 				{"tokens issued", st.TokensIssued == 1},
+				{"one sign-in, by its subject", len(st.SignIns) == 1 && st.SignIns[clientID+" system:serviceaccount:"+namespace+":"+saName] == 1},
 				{"proxy connects", (m == proxyMode) == (st.ProxyConnects >= 2)},
 			}
 			for _, ch := range checks {

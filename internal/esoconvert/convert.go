@@ -27,10 +27,17 @@ type Options struct {
 	IdentityName  string
 	ResourceGroup string
 	// KubeMinor is the cluster's Kubernetes 1.x minor version, which
-	// decides how env variables are delivered as the webhook would; 0 when
-	// not known.
+	// decides as the webhook would how env variables are delivered, and
+	// whether pulls move to the credential provider's node mode (before
+	// 1.34 the kubelet sends no pod token); 0 when not known: both env
+	// deliveries are described, pulls use the pod's token.
 	KubeMinor int
 }
+
+// nodeMode says whether pull credentials move to the provider's node mode:
+// kubelets before 1.34 send credential providers no ServiceAccount token
+// (1.33 only with an alpha gate, which OpenShift 4.20 keeps off).
+func (o Options) nodeMode() bool { return o.KubeMinor > 0 && o.KubeMinor < 34 }
 
 // Input is every object read, by kind.
 type Input struct {
@@ -471,8 +478,6 @@ func (m *Move) planPull(pulls []*converted, containerLists ...[]container) (prob
 		}
 	}
 	sort.Strings(m.Registries)
-	m.Notes = append(m.Notes, fmt.Sprintf("remove imagePullSecrets %s: the kubelet pulls with kvinject-credential-provider, which reads %s (the ServiceAccount's %s) with the pod's own token",
-		strings.Join(m.PullSecretNames, ", "), m.PullSecret, spec.SAAnnotationPullSecret))
 	return nil
 }
 

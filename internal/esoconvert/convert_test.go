@@ -23,7 +23,11 @@ func TestConvertGolden(t *testing.T) {
 		{name: "no-workload", files: reference},
 		{name: "edge-cases", files: []string{"edge-cases.yaml"}, wantProblems: 2},
 		{name: "pull-only", files: []string{"pull-only.yaml"}},
+		// Kubernetes 1.33 (OpenShift 4.20): the mirror's pull secret moves
+		// to the provider's node mode, not to the pod's token, and env
+		// variables go through the exec wrapper.
 		{name: "reference-1.33", files: append(reference, "deployment-dbreaderapp.yaml"), opts: Options{KubeMinor: 33}},
+		{name: "pull-only-1.33", files: []string{"pull-only.yaml"}, opts: Options{KubeMinor: 33, Issuer: "https://issuer.example.com/", ResourceGroup: "build-rg"}},
 		{name: "reference-1.35", files: append(reference, "deployment-dbreaderapp.yaml"), opts: Options{KubeMinor: 35}},
 		{name: "containers-1.33", files: append(reference, "deployment-containers.yaml"), opts: Options{KubeMinor: 33}},
 	}

@@ -40,11 +40,20 @@ func Write(w io.Writer, res Result, o Options) error {
 		for _, k := range keys {
 			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
 		}
-		if notes := append(slices.Clone(m.Notes), envDeliveryNotes(m, o)...); len(notes) > 0 {
+		notes := slices.Clone(m.Notes)
+		if m.PullSecret != "" {
+			notes = append(notes, pullNote(m, o))
+		}
+		if notes = append(notes, envDeliveryNotes(m, o)...); len(notes) > 0 {
 			b.WriteString("#    What changes for the app:\n")
 			for _, n := range notes {
 				b.WriteString("#    - " + n + "\n")
 			}
+		}
+		if len(m.Annotations) == 0 && o.nodeMode() {
+			// Nothing of the pod's own: the node pulls.
+			writeNodeModePull(&b, m, o, 2)
+			continue
 		}
 		fmt.Fprintf(&b, "# 2. Annotate ServiceAccount %s/%s:\n", m.Namespace, m.ServiceAccount)
 		clientID := m.ClientID
@@ -56,7 +65,7 @@ func Write(w io.Writer, res Result, o Options) error {
 		if m.TenantID != "" {
 			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationTenantID, m.TenantID)
 		}
-		if m.PullSecret != "" {
+		if m.PullSecret != "" && !o.nodeMode() {
 			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationPullSecret, m.PullSecret)
 		}
 		if m.ServiceAccount == "default" {
@@ -68,6 +77,10 @@ func Write(w io.Writer, res Result, o Options) error {
 			credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
 			orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
 		step := 4
+		if m.PullSecret != "" && o.nodeMode() {
+			writeNodeModePull(&b, m, o, step)
+			continue
+		}
 		if m.PullSecret != "" {
 			registries := strings.Join(m.Registries, ",")
 			if registries == "" {
@@ -105,6 +118,75 @@ func Write(w io.Writer, res Result, o Options) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// pullNote says how the workload's images are pulled once its
+// imagePullSecrets are gone.
+func pullNote(m Move, o Options) string {
+	if o.nodeMode() {
+		return fmt.Sprintf("remove imagePullSecrets %s: on Kubernetes 1.%d the kubelet sends credential providers no pod token, so kvinject-credential-provider's node mode reads %s as the node identity: every pod on the configured nodes can pull from %s, as with a node-wide pull secret",
+			strings.Join(m.PullSecretNames, ", "), o.KubeMinor, m.PullSecret, registriesOf(m))
+	}
+	return fmt.Sprintf("remove imagePullSecrets %s: the kubelet pulls with kvinject-credential-provider, which reads %s (the ServiceAccount's %s) with the pod's own token",
+		strings.Join(m.PullSecretNames, ", "), m.PullSecret, spec.SAAnnotationPullSecret)
+}
+
+func registriesOf(m Move) string {
+	if len(m.Registries) == 0 {
+		return "<registry host:port>"
+	}
+	return strings.Join(m.Registries, ",")
+}
+
+// writeNodeModePull writes the steps of node mode from step on, then the
+// deletion: a node identity, its federated credential for the
+// kvinject-node-identity DaemonSet, the DaemonSet, the kubelet's config.
+func writeNodeModePull(b *strings.Builder, m Move, o Options, step int) {
+	const nodeSubject = "system:serviceaccount:kvinject-system:kvinject-node-identity"
+	registries := registriesOf(m)
+	vault, _, _ := strings.Cut(strings.TrimPrefix(m.PullSecret, "https://"), "/")
+	fmt.Fprintf(b, "# %d. Once per node pool that pulls from %s (docs/pull-credentials.md, node mode): a node identity (a managed\n", step, registries)
+	fmt.Fprintf(b, "#    identity of its own, one per pool), with Key Vault Secrets User on %s (or on the secret alone)\n", vault)
+	b.WriteString("#    and a federated credential for the kvinject-node-identity DaemonSet's ServiceAccount:\n")
+	fmt.Fprintf(b, "az identity federated-credential create --name kvinject-node-identity --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
+		"\"$NODE_IDENTITY_NAME\"", orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), nodeSubject, spec.TokenAudience)
+	step++
+	fmt.Fprintf(b, "# %d. The DaemonSet whose pod on each node holds that ServiceAccount's token (no RBAC, no host path; restricted-v2 on OpenShift):\n", step)
+	b.WriteString("kubectl apply -k manifests/node-identity\n")
+	step++
+	tenant := m.TenantID
+	if tenant == "" {
+		tenant = "<tenant id>"
+	}
+	fmt.Fprintf(b, "# %d. On every node of the pool: the kubelet's credential provider in node mode\n", step)
+	fmt.Fprintf(b, "kvinject credential-provider-config --kube-version 1.%d --node-identity \"$NODE_IDENTITY_CLIENT_ID\" --tenant-id %s --pull-secret %s > /etc/kubernetes/kvinject-credential-provider.yaml\n",
+		o.KubeMinor, tenant, shellQuote(firstRegistry(m)+"="+m.PullSecret))
+	b.WriteString("#    kubelet flags: --image-credential-provider-config=/etc/kubernetes/kvinject-credential-provider.yaml --image-credential-provider-bin-dir=<the directory holding kvinject-credential-provider>\n")
+	b.WriteString("#    (OpenShift: a MachineConfig writes the binary and the config, a KubeletConfig cannot set these flags: docs/pull-credentials.md)\n")
+	if len(m.Registries) > 1 {
+		b.WriteString("#    one --pull-secret per registry: " + registries + "\n")
+	}
+	step++
+	when := "Once its pods run with kvinject"
+	if len(m.Annotations) == 0 {
+		when = "Once its pods pull through the provider"
+	}
+	fmt.Fprintf(b, "# %d. %s: delete %s and %s.\n", step, when, strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+}
+
+func firstRegistry(m Move) string {
+	if len(m.Registries) == 0 {
+		return "<registry host:port>"
+	}
+	return m.Registries[0]
+}
+
+// shellQuote quotes s for a POSIX shell when it holds more than safe characters.
+func shellQuote(s string) string {
+	if strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:/=_-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }
 
 func esoSubject(sa string) string {

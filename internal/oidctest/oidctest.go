@@ -68,6 +68,10 @@ type Claims struct {
 	// KeyID overrides the kid header (the token is still signed with the
 	// current key), e.g. to present a kid the JWKS does not list.
 	KeyID string
+	// PodName, PodUID, NodeName and NodeUID, when set, bind the token to a
+	// pod and its node as the API server does for a projected token
+	// (kubernetes.io.pod, kubernetes.io.node).
+	PodName, PodUID, NodeName, NodeUID string
 }
 
 type signingKey struct {
@@ -232,10 +236,17 @@ func (i *Issuer) Mint(c Claims) (string, error) {
 		"exp": c.Expiry.Unix(),
 	}
 	if c.Namespace != "" && c.ServiceAccount != "" {
-		claims["kubernetes.io"] = map[string]any{
+		k := map[string]any{
 			"namespace":      c.Namespace,
 			"serviceaccount": map[string]string{"name": c.ServiceAccount, "uid": "00000000-0000-0000-0000-000000000000"},
 		}
+		if c.PodName != "" || c.PodUID != "" {
+			k["pod"] = map[string]string{"name": c.PodName, "uid": c.PodUID}
+		}
+		if c.NodeName != "" || c.NodeUID != "" {
+			k["node"] = map[string]string{"name": c.NodeName, "uid": c.NodeUID}
+		}
+		claims["kubernetes.io"] = k
 	}
 	hb, err := json.Marshal(header)
 	if err != nil {

@@ -10,7 +10,8 @@
 #   test/cluster/up.sh            then: source _out/cluster/env   (or export KUBECONFIG=...)
 #
 # Environment knobs: STATE_DIR, NODE_IP, NODE_NAME, POD_CIDR (10.244.0.0/24), SERVICE_CIDR (10.96.0.0/24),
-# KUBE_PROXY=0 (skip kube-proxy: no Service IPs inside pods), KEEP_ON_FAILURE=1 (do not tear down when a
+# KUBE_PROXY=0 (skip kube-proxy: no Service IPs inside pods), KUBELET_FEATURE_GATES (the kubelet's
+# --feature-gates, e.g. KubeletServiceAccountTokenForCredentialProviders=false), KEEP_ON_FAILURE=1 (do not tear down when a
 # step fails), fixed ports via APISERVER_PORT, OIDC_PORT, ETCD_PORT, ... (see pick_ports).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -456,10 +457,14 @@ mkdir -p "$CP_DIR/bin"
   go run ./cmd/kvinject credential-provider-config --match-images "$REGISTRY" \
     --https-proxy "http://$NODE_IP:$EMULATOR_PORT" --ca-file "$STATE_DIR/emulator/ca/ca.crt" >"$CP_DIR/config.yaml") \
   >>"$LOG_DIR/credential-provider-build.log" 2>&1 || die "building kvinject-credential-provider failed: see $LOG_DIR/credential-provider-build.log"
-start kubelet "$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet-config.yaml" \
-  --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" --cert-dir="$STATE_DIR/kubelet/pki" \
-  --image-credential-provider-config="$CP_DIR/config.yaml" --image-credential-provider-bin-dir="$CP_DIR/bin" \
-  --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1
+KUBELET_CMD=("$K8S_BIN/kubelet" --config="$STATE_DIR/kubelet-config.yaml"
+  --kubeconfig="$STATE_DIR/kubelet.kubeconfig" --root-dir="$STATE_DIR/kubelet" --cert-dir="$STATE_DIR/kubelet/pki"
+  --image-credential-provider-config="$CP_DIR/config.yaml" --image-credential-provider-bin-dir="$CP_DIR/bin"
+  --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" --v=1)
+[[ -n "${KUBELET_FEATURE_GATES:-}" ]] && KUBELET_CMD+=(--feature-gates="$KUBELET_FEATURE_GATES")
+# restart-kubelet.sh starts it again from this, with other credential provider settings
+printf '%s\n' "${KUBELET_CMD[@]}" >"$STATE_DIR/kubelet.cmd"
+start kubelet "${KUBELET_CMD[@]}"
 
 # kube-proxy (iptables mode): makes Service IPs work inside pods, e.g. the in-cluster config's
 # KUBERNETES_SERVICE_HOST. Its iptables chains are machine-wide (one cluster per machine).

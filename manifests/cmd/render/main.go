@@ -29,18 +29,20 @@ func main() {
 
 func run(tag, out, setTag, dir string) error {
 	if setTag != "" {
-		p := filepath.Join(dir, filepath.FromSlash(manifests.BaseKustomization))
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
+		for _, k := range []string{manifests.BaseKustomization, manifests.NodeIdentityKustomization} {
+			p := filepath.Join(dir, filepath.FromSlash(k))
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if b, err = manifests.SetImageTag(b, setTag); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return err
+			}
+			fmt.Println("set", manifests.ImageName+":"+setTag, "in", p)
 		}
-		if b, err = manifests.SetImageTag(b, setTag); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return err
-		}
-		fmt.Println("set", manifests.ImageName+":"+setTag, "in", p)
 	}
 	if out == "" {
 		if setTag == "" {
@@ -51,7 +53,7 @@ func run(tag, out, setTag, dir string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	for _, o := range append(append([]string(nil), manifests.Overlays...), manifests.WithCache...) {
+	for _, o := range append(append(append([]string(nil), manifests.Overlays...), manifests.WithCache...), manifests.NodeIdentity) {
 		y, err := manifests.Render(o, tag)
 		if err != nil {
 			return err
