@@ -96,7 +96,6 @@ type olderVersion struct {
 	id          spec.SecretID
 	got         Secret
 	onDisk      recordedVersion
-	gotCreated  time.Time
 	diskCreated time.Time
 }
 
