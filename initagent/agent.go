@@ -62,7 +62,7 @@ func (a *Agent) run(ctx context.Context) error {
 			return a.report([]Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
 		}
 	}
-	res, err := WriteFiles(o.Dir, files, o.Now())
+	res, err := writeSet(o.Dir, files, encodeVersions(ids, results), o.Now())
 	if err != nil {
 		return a.report([]Problem{writeProblem(o.Dir, err)})
 	}

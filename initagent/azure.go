@@ -163,6 +163,9 @@ func (g azGetter) GetSecret(ctx context.Context, name, version string) (Secret, 
 	if resp.ContentType != nil {
 		s.ContentType = *resp.ContentType
 	}
+	if resp.Attributes != nil && resp.Attributes.Created != nil {
+		s.Created = *resp.Attributes.Created
+	}
 	return s, nil
 }
 

@@ -246,7 +246,11 @@ func (a *Agent) askCache(ctx context.Context, c *cacheClient, ids []spec.SecretI
 			continue
 		}
 		served++
-		results[id] = &fetchResult{secret: Secret{Value: r.Value, Version: r.Version, ContentType: r.ContentType}, at: &attempts{}}
+		s := Secret{Value: r.Value, Version: r.Version, ContentType: r.ContentType}
+		if r.Created > 0 {
+			s.Created = time.Unix(r.Created, 0)
+		}
+		results[id] = &fetchResult{secret: s, at: &attempts{}}
 		if r.Stale {
 			stale++
 			log.Info("the cache served a stale value: it could not reach Azure to renew it", "vault", hostOf(id.Vault), "name", id.Name,

@@ -46,6 +46,9 @@ type Secret struct {
 	// Version is the version id Key Vault returned (32 hex digits).
 	Version     string
 	ContentType string
+	// Created is when Key Vault created the version (its
+	// attributes.created); zero when not known.
+	Created time.Time
 }
 
 // SecretGetter reads secrets from one vault. The production implementation

@@ -187,6 +187,18 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		}
 		all[id] = &fetchResult{secret: r.known[id], at: &attempts{}}
 	}
+	if older := olderThanDisk(r.ids, results, readVersions(a.o.Dir)); len(older) > 0 {
+		// Another cache replica, or a cache behind a direct read, still
+		// holds a rotated-out version: keep the whole set, ask again at
+		// the next interval.
+		for _, o := range older {
+			a.o.Logger.Info("kept the files: the answer's version is older than the one they hold",
+				"vault", hostOf(o.id.Vault), "name", o.id.Name,
+				"version", o.got.Version, "created", o.got.Created.UTC().Format(time.RFC3339),
+				"versionOnDisk", o.onDisk.Version, "createdOnDisk", o.diskCreated.UTC().Format(time.RFC3339))
+		}
+		return cycleResult{}
+	}
 	if len(changed) == 0 && r.verified {
 		return cycleResult{}
 	}
@@ -208,7 +220,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		keep() // a new version with the same value, or the agent's own set
 		return cycleResult{}
 	}
-	if _, err := WriteFiles(a.o.Dir, files, a.o.Now()); err != nil {
+	if _, err := writeSet(a.o.Dir, files, encodeVersions(r.ids, all), a.o.Now()); err != nil {
 		return cycleResult{problems: []Problem{writeProblem(a.o.Dir, err)}}
 	}
 	keep()

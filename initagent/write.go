@@ -59,6 +59,12 @@ type WriteResult struct {
 // and ..data is switched to the new directory with an atomic rename. On any
 // failure before the switch everything created is removed again.
 func WriteFiles(dir string, files []FileData, now time.Time) (res WriteResult, err error) {
+	return writeSet(dir, files, nil, now)
+}
+
+// writeSet is WriteFiles that also writes versions, when not nil, as
+// versionsFile in the new data directory: it switches with the files.
+func writeSet(dir string, files []FileData, versions []byte, now time.Time) (res WriteResult, err error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return res, &WriteError{"use output directory", dir, err}
@@ -93,6 +99,11 @@ func WriteFiles(dir string, files []FileData, now time.Time) (res WriteResult, e
 
 	for _, f := range files {
 		if err := writeFile(filepath.Join(dataDir, f.Name), f.Data, f.Mode); err != nil {
+			return res, err
+		}
+	}
+	if versions != nil {
+		if err := writeFile(filepath.Join(dataDir, versionsFile), versions, 0o444); err != nil {
 			return res, err
 		}
 	}

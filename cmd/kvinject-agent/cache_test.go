@@ -369,3 +369,79 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestRefreshNoFlapAfterDirectRead: the agent read a new version from Key
+// Vault directly while the cache still holds the one before it; the
+// sidecar, asking the cache, keeps the new version on disk rather than
+// going back to the rotated-out one (Key Vault's created times, recorded
+// beside the files and answered by the cache, say which is older).
+func TestRefreshNoFlapAfterDirectRead(t *testing.T) {
+	h := newHarness(t)
+	c := h.startCache()
+	if r := h.run(c.with(contractSpec(t), false)); r.code != 0 {
+		t.Fatalf("agent through the cache: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	const newValue = `{"username":"superman","password":"kal-el-newer"}`
+	planted = append(planted, "kal-el-newer")
+	if _, err := h.emu.SetSecret(vaultName, "app-pgsql", newValue, "application/json"); err != nil {
+		t.Fatal(err)
+	}
+	// A direct read (the cache off for this pod) gets the new version.
+	if r := h.run(contractSpec(t)); r.code != 0 {
+		t.Fatalf("agent reading directly: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if got := h.files()["password"]; got != "0400 kal-el-newer" {
+		t.Fatalf("after the direct read: password %q, want the new version", got)
+	}
+
+	s := c.with(contractSpec(t), true)
+	raw, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	bin, env := agentBinary(t)
+	cmd := exec.CommandContext(ctx, bin, "--dir", h.dir, "--refresh", "1s")
+	cmd.Env = append(env, spec.EnvSpec+"="+raw)
+	for k, v := range h.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	// Within its TTL the cache answers the older version: kept twice.
+	const kept = `"msg":"kept the files: the answer's version is older than the one they hold"`
+	deadline := time.Now().Add(20 * time.Second)
+	for strings.Count(stderr.String(), kept) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sidecar did not keep the files twice; log:\n%s", stderr.String())
+		}
+		if got := h.files()["password"]; got != "0400 kal-el-newer" {
+			t.Fatalf("the sidecar went back to the cached, older version: password %q; log:\n%s", got, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	log := stderr.String()
+	h.checkNoSecrets(result{stderr: log})
+	if got := h.files()["password"]; got != "0400 kal-el-newer" {
+		t.Errorf("password %q at the end, want the new version", got)
+	}
+	if strings.Contains(log, `"msg":"wrote files"`) {
+		t.Errorf("the sidecar wrote files:\n%s", log)
+	}
+	for _, s := range []string{`"name":"app-pgsql"`, `"createdOnDisk":`, `"versionOnDisk":`} {
+		if !strings.Contains(log, s) {
+			t.Errorf("the kept line lacks %s:\n%s", s, log)
+		}
+	}
+}

@@ -57,6 +57,10 @@ type Result struct {
 	Value       string `json:"value,omitempty"`
 	Version     string `json:"version,omitempty"`
 	ContentType string `json:"contentType,omitempty"`
+	// Created is when Key Vault created Version (its attributes.created),
+	// in Unix seconds; 0 or absent when not known (an older cache). The
+	// agent's refresh never replaces a version with one created earlier.
+	Created int64 `json:"created,omitempty"`
 	// Stale says the value outlived its time to live because Entra ID or
 	// Key Vault could not be reached or failed (5xx, 429): it is the last
 	// value read, AgeSeconds ago.

@@ -91,7 +91,7 @@ func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched 
 			Cause: fmt.Sprintf("the value is %d bytes, over the cache's limit of %d", len(secret.Value), cacheapi.MaxValueBytes),
 			Fix:   fmt.Sprintf("read it without the cache (the pod annotation %s: %q)", spec.AnnotationCache, spec.CacheOff)}}
 	}
-	e := entry{key: key, value: secret.Value, version: secret.Version, contentType: secret.ContentType, readAt: now,
+	e := entry{key: key, value: secret.Value, version: secret.Version, contentType: secret.ContentType, created: secret.Created, readAt: now,
 		expires: earliest(now.Add(s.o.TTL), r.created.Add(s.o.TTL))}
 	s.store.put(e)
 	log.Info("upstream", "outcome", outcomeRead, "version", secret.Version)
@@ -130,7 +130,11 @@ func isOutage(status int) bool {
 
 func resultOf(ref cacheapi.SecretRef, e entry, now time.Time, stale bool) cacheapi.Result {
 	age := max(int64(now.Sub(e.readAt)/time.Second), 0)
-	return cacheapi.Result{Ref: ref, Value: e.value, Version: e.version, ContentType: e.contentType, Stale: stale, AgeSeconds: age}
+	var created int64
+	if !e.created.IsZero() {
+		created = e.created.Unix()
+	}
+	return cacheapi.Result{Ref: ref, Value: e.value, Version: e.version, ContentType: e.contentType, Created: created, Stale: stale, AgeSeconds: age}
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -31,7 +31,9 @@ type entryKey struct {
 type entry struct {
 	key                         entryKey
 	value, version, contentType string
-	readAt                      time.Time
+	// created is when Key Vault created the version; zero when unknown.
+	created time.Time
+	readAt  time.Time
 	// expires is the end of the TTL: never later than the TTL of the
 	// credential that read it, so that a value read with an access token
 	// is not served as fresh after that token's reuse ends.
