@@ -57,6 +57,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-root", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-refresh", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-env", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-env-exec", ServiceAccount: "dbreader"},
 	{Namespace: "group1", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-plain", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-missing", ServiceAccount: "dbreader"},
@@ -1209,6 +1210,15 @@ func TestCertificateHTTPS(t *testing.T) {
 		t.Errorf("termination message lacks %q:\n%s", want, msg)
 	}
 }
+
+// TestEnvExecDelivery: env variables through the exec wrapper
+// (delivery_exec_test.go). It runs here, after the tests that run the app
+// image as imported into containerd: once the kubelet has pulled the same
+// image from the mirror registry with a credential, it makes every later pod
+// of that image prove its access (ensure-secret-pulled-images), and the
+// imported name is no registry. And before TestZNoSecretsAnywhere, which
+// reads its logs.
+func TestEnvExecDelivery(t *testing.T) { envExecDelivery(t) }
 
 // Scenario 9, last: no Kubernetes Secret in any test namespace, and no
 // planted secret value in any log of the run.

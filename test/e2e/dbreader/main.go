@@ -21,7 +21,7 @@ func main() {
 	dir := flag.String("dir", "/var/run/secrets/kvinject", "directory of the files")
 	files := flag.String("files", "username,password", "comma-separated files to read")
 	once := flag.Bool("once", false, "exit after reading")
-	envNames := flag.String("env", "", "comma-separated environment variables to read, as an app configured by env does")
+	envNames := flag.String("env", os.Getenv("DBREADER_ENV"), "comma-separated environment variables to read, as an app configured by env does (default $DBREADER_ENV)")
 	watch := flag.Duration("watch", 0, "read the files again this often and print each one that changed, as an app that follows rotation does")
 	flag.Parse()
 	// As the reference setup's app: with USERNAME and PASSWORD in its
@@ -30,6 +30,11 @@ func main() {
 	if *envNames == "" && !isFlagSet("files") && os.Getenv("USERNAME") != "" && os.Getenv("PASSWORD") != "" {
 		*envNames, *files = "USERNAME,PASSWORD", ""
 	}
+	// Variables named in DBREADER_ENV, as an app configured by env alone.
+	if *envNames != "" && !isFlagSet("files") && !isFlagSet("env") {
+		*files = ""
+	}
+	fmt.Printf("dbreader: pid %d\n", os.Getpid())
 
 	code := 0
 	for _, name := range strings.Split(*envNames, ",") {
@@ -82,7 +87,8 @@ func main() {
 	}
 	for {
 		select {
-		case <-stop:
+		case sig := <-stop:
+			fmt.Printf("dbreader: got %v, shutting down\n", sig)
 			return
 		case <-time.After(24 * time.Hour):
 			return
