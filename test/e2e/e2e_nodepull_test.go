@@ -55,15 +55,16 @@ func kubeletLogSize(t *testing.T) int64 {
 	return st.Size()
 }
 
-// TestNodeModePull: a kubelet with KubeletServiceAccountTokenForCredentialProviders
+// nodeModePull: a kubelet with KubeletServiceAccountTokenForCredentialProviders
 // off (as Kubernetes 1.29 to 1.33 and OpenShift 4.20) sends no token; the
 // provider's node mode pulls the reference app's image from the mirror
 // (basic auth) with the kvinject-node-identity DaemonSet's token: no
 // imagePullSecrets, no Secret, one sign-in of the node identity for many
 // pulls. Without its federated credential the pull fails with the
 // AADSTS700213 line in the kubelet's log. The kubelet is restored after,
-// for the pod-token mode's test.
-func TestNodeModePull(t *testing.T) {
+// for the pod-token mode's test. It runs from e2e_test.go, after the tests
+// that run the app image as imported into containerd (see TestEnvExecDelivery).
+func nodeModePull(t *testing.T) {
 	const ns = "e2e-nodepull"
 	ctx := context.Background()
 	namespace(t, ns, nil)

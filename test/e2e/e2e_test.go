@@ -1220,6 +1220,12 @@ func TestCertificateHTTPS(t *testing.T) {
 // reads its logs.
 func TestEnvExecDelivery(t *testing.T) { envExecDelivery(t) }
 
+// TestNodeModePull: image pulls through the credential provider's node mode
+// on a kubelet that sends no ServiceAccount token (e2e_nodepull_test.go).
+// It pulls the app image from the mirror too, so it runs after every test of
+// the imported image, for the reason TestEnvExecDelivery gives.
+func TestNodeModePull(t *testing.T) { nodeModePull(t) }
+
 // Scenario 9, last: no Kubernetes Secret in any test namespace, and no
 // planted secret value in any log of the run.
 func TestZNoSecretsAnywhere(t *testing.T) {
