@@ -184,13 +184,10 @@ func readOnEveryReplica(t *testing.T, ns string, pod corev1.Pod) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replicas, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=cache"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	replicas := servingCacheReplicas(t)
 	body, _ := json.Marshal(cacheapi.Request{ClientID: harness.ClientID, TenantID: harness.TenantID,
 		Secrets: []cacheapi.SecretRef{{Vault: "https://" + harness.Vault + ".vault.azure.net", Name: harness.DBSecret}}})
-	for _, r := range replicas.Items {
+	for _, r := range replicas {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+cacheHost+":9443"+cacheapi.Path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
@@ -207,6 +204,38 @@ func readOnEveryReplica(t *testing.T, ns string, pod corev1.Pod) {
 			t.Fatalf("cache replica %s: %d %.300s", r.Name, resp.StatusCode, out)
 		}
 	}
+}
+
+// servingCacheReplicas waits for the cache's replicas that the Service
+// sends requests to: running, ready and not being deleted (a rollout's old
+// pods are still listed, at addresses nothing answers), as many as the
+// Deployment has.
+func servingCacheReplicas(t *testing.T) []corev1.Pod {
+	t.Helper()
+	var serving []corev1.Pod
+	waitFor(t, 2*time.Minute, fmt.Sprintf("%d ready cache replicas", harness.CacheReplicas), func() (bool, error) {
+		pods, err := cluster.Client.CoreV1().Pods(harness.KvinjectNS).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=cache"})
+		if err != nil {
+			return false, err
+		}
+		serving = serving[:0]
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(p) && p.Status.PodIP != "" {
+				serving = append(serving, p)
+			}
+		}
+		return len(serving) == harness.CacheReplicas, nil
+	})
+	return serving
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // TestClusterCacheRefusals: callers the cache refuses, each with its exact
