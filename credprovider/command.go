@@ -22,10 +22,11 @@ type Stdio struct {
 	Hostname func() (string, error)
 }
 
-// pullSecretList is the repeatable --pull-secret PATTERN=REF.
-type pullSecretList []NodePullSecret
+// PullSecretList is a repeatable PATTERN=REF flag value (the provider's and
+// credential-provider-config's --pull-secret).
+type PullSecretList []NodePullSecret
 
-func (l *pullSecretList) String() string {
+func (l *PullSecretList) String() string {
 	s := make([]string, len(*l))
 	for i, ps := range *l {
 		s[i] = ps.String()
@@ -33,7 +34,7 @@ func (l *pullSecretList) String() string {
 	return strings.Join(s, ",")
 }
 
-func (l *pullSecretList) Set(v string) error {
+func (l *PullSecretList) Set(v string) error {
 	ps, err := ParseNodePullSecret(v)
 	if err != nil {
 		return err
@@ -45,7 +46,7 @@ func (l *pullSecretList) Set(v string) error {
 // nodeFlags are node mode's flags.
 type nodeFlags struct {
 	clientID, rootDir, volume, subject, nodeName string
-	pullSecrets                                  pullSecretList
+	pullSecrets                                  PullSecretList
 }
 
 func (f *nodeFlags) addFlags(fs *flag.FlagSet) {

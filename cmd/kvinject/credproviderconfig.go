@@ -11,26 +11,6 @@ import (
 	"github.com/kvinject/kvinject/webhook"
 )
 
-// pullSecretList is the repeatable --pull-secret PATTERN=REF.
-type pullSecretList []credprovider.NodePullSecret
-
-func (l *pullSecretList) String() string {
-	s := make([]string, len(*l))
-	for i, ps := range *l {
-		s[i] = ps.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func (l *pullSecretList) Set(v string) error {
-	ps, err := credprovider.ParseNodePullSecret(v)
-	if err != nil {
-		return err
-	}
-	*l = append(*l, ps)
-	return nil
-}
-
 // imageList is a repeatable, comma-separated --match-images flag.
 type imageList []string
 
@@ -70,7 +50,7 @@ func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int
 	fs.DurationVar(&o.CacheDuration, "cache-duration", credprovider.DefaultCacheDuration, "how long the kubelet keeps a credential, per ServiceAccount and registry")
 	cloudName := fs.String("cloud", spec.DefaultCloud, "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
 	node := credprovider.NodeConfig{CacheDuration: credprovider.DefaultNodeCacheDuration}
-	var pullSecrets pullSecretList
+	var pullSecrets credprovider.PullSecretList
 	fs.StringVar(&node.ClientID, "node-identity", "", "node mode, for kubelets that send no ServiceAccount token (before 1.34): the client id of the node identity that pulls the --pull-secret images for every pod on the node")
 	fs.Var(&pullSecrets, "pull-secret", "node mode: PATTERN=REF, the Key Vault secret holding the credential for images matching PATTERN (repeatable; the patterns become the entry's matchImages)")
 	fs.StringVar(&node.KubeletRootDir, "kubelet-root-dir", "", "node mode: the kubelet's --root-dir (default /var/lib/kubelet)")
