@@ -96,6 +96,9 @@ type injection struct {
 	agentUser, agentGroup *int64
 	// refresh is the kvinject-refresh sidecar's interval; 0: no sidecar.
 	refresh time.Duration
+	// agentResources and refreshResources are the webhook's requirements
+	// with the pod's resource annotations over them.
+	agentResources, refreshResources corev1.ResourceRequirements
 	// envTo names, per container, the env variables it gets; delivery is
 	// how (spec.DeliveryFileKeyRef or spec.DeliveryExec), and edits are,
 	// per container, the commands the exec wrapper takes over.
@@ -117,7 +120,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	files := map[string]*fileAnns{}
 	var envNames []string // in key order
 	for _, k := range sortedKeys(ann) {
-		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
+		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations(), k) || k == spec.LabelInject {
 			continue
 		}
 		if strings.HasPrefix(k, spec.AnnotationEntrypointPrefix) {
@@ -268,6 +271,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		in.refresh = parseRefresh(v, o, d)
 	}
 	s.Cache, _ = parseCache(ann, o, d)
+	in.agentResources, in.refreshResources = parseResources(ann, o, d)
 
 	if err := d.err(); err != nil {
 		return nil, err
