@@ -2,7 +2,10 @@ package manifests
 
 import (
 	"context"
+	"encoding/json"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -12,9 +15,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kvinject/kvinject/internal/helmtool"
 	"github.com/kvinject/kvinject/internal/k8stest"
@@ -332,4 +337,138 @@ func clusterRoleBinding(t *testing.T, objs []runtime.Object, name string) *rbacv
 	}
 	t.Fatalf("no ClusterRoleBinding %s", name)
 	return nil
+}
+
+// schemaPaths are the dotted paths of every value the schema defines.
+func schemaPaths(prefix string, node map[string]any, out *[]string) {
+	props, _ := node["properties"].(map[string]any)
+	for k, v := range props {
+		p := k
+		if prefix != "" {
+			p = prefix + "." + k
+		}
+		*out = append(*out, p)
+		if child, ok := v.(map[string]any); ok {
+			schemaPaths(p, child, out)
+		}
+	}
+}
+
+// docs/install.md's values table and the schema name the same values: every value of the schema is
+// in a row (itself or its parent), and every value in a row is in the schema.
+func TestChartValuesDocumented(t *testing.T) {
+	root := k8stest.RepoRoot(t)
+	b, err := os.ReadFile(filepath.Join(root, helmtool.ChartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	schemaPaths("", schema, &paths)
+	doc, err := os.ReadFile(filepath.Join(root, "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(doc), "### Values\n")
+	if !ok {
+		t.Fatal("docs/install.md has no ### Values section")
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			if len(documented) > 0 {
+				break // the end of the table
+			}
+			continue
+		}
+		first := strings.Split(line, "|")[1]
+		for _, m := range backquoted.FindAllStringSubmatch(first, -1) {
+			documented[m[1]] = true
+		}
+	}
+	inSchema := map[string]bool{}
+	for _, p := range paths {
+		inSchema[p] = true
+		if p == "global" {
+			continue // Helm's own
+		}
+		covered := false
+		for q := p; q != ""; {
+			if documented[q] {
+				covered = true
+				break
+			}
+			i := strings.LastIndex(q, ".")
+			if i < 0 {
+				break
+			}
+			q = q[:i]
+		}
+		// A parent object is covered by its documented children.
+		for d := range documented {
+			if strings.HasPrefix(d, p+".") {
+				covered = true
+			}
+		}
+		if !covered {
+			t.Errorf("value %s is not in docs/install.md's table", p)
+		}
+	}
+	for d := range documented {
+		if !inSchema[d] {
+			t.Errorf("docs/install.md documents %s, which the schema does not know", d)
+		}
+	}
+}
+
+var backquoted = regexp.MustCompile("`([^`]+)`")
+
+// Every values file's rendering, test hook included, is accepted by a real API server (server-side
+// apply, dry run), and the Pods of its Deployments pass Pod Security restricted. cert-manager.io and
+// monitoring.coreos.com objects are not (no CRDs here).
+func TestChartServerSideDryRun(t *testing.T) {
+	cfg := apiServer(t)
+	c, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	restricted := map[string]string{"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kvinject-system", Labels: restricted}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	for _, sa := range []string{"kvinject-webhook", "kvinject-cache", "kvinject-test"} {
+		if err := c.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "kvinject-system", Name: sa}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	apply := func(t *testing.T, obj runtime.Object) {
+		t.Helper()
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("kvinject-chart-test"), client.ForceOwnership, client.DryRunAll); err != nil {
+			t.Errorf("%s %s/%s rejected: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+	}
+	for _, f := range ciValues(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			for _, o := range renderChart(t, filepath.Base(f)) {
+				if u, ok := o.(*unstructured.Unstructured); ok && (u.GroupVersionKind().Group == "cert-manager.io" || u.GroupVersionKind().Group == "monitoring.coreos.com") {
+					continue
+				}
+				apply(t, o)
+				if d, ok := o.(*appsv1.Deployment); ok {
+					pod := &corev1.Pod{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+						ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-pod", Labels: d.Spec.Template.Labels}, Spec: d.Spec.Template.Spec}
+					apply(t, pod)
+				}
+			}
+		})
+	}
 }
