@@ -620,7 +620,7 @@ func TestAgentDiagnostics(t *testing.T) {
 }
 
 // logOnly matches the parts of a problem line that only the container log
-// holds (initagent.Problem.Detail).
+// holds (keyvault.Problem.Detail).
 var logOnly = regexp.MustCompile(` \((it has [^)]*|the vault's resource id is [^)]*)\)`)
 
 // withoutLogs drops the structured (JSON) log lines.

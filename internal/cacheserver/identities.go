@@ -6,14 +6,14 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/keyvault"
 )
 
 // identityReader is one identity's Key Vault reader and its credential,
 // which caches the Entra ID access token. It is replaced once it is TTL
 // old, so that an access token is never reused for longer than the TTL.
 type identityReader struct {
-	reader  *initagent.Reader
+	reader  *keyvault.Reader
 	created time.Time
 	// token is the newest token a proven caller of this identity sent:
 	// the credential signs in with it, so a sign-in never uses a token
@@ -47,7 +47,7 @@ func (ids *identities) reader(id identityKey, token string, now time.Time) (*ide
 	ids.closeOldLocked(now)
 	r := &identityReader{created: now}
 	r.token.Store(&token)
-	reader, err := initagent.NewReader(initagent.ReaderOptions{
+	reader, err := keyvault.NewReader(keyvault.ReaderOptions{
 		ClientID: id.ClientID, TenantID: id.TenantID,
 		Assertion:     func(context.Context) (string, error) { return *r.token.Load(), nil },
 		Cloud:         ids.o.Cloud,

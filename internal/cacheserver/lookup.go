@@ -10,8 +10,8 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/kvinject/kvinject/initagent"
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -102,7 +102,7 @@ func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched 
 // refusal (forget it; and, when Entra ID refused the sign-in, forget every
 // value of the identity).
 func (s *Server) failed(log logr.Logger, key entryKey, err error) fetched {
-	var re *initagent.ReadError
+	var re *keyvault.ReadError
 	if !errors.As(err, &re) {
 		return fetched{err: &cacheapi.Error{Cause: err.Error()}}
 	}

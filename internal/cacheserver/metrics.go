@@ -15,7 +15,7 @@ const (
 )
 
 // metrics are the cache's Prometheus metrics. It is the Readers'
-// initagent.UpstreamCounter.
+// keyvault.UpstreamCounter.
 type metrics struct {
 	lookups          *prometheus.CounterVec
 	refusals         *prometheus.CounterVec

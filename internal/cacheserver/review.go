@@ -16,7 +16,7 @@ import (
 	authenticationclient "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -161,7 +161,7 @@ func explainUnauthenticated(apiError, token string, now time.Time) (caller, *ref
 		}
 		return caller{}, &refusal{status: 401, reason: reason, message: msg}
 	}
-	claims, err := initagent.ParseTokenClaims(token)
+	claims, err := keyvault.ParseTokenClaims(token)
 	if err != nil {
 		return refuse(reasonNotAJWT, "the bearer token is not a service-account token: %v", err)
 	}
@@ -222,7 +222,7 @@ func precheckToken(token string, now time.Time) *refusal {
 	if len(token) > maxTokenBytes {
 		return unauthorized(reasonNotAJWT, "the bearer token is %d bytes, over %d: not a service-account token", len(token), maxTokenBytes)
 	}
-	claims, err := initagent.ParseTokenClaims(token)
+	claims, err := keyvault.ParseTokenClaims(token)
 	if err == nil {
 		err = checkJWTHeader(token)
 	}

@@ -8,7 +8,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 
-	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -66,7 +66,7 @@ func (r *Reviewer) Review(_ context.Context, token string) (authenticationv1.Tok
 	if st, ok := r.statuses[token]; ok {
 		return st, nil
 	}
-	c, err := initagent.ParseTokenClaims(token)
+	c, err := keyvault.ParseTokenClaims(token)
 	if err != nil || len(c.Audience) != 1 || c.Audience[0] != spec.TokenAudience {
 		return authenticationv1.TokenReviewStatus{Error: "[invalid bearer token, token lookup failed]"}, nil
 	}

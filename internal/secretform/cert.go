@@ -1,4 +1,4 @@
-package initagent
+package secretform
 
 import (
 	"bytes"
@@ -44,11 +44,12 @@ type certBundle struct {
 	kind    string // "PKCS#12" or "PEM", for diagnostics
 }
 
-// bundleError is a bundle that does not parse: one problem per secret,
-// whatever forms its refs select.
-type bundleError struct{ *PropertyError }
+// BundleError is a bundle that does not parse: the secret's problem,
+// whatever forms its references select, so a caller reports it once per
+// secret.
+type BundleError struct{ *PropertyError }
 
-func (e *bundleError) Unwrap() error { return e.PropertyError }
+func (e *BundleError) Unwrap() error { return e.PropertyError }
 
 // bundleCache parses each certificate-backed secret once per run.
 type bundleCache map[spec.SecretID]bundleResult
@@ -59,7 +60,7 @@ type bundleResult struct {
 }
 
 // form returns a certificate form of the secret id, parsing it on first use.
-func (c bundleCache) form(id spec.SecretID, s Secret, form string) ([]byte, error) {
+func (c bundleCache) form(id spec.SecretID, s secret, form string) ([]byte, error) {
 	if !spec.IsCertForm(form) {
 		kind := "PEM"
 		if ct, _ := spec.CertContentType(s.ContentType); ct == spec.ContentTypePKCS12 {
@@ -84,15 +85,15 @@ func certProblem(form, problem, fix string) *PropertyError {
 	return &PropertyError{Path: form, Problem: problem, Fix: fix}
 }
 
-// badBundle is a bundleError: what is wrong with the bundle, and the fix.
-func badBundle(problem, fix string) *bundleError {
-	return &bundleError{&PropertyError{Problem: problem, Fix: fix}}
+// badBundle is a BundleError: what is wrong with the bundle, and the fix.
+func badBundle(problem, fix string) *BundleError {
+	return &BundleError{&PropertyError{Problem: problem, Fix: fix}}
 }
 
 // isCertRef reports whether a ref's # part selects a certificate form of
 // this secret: the content type is a certificate's, or, for a secret stored
 // by hand without one, the value is PEM.
-func isCertRef(s Secret, path string) bool {
+func isCertRef(s secret, path string) bool {
 	if path == "" {
 		return false
 	}
@@ -105,7 +106,7 @@ func isCertRef(s Secret, path string) bool {
 // parseCertBundle takes a certificate-backed secret apart. Its errors are
 // *PropertyError, worded from what was found, never from library errors
 // that might quote the input.
-func parseCertBundle(s Secret) (*certBundle, error) {
+func parseCertBundle(s secret) (*certBundle, error) {
 	ct, ok := spec.CertContentType(s.ContentType)
 	if !ok {
 		ct = spec.ContentTypePEM // a PEM value without a content type
@@ -166,7 +167,7 @@ func parsePKCS12(value string) (*certBundle, []*x509.Certificate, error) {
 
 // pfxWorkProblem words a refusal of pfxcheck.Check: the decoder would
 // have derived a key with a count nobody bounded.
-func pfxWorkProblem(err error, n int) *bundleError {
+func pfxWorkProblem(err error, n int) *BundleError {
 	var limit *pfxcheck.LimitError
 	var structure *pfxcheck.StructureError
 	switch {

@@ -1,4 +1,4 @@
-package initagent
+package secretform
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func FuzzCertBundle(f *testing.F) {
 			ct = spec.ContentTypePKCS12
 		}
 		start := time.Now()
-		out, err := bundleCache{}.form(spec.SecretID{Name: "c"}, Secret{Value: value, ContentType: ct}, form)
+		out, err := bundleCache{}.form(spec.SecretID{Name: "c"}, secret{Value: value, ContentType: ct}, form)
 		if took := time.Since(start); took > time.Second {
 			t.Fatalf("took %v", took)
 		}

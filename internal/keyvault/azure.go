@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"context"
@@ -28,22 +28,25 @@ var retryOptions = policy.RetryOptions{
 	MaxRetryDelay: 30 * time.Second,
 }
 
-// azureClients is the production wiring: one transport, one credential,
-// one azsecrets client per vault.
-type azureClients struct {
+// Clients are the agent's connections to Azure: one transport, one
+// workload identity credential (the projected token's file), one azsecrets
+// client per vault.
+type Clients struct {
 	dialer    *dialer
 	transport *countingTransport
 	cred      azcore.TokenCredential
 	tro       policy.TokenRequestOptions // for the cloud's vaults
 	suffix    string                     // the cloud's vault host suffix, e.g. vault.azure.net
-	clients   map[string]SecretGetter    // by vault URL
+	clients   map[string]Getter          // by vault URL
 }
 
-func (a *Agent) newAzure(vaults []string) (*azureClients, error) {
+// NewClients makes the credential of id and a client for each of vaults,
+// over one transport of at most maxConns connections per host. It makes no
+// request.
+func NewClients(id Identity, c spec.Cloud, vaults []string, maxConns int) (*Clients, error) {
 	d := newDialer(nil)
-	ct := &countingTransport{next: newTransport(d, a.o.Concurrency)}
+	ct := &countingTransport{next: newTransport(d, maxConns)}
 	hc := &http.Client{Transport: ct}
-	id := a.identity
 	base := azcore.ClientOptions{
 		Transport: hc,
 		Retry:     retryOptions,
@@ -51,28 +54,28 @@ func (a *Agent) newAzure(vaults []string) (*azureClients, error) {
 	}
 	credOpts := &azidentity.WorkloadIdentityCredentialOptions{
 		ClientOptions: base,
-		ClientID:      id.clientID,
-		TenantID:      id.tenantID,
-		TokenFilePath: id.tokenFile,
+		ClientID:      id.ClientID,
+		TenantID:      id.TenantID,
+		TokenFilePath: id.TokenFile,
 		// MSAL asks login.microsoftonline.com which hosts are Entra ID
 		// authorities; for the known clouds the answer is known.
-		DisableInstanceDiscovery: id.knownCloud,
+		DisableInstanceDiscovery: id.KnownCloud(),
 	}
-	credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: id.authorityHost}
+	credOpts.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: id.AuthorityHost}
 	cred, err := azidentity.NewWorkloadIdentityCredential(credOpts)
 	if err != nil {
 		return nil, err
 	}
-	az := &azureClients{
+	az := &Clients{
 		dialer:    d,
 		transport: ct,
 		cred:      cred,
-		suffix:    strings.ToLower(a.o.Cloud.VaultSuffix),
+		suffix:    strings.ToLower(c.VaultSuffix),
 		tro: policy.TokenRequestOptions{
-			Scopes:    []string{"https://" + a.o.Cloud.VaultSuffix + "/.default"},
+			Scopes:    []string{Scope(c)},
 			EnableCAE: true, // as azsecrets asks, so both share MSAL's cache
 		},
-		clients: map[string]SecretGetter{},
+		clients: map[string]Getter{},
 	}
 	for _, v := range vaults {
 		co := &azsecrets.ClientOptions{ClientOptions: base}
@@ -86,13 +89,27 @@ func (a *Agent) newAzure(vaults []string) (*azureClients, error) {
 	return az, nil
 }
 
-func (az *azureClients) close() {
+// Getters are the vaults' clients, by vault URL.
+func (az *Clients) Getters() map[string]Getter { return az.clients }
+
+// Warm starts opening the connection to vault's host.
+func (az *Clients) Warm(ctx context.Context, vault string) { az.dialer.Warm(ctx, hostOf(vault)) }
+
+// Requests is the number of HTTPS requests made so far.
+func (az *Clients) Requests() int64 { return az.transport.requests.Load() }
+
+// CloseIdle closes the idle connections, so that the next requests open
+// new ones.
+func (az *Clients) CloseIdle() { az.transport.next.CloseIdleConnections() }
+
+// Close closes idle and warm connections.
+func (az *Clients) Close() {
 	az.dialer.Close()
 	az.transport.next.CloseIdleConnections()
 }
 
-// token acquires the Key Vault access token once, before the fetches.
-func (az *azureClients) token(ctx context.Context) error {
+// SignIn acquires the Key Vault access token once, before the reads.
+func (az *Clients) SignIn(ctx context.Context) error {
 	_, err := az.cred.GetToken(ctx, az.tro)
 	return err
 }
@@ -107,7 +124,7 @@ func (az *azureClients) token(ctx context.Context) error {
 // suffix, so no token ever goes elsewhere. Should Key Vault still answer
 // 401 with a challenge (e.g. a vault in another tenant), the SDK's
 // challenge handling takes over unchanged.
-type preauthPolicy struct{ az *azureClients }
+type preauthPolicy struct{ az *Clients }
 
 func (p *preauthPolicy) Do(req *policy.Request) (*http.Response, error) {
 	raw := req.Raw()
@@ -123,13 +140,19 @@ func (p *preauthPolicy) Do(req *policy.Request) (*http.Response, error) {
 
 type attemptsKey struct{}
 
+// WithAttempts returns ctx that records in at the tries of a read made
+// with it, for Diagnoser.Read.
+func WithAttempts(ctx context.Context, at *Attempts) context.Context {
+	return context.WithValue(ctx, attemptsKey{}, at)
+}
+
 // recorderPolicy counts the tries of a request and keeps the last status
 // and error code, for a timeout's diagnostic.
 type recorderPolicy struct{}
 
 func (recorderPolicy) Do(req *policy.Request) (*http.Response, error) {
 	resp, err := req.Next()
-	if at, ok := req.Raw().Context().Value(attemptsKey{}).(*attempts); ok {
+	if at, ok := req.Raw().Context().Value(attemptsKey{}).(*Attempts); ok {
 		at.n++
 		if resp != nil {
 			at.lastStatus = resp.StatusCode
@@ -190,5 +213,5 @@ func (t *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// scopeFor is the token scope of a cloud's vaults.
-func scopeFor(c spec.Cloud) string { return "https://" + c.VaultSuffix + "/.default" }
+// Scope is the token scope of a cloud's vaults.
+func Scope(c spec.Cloud) string { return "https://" + c.VaultSuffix + "/.default" }

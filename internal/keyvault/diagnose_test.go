@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"context"
@@ -55,18 +55,20 @@ func kvBody(code, message, inner string) string {
 	return fmt.Sprintf(`{"error":{"code":%q,"message":%q}}`, code, message)
 }
 
-func testDiag(t *testing.T) diagContext {
+const testVault = "https://homelab-kv.vault.azure.net"
+
+func testDiag(t *testing.T) Diagnoser {
 	t.Helper()
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	jwt := fakeJWT(`{"iss":"https://issuer.example.com/cluster","sub":"system:serviceaccount:app:web","aud":["api://AzureADTokenExchange"],"exp":1767225600,"iat":1767222000,"nbf":1767222000}`)
 	if err := os.WriteFile(tokenFile, []byte(jwt+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return diagContext{
-		clientID: testClient, tenantID: testTenant, tokenFile: tokenFile,
-		authorityHost: "https://login.microsoftonline.com/", timeout: 2 * time.Minute,
-		now:    func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
-		claims: func() (TokenClaims, error) { return ReadTokenClaims(tokenFile) },
+	return Diagnoser{
+		Identity: Identity{ClientID: testClient, TenantID: testTenant, TokenFile: tokenFile, AuthorityHost: "https://login.microsoftonline.com/"},
+		Timeout:  2 * time.Minute,
+		Now:      func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Claims:   func() (TokenClaims, error) { return ReadTokenClaims(tokenFile) },
 	}
 }
 
@@ -110,11 +112,11 @@ func TestDiagnoseAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := testDiag(t)
-			got := d.diagnoseFetch(spec.SecretID{Vault: testVault, Name: "app-pgsql"}, tt.err, nil).String()
+			got := d.Read(spec.SecretID{Vault: testVault, Name: "app-pgsql"}, tt.err, nil).String()
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("diagnostic (-want +got):\n%s", diff)
 			}
-			jwt, _ := os.ReadFile(d.tokenFile)
+			jwt, _ := os.ReadFile(d.Identity.TokenFile)
 			if strings.Contains(got, strings.TrimSpace(string(jwt))) || strings.Contains(got, strings.Split(string(jwt), ".")[1]) {
 				t.Error("the diagnostic holds the token")
 			}
@@ -132,7 +134,7 @@ func TestDiagnoseKeyVault(t *testing.T) {
 		name string
 		id   spec.SecretID
 		err  error
-		at   *attempts
+		at   *Attempts
 		want string
 	}{
 		{"403 ForbiddenByRbac with resource", latest, &azcore.ResponseError{StatusCode: 403, ErrorCode: "Forbidden",
@@ -156,10 +158,10 @@ func TestDiagnoseKeyVault(t *testing.T) {
 			"error: vault homelab-kv.vault.azure.net, secret app-pgsql/0123456789abcdef0123456789abcdef: secret \"app-pgsql\" has no version 0123456789abcdef0123456789abcdef in the vault (404 SecretNotFound). " +
 				"Fix: check the versions (az keyvault secret list-versions --vault-name homelab-kv --name app-pgsql --query [].id), or drop the version to read the latest"},
 		{"429 after retries", latest, &azcore.ResponseError{StatusCode: 429, ErrorCode: "Throttled",
-			RawResponse: response(429, kvBody("Throttled", "Request was not processed because too many requests were received.", ""))}, &attempts{n: 6, lastStatus: 429, lastCode: "Throttled"},
+			RawResponse: response(429, kvBody("Throttled", "Request was not processed because too many requests were received.", ""))}, &Attempts{n: 6, lastStatus: 429, lastCode: "Throttled"},
 			"error: vault homelab-kv.vault.azure.net, secret app-pgsql: Key Vault kept throttling the requests (429 Throttled) after 6 attempts; last answer 429 Throttled. " +
 				"Fix: the vault's request limit was reached: spread pod starts, or fetch fewer secrets per vault; the kubelet retries the init container"},
-		{"deadline", latest, fmt.Errorf("x: %w", context.DeadlineExceeded), &attempts{n: 3, lastStatus: 503},
+		{"deadline", latest, fmt.Errorf("x: %w", context.DeadlineExceeded), &Attempts{n: 3, lastStatus: 503},
 			"error: vault homelab-kv.vault.azure.net, secret app-pgsql: gave up when the agent's time limit of 2m0s ran out after 3 attempts; last answer 503. " +
 				"Fix: if Key Vault is throttling (429) or unavailable, the kubelet retries the init container; raise --timeout or reduce concurrent pod starts; if the vault is unreachable, check egress to homelab-kv.vault.azure.net:443 (network policy, proxy, firewall)"},
 		{"dns", latest, &url.Error{Op: "Get", URL: testVault, Err: &net.OpError{Op: "dial", Err: &net.DNSError{Name: "homelab-kv.vault.azure.net", Err: "no such host", IsNotFound: true}}}, nil,
@@ -169,7 +171,7 @@ func TestDiagnoseKeyVault(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := testDiag(t).diagnoseFetch(tt.id, tt.err, tt.at).String()
+			got := testDiag(t).Read(tt.id, tt.err, tt.at).String()
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("diagnostic (-want +got):\n%s", diff)
 			}
@@ -178,7 +180,7 @@ func TestDiagnoseKeyVault(t *testing.T) {
 			}
 			// The termination message, which get pods shows, never names
 			// the subscription.
-			if public := testDiag(t).diagnoseFetch(tt.id, tt.err, tt.at).Public(); strings.Contains(public, "/subscriptions/") {
+			if public := testDiag(t).Read(tt.id, tt.err, tt.at).Public(); strings.Contains(public, "/subscriptions/") {
 				t.Errorf("the public line names the resource id: %s", public)
 			}
 		})

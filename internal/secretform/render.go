@@ -1,4 +1,4 @@
-package initagent
+package secretform
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func throughEmulator(t *testing.T) (*azemu.Emulator, *dialer, *hostGatedTranspor
 	proxy, _ := url.Parse(emu.ProxyURL())
 	d := newDialer(emu.CertPool())
 	d.proxy = http.ProxyURL(proxy)
-	tr := newTransport(d, DefaultConcurrency)
+	tr := newTransport(d, 50) // the agent's default concurrency
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(func() {
 		cancel()

@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"context"
@@ -63,9 +63,9 @@ type ReaderOptions struct {
 // kubelet credential provider.
 type Reader struct {
 	mu   sync.Mutex // guards az.clients: Read may run concurrently
-	az   *azureClients
+	az   *Clients
 	base azcore.ClientOptions // shared by the credential and the vault clients
-	diag diagContext
+	diag Diagnoser
 }
 
 // ReadError is a failed read, explained as the agent explains it.
@@ -99,10 +99,11 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	id, err := resolveIdentity(&spec.Spec{}, Env{ClientID: o.ClientID, TenantID: o.TenantID, AuthorityHost: o.AuthorityHost}, o.Cloud)
+	authority, err := AuthorityHost(o.AuthorityHost, o.Cloud)
 	if err != nil {
 		return nil, err
 	}
+	id := Identity{ClientID: o.ClientID, TenantID: o.TenantID, AuthorityHost: authority}
 	d := newDialer(o.RootCAs)
 	if o.Proxy != nil {
 		d.proxy = o.Proxy
@@ -116,7 +117,7 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 		Transport: &http.Client{Transport: ct},
 		Retry:     retry,
 		Telemetry: policy.TelemetryOptions{ApplicationID: "kvinject"},
-		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: id.authorityHost},
+		Cloud:     cloud.Configuration{ActiveDirectoryAuthorityHost: id.AuthorityHost},
 	}
 	var lastToken atomic.Pointer[string]
 	lastToken.Store(&o.ServiceAccountToken)
@@ -130,27 +131,26 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 		}
 		return tok, err
 	}
-	cred, err := azidentity.NewClientAssertionCredential(id.tenantID, id.clientID, assertion,
-		&azidentity.ClientAssertionCredentialOptions{ClientOptions: base, DisableInstanceDiscovery: id.knownCloud})
+	cred, err := azidentity.NewClientAssertionCredential(id.TenantID, id.ClientID, assertion,
+		&azidentity.ClientAssertionCredentialOptions{ClientOptions: base, DisableInstanceDiscovery: id.KnownCloud()})
 	if err != nil {
 		d.Close()
-		return nil, fmt.Errorf("credential for client id %s: %w", id.clientID, err)
+		return nil, fmt.Errorf("credential for client id %s: %w", id.ClientID, err)
 	}
-	az := &azureClients{
+	az := &Clients{
 		dialer:    d,
 		transport: ct,
 		cred:      cred,
 		suffix:    strings.ToLower(o.Cloud.VaultSuffix),
-		tro:       policy.TokenRequestOptions{Scopes: []string{scopeFor(o.Cloud)}, EnableCAE: true},
-		clients:   map[string]SecretGetter{},
+		tro:       policy.TokenRequestOptions{Scopes: []string{Scope(o.Cloud)}, EnableCAE: true},
+		clients:   map[string]Getter{},
 	}
 	return &Reader{
 		az:   az,
 		base: base,
-		diag: diagContext{
-			clientID: id.clientID, tenantID: id.tenantID, authorityHost: id.authorityHost,
-			timeout: o.Timeout, now: o.Now,
-			claims: func() (TokenClaims, error) { return ParseTokenClaims(*lastToken.Load()) },
+		diag: Diagnoser{
+			Identity: id, Timeout: o.Timeout, Now: o.Now,
+			Claims: func() (TokenClaims, error) { return ParseTokenClaims(*lastToken.Load()) },
 		},
 	}, nil
 }
@@ -159,28 +159,28 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 func (r *Reader) Read(ctx context.Context, id spec.SecretID) (Secret, error) {
 	g, err := r.getter(id.Vault)
 	if err != nil {
-		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: secretLabel(id),
+		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: Label(id),
 			Cause: "the vault URL is not usable: " + err.Error(), Fix: "check the reference"}}
 	}
-	at := &attempts{}
-	s, err := g.GetSecret(context.WithValue(ctx, attemptsKey{}, at), id.Name, id.Version)
+	at := &Attempts{}
+	s, err := g.GetSecret(WithAttempts(ctx, at), id.Name, id.Version)
 	if err == nil {
 		return s, nil
 	}
 	if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// The deadline ended the retries, whatever error the last try
 		// left: say so, with what the tries got.
-		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: secretLabel(id),
-			Cause: fmt.Sprintf("gave up when the time limit of %v ran out%s", r.diag.timeout, at.summary()),
+		return Secret{}, &ReadError{err: err, Problem: Problem{Vault: id.Vault, Secret: Label(id),
+			Cause: fmt.Sprintf("gave up when the time limit of %v ran out%s", r.diag.Timeout, at.summary()),
 			Fix: fmt.Sprintf("check egress to %s:443 and %s:443 (network policy, proxy, firewall); if Key Vault is throttling (429), spread the load",
-				hostOf(r.diag.authorityHost), hostOf(id.Vault))}}
+				hostOf(r.diag.Identity.AuthorityHost), hostOf(id.Vault))}}
 	}
-	return Secret{}, &ReadError{err: err, Problem: r.diag.diagnoseFetch(id, err, at)}
+	return Secret{}, &ReadError{err: err, Problem: r.diag.Read(id, err, at)}
 }
 
 // getter returns the vault's client, made on first use with the agent's
 // policies: the attempt recorder and the pre-authorization.
-func (r *Reader) getter(vault string) (SecretGetter, error) {
+func (r *Reader) getter(vault string) (Getter, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if g, ok := r.az.clients[vault]; ok {
@@ -197,7 +197,7 @@ func (r *Reader) getter(vault string) (SecretGetter, error) {
 }
 
 // Requests is the number of HTTPS requests made so far.
-func (r *Reader) Requests() int64 { return r.az.transport.requests.Load() }
+func (r *Reader) Requests() int64 { return r.az.Requests() }
 
 // Close closes idle and warm connections.
-func (r *Reader) Close() { r.az.close() }
+func (r *Reader) Close() { r.az.Close() }

@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"context"
@@ -104,8 +104,8 @@ var spaces = regexp.MustCompile(`[\r\n\t]+`)
 
 func oneLine(s string) string { return spaces.ReplaceAllString(s, " ") }
 
-// secretLabel names a secret version for a diagnostic.
-func secretLabel(id spec.SecretID) string {
+// Label names a secret version in a diagnostic: name or name/version.
+func Label(id spec.SecretID) string {
 	if id.Version == "" {
 		return id.Name
 	}
@@ -179,14 +179,19 @@ func (c TokenClaims) String() string {
 	return fmt.Sprintf("iss=%q sub=%q aud=%q exp=%s", c.Issuer, c.Subject, strings.Join(c.Audience, ","), exp)
 }
 
-// diagContext is what a diagnosis may mention besides the error.
-type diagContext struct {
-	clientID, tenantID string
-	tokenFile          string
-	authorityHost      string
-	timeout            time.Duration
-	now                func() time.Time
-	claims             func() (TokenClaims, error) // read lazily
+// Diagnoser explains failed reads: it is what a diagnosis may mention
+// besides the error.
+type Diagnoser struct {
+	// Identity is the identity that signed in; its TokenFile, when set, is
+	// named by a diagnosis of a missing token.
+	Identity Identity
+	// Timeout is the caller's time limit, named when it ran out.
+	Timeout time.Duration
+	// Now replaces time.Now (tests); nil: time.Now.
+	Now func() time.Time
+	// Claims reads the claims of the token that was exchanged, lazily;
+	// nil: none are named.
+	Claims func() (TokenClaims, error)
 }
 
 // entraError is the JSON error body of the token endpoint.
@@ -211,24 +216,24 @@ func aadstsCode(resp *http.Response) (entraError, bool) {
 	return e, true
 }
 
-// DiagnoseAuth explains a failed sign-in. The Problem has no vault or
+// SignIn explains a failed sign-in. The Problem has no vault or
 // secret: the caller adds what could not be read.
-func (d diagContext) diagnoseAuth(err error) Problem {
+func (d Diagnoser) SignIn(err error) Problem {
 	var afe *azidentity.AuthenticationFailedError
 	if !errors.As(err, &afe) {
-		return d.diagnoseTransport(err, hostOf(d.authorityHost))
+		return d.Transport(err, hostOf(d.Identity.AuthorityHost))
 	}
 	resp := afe.RawResponse
 	if resp == nil {
 		// No HTTP response: the credential could not even ask, e.g. the
 		// token file is missing. Its message names the cause, no secret.
 		return Problem{Cause: "sign-in failed: " + firstLine(afe.Error()),
-			Fix: fmt.Sprintf("check that %s (%s) is the projected service-account token of volume %s", spec.EnvFederatedTokenFile, d.tokenFile, spec.TokenVolumeName)}
+			Fix: fmt.Sprintf("check that %s (%s) is the projected service-account token of volume %s", spec.EnvFederatedTokenFile, d.Identity.TokenFile, spec.TokenVolumeName)}
 	}
 	ee, ok := aadstsCode(resp)
 	if !ok {
 		return Problem{Cause: fmt.Sprintf("sign-in failed: Entra ID answered HTTP %d to %s %s without an AADSTS code", resp.StatusCode, requestMethod(resp), requestURL(resp)),
-			Fix: "check " + spec.EnvAuthorityHost + " (" + d.authorityHost + ") and any proxy between the pod and Entra ID"}
+			Fix: "check " + spec.EnvAuthorityHost + " (" + d.Identity.AuthorityHost + ") and any proxy between the pod and Entra ID"}
 	}
 	code := ee.Codes[0]
 	trace := ""
@@ -237,9 +242,9 @@ func (d diagContext) diagnoseAuth(err error) Problem {
 	}
 	claims := "token claims unavailable"
 	var tc TokenClaims
-	if d.claims != nil {
+	if d.Claims != nil {
 		var cerr error
-		if tc, cerr = d.claims(); cerr == nil {
+		if tc, cerr = d.Claims(); cerr == nil {
 			claims = "the token has " + tc.String()
 		} else {
 			claims = "the token's claims could not be read: " + cerr.Error()
@@ -252,22 +257,22 @@ func (d diagContext) diagnoseAuth(err error) Problem {
 	p := Problem{}
 	switch code {
 	case 700211:
-		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700211: no federated credential of client id %s trusts the token's issuer; %s%s", d.clientID, claims, trace)
+		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700211: no federated credential of client id %s trusts the token's issuer; %s%s", d.Identity.ClientID, claims, trace)
 		p.Fix = fmt.Sprintf("add a federated credential whose issuer is exactly the token's iss (case and trailing slash matter): %s", fedCred(tc.Issuer, tc.Subject))
 	case 700212:
-		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700212: no federated credential of client id %s accepts the token's audience; %s%s", d.clientID, claims, trace)
+		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700212: no federated credential of client id %s accepts the token's audience; %s%s", d.Identity.ClientID, claims, trace)
 		p.Fix = fmt.Sprintf("the federated credential's audience must be %s, the audience kvinject requests for the projected token", spec.TokenAudience)
 	case 700213:
-		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700213: no federated credential of client id %s matches the token's subject; %s%s", d.clientID, claims, trace)
+		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700213: no federated credential of client id %s matches the token's subject; %s%s", d.Identity.ClientID, claims, trace)
 		p.Fix = fmt.Sprintf("the federated credential's subject must be exactly the pod's system:serviceaccount:<namespace>:<serviceaccount>: %s", fedCred(tc.Issuer, tc.Subject))
 	case 700016:
-		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700016: Entra ID has no application with client id %s in tenant %s%s", d.clientID, d.tenantID, trace)
+		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700016: Entra ID has no application with client id %s in tenant %s%s", d.Identity.ClientID, d.Identity.TenantID, trace)
 		p.Fix = fmt.Sprintf("check the ServiceAccount annotation %s or the pod annotation %s (the client id of the managed identity or app registration), and the tenant id",
 			spec.SAAnnotationClientID, spec.AnnotationClientID)
 	case 700024:
 		now := time.Now
-		if d.now != nil {
-			now = d.now
+		if d.Now != nil {
+			now = d.Now
 		}
 		p.Cause = fmt.Sprintf("sign-in failed: AADSTS700024: the service-account token is not within its valid time range (agent clock %s; %s)%s",
 			now().UTC().Format(time.RFC3339), claims, trace)
@@ -280,7 +285,7 @@ func (d diagContext) diagnoseAuth(err error) Problem {
 		p.Cause = fmt.Sprintf("sign-in failed: AADSTS%d: the token's signature does not verify with the issuer's published keys; %s%s", code, claims, trace)
 		p.Fix = "publish the cluster's current service-account signing keys in the issuer's JWKS (after a key rotation, upload the new JWKS)"
 	case 90002:
-		p.Cause = fmt.Sprintf("sign-in failed: AADSTS90002: tenant %s does not exist%s", d.tenantID, trace)
+		p.Cause = fmt.Sprintf("sign-in failed: AADSTS90002: tenant %s does not exist%s", d.Identity.TenantID, trace)
 		p.Fix = fmt.Sprintf("check the tenant id: pod annotation %s, ServiceAccount annotation %s or the webhook's --tenant-id", spec.AnnotationTenantID, spec.SAAnnotationTenantID)
 	default:
 		p.Cause = fmt.Sprintf("sign-in failed: AADSTS%d (%s, HTTP %d)%s", code, ee.Error, resp.StatusCode, trace)
@@ -304,10 +309,10 @@ type kvError struct {
 // vault's (or secret's) ARM resource id, which is the role scope to print.
 var resourceRE = regexp.MustCompile(`(?i)Resource:\s*'(/subscriptions/[^']+)'`)
 
-// diagnoseFetch explains why one secret could not be read. attempts tells
+// Read explains why one secret could not be read. at, when not nil, tells
 // how many tries the request took and what came back last (for timeouts).
-func (d diagContext) diagnoseFetch(id spec.SecretID, err error, at *attempts) Problem {
-	p := Problem{Vault: id.Vault, Secret: secretLabel(id)}
+func (d Diagnoser) Read(id spec.SecretID, err error, at *Attempts) Problem {
+	p := Problem{Vault: id.Vault, Secret: Label(id)}
 	var re *azcore.ResponseError
 	var afe *azidentity.AuthenticationFailedError
 	var ce *CacheSecretError
@@ -317,13 +322,13 @@ func (d diagContext) diagnoseFetch(id spec.SecretID, err error, at *attempts) Pr
 		p.Cause, p.Fix = ce.Answer.Cause+" (the kvinject cache's answer)", ce.Answer.Fix
 		return p
 	case errors.As(err, &afe):
-		ap := d.diagnoseAuth(err)
+		ap := d.SignIn(err)
 		p.Cause, p.Fix = ap.Cause, ap.Fix
 		return p
 	case errors.As(err, &re):
-		return d.diagnoseResponse(p, id, re, at)
+		return d.response(p, id, re, at)
 	case errors.Is(err, context.DeadlineExceeded):
-		p.Cause = fmt.Sprintf("gave up when the agent's time limit of %v ran out%s", d.timeout, at.summary())
+		p.Cause = fmt.Sprintf("gave up when the agent's time limit of %v ran out%s", d.Timeout, at.summary())
 		p.Fix = "if Key Vault is throttling (429) or unavailable, the kubelet retries the init container; raise --timeout or reduce concurrent pod starts; " +
 			"if the vault is unreachable, check egress to " + hostOf(id.Vault) + ":443 (network policy, proxy, firewall)"
 		return p
@@ -331,12 +336,12 @@ func (d diagContext) diagnoseFetch(id spec.SecretID, err error, at *attempts) Pr
 		p.Cause = "interrupted (the agent was asked to stop)"
 		return p
 	}
-	tp := d.diagnoseTransport(err, hostOf(id.Vault))
+	tp := d.Transport(err, hostOf(id.Vault))
 	p.Cause, p.Fix = tp.Cause, tp.Fix
 	return p
 }
 
-func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.ResponseError, at *attempts) Problem {
+func (d Diagnoser) response(p Problem, id spec.SecretID, re *azcore.ResponseError, at *Attempts) Problem {
 	var body kvError
 	inner := ""
 	msg := ""
@@ -369,12 +374,12 @@ func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.Re
 			}
 			p.Detail = "the vault's resource id is " + vaultID
 		}
-		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s): client id %s has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action", status, d.clientID)
+		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s): client id %s has no role that allows Microsoft.KeyVault/vaults/secrets/getSecret/action", status, d.Identity.ClientID)
 		p.Fix = fmt.Sprintf("assign the role %q to client id %s at scope %s (the vault, or one secret below it): az role assignment create --role %q --assignee %s --scope %s; role assignments take a few minutes to apply",
-			RoleSecretsUser, d.clientID, scope, RoleSecretsUser, d.clientID, scope)
+			RoleSecretsUser, d.Identity.ClientID, scope, RoleSecretsUser, d.Identity.ClientID, scope)
 	case re.StatusCode == http.StatusForbidden && (inner == "ForbiddenByPolicy" || code == "ForbiddenByPolicy"):
-		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s): the vault uses access policies and none gives client id %s the secret Get permission", status, d.clientID)
-		p.Fix = fmt.Sprintf("az keyvault set-policy --name %s --spn %s --secret-permissions get, or switch the vault to Azure RBAC and assign %q", vaultName(id.Vault), d.clientID, RoleSecretsUser)
+		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s): the vault uses access policies and none gives client id %s the secret Get permission", status, d.Identity.ClientID)
+		p.Fix = fmt.Sprintf("az keyvault set-policy --name %s --spn %s --secret-permissions get, or switch the vault to Azure RBAC and assign %q", vaultName(id.Vault), d.Identity.ClientID, RoleSecretsUser)
 	case re.StatusCode == http.StatusForbidden && (strings.Contains(inner+code, "Firewall") || strings.Contains(inner+code, "Connection")):
 		p.Cause = fmt.Sprintf("Key Vault's network rules refused the request (%s)", status)
 		p.Fix = "allow the cluster's egress address in the vault's networking settings, or reach it through a private endpoint"
@@ -382,9 +387,9 @@ func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.Re
 		p.Cause = fmt.Sprintf("the secret version is disabled (%s)", status)
 		p.Fix = fmt.Sprintf("enable it (az keyvault secret set-attributes --vault-name %s --name %s --enabled true) or reference an enabled version", vaultName(id.Vault), id.Name)
 	case re.StatusCode == http.StatusForbidden:
-		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s) for client id %s", status, d.clientID)
+		p.Cause = fmt.Sprintf("Key Vault refused to read the secret (%s) for client id %s", status, d.Identity.ClientID)
 		p.Fix = fmt.Sprintf("assign the role %q to client id %s on the vault (az role assignment create --role %q --assignee %s --scope $(az keyvault show --name %s --query id -o tsv))",
-			RoleSecretsUser, d.clientID, RoleSecretsUser, d.clientID, vaultName(id.Vault))
+			RoleSecretsUser, d.Identity.ClientID, RoleSecretsUser, d.Identity.ClientID, vaultName(id.Vault))
 	case re.StatusCode == http.StatusNotFound:
 		if id.Version == "" {
 			p.Cause = fmt.Sprintf("no secret named %q in the vault (%s)", id.Name, status)
@@ -395,7 +400,7 @@ func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.Re
 		}
 	case re.StatusCode == http.StatusUnauthorized:
 		p.Cause = fmt.Sprintf("Key Vault did not accept the access token (%s)", status)
-		p.Fix = fmt.Sprintf("the vault must be in tenant %s (%s); a vault in another tenant cannot be read with this identity", d.tenantID, spec.EnvTenantID)
+		p.Fix = fmt.Sprintf("the vault must be in tenant %s (%s); a vault in another tenant cannot be read with this identity", d.Identity.TenantID, spec.EnvTenantID)
 	case re.StatusCode == http.StatusTooManyRequests:
 		p.Cause = fmt.Sprintf("Key Vault kept throttling the requests (%s)%s", status, at.summary())
 		p.Fix = "the vault's request limit was reached: spread pod starts, or fetch fewer secrets per vault; the kubelet retries the init container"
@@ -409,10 +414,10 @@ func (d diagContext) diagnoseResponse(p Problem, id spec.SecretID, re *azcore.Re
 	return p
 }
 
-// diagnoseTransport explains errors without an HTTP response. Transport
+// Transport explains errors without an HTTP response. Transport
 // errors name hosts and system calls, never response bodies; JSON decoding
 // errors are not quoted because they can quote a value.
-func (d diagContext) diagnoseTransport(err error, host string) Problem {
+func (d Diagnoser) Transport(err error, host string) Problem {
 	var dnsErr *net.DNSError
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
@@ -423,7 +428,7 @@ func (d diagContext) diagnoseTransport(err error, host string) Problem {
 		return Problem{Cause: fmt.Sprintf("cannot resolve %s (%s)", dnsErr.Name, dnsErr.Err),
 			Fix: "check the vault name or the authority host, and the pod's DNS"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return Problem{Cause: fmt.Sprintf("gave up when the agent's time limit of %v ran out while talking to %s", d.timeout, host),
+		return Problem{Cause: fmt.Sprintf("gave up when the agent's time limit of %v ran out while talking to %s", d.Timeout, host),
 			Fix: "check egress to " + host + ":443 (network policy, proxy, firewall), or raise --timeout"}
 	}
 	var ue *url.Error
@@ -456,15 +461,15 @@ func requestURL(resp *http.Response) string {
 	return u.String()
 }
 
-// attempts records what each try of one request got, so that a timeout can
-// say what it was waiting for.
-type attempts struct {
+// Attempts records what each try of one request got, so that a timeout can
+// say what it was waiting for (WithAttempts).
+type Attempts struct {
 	n          int
 	lastStatus int
 	lastCode   string
 }
 
-func (a *attempts) summary() string {
+func (a *Attempts) summary() string {
 	if a == nil || a.n == 0 {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package initagent
+package keyvault
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"encoding/json"
+
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
