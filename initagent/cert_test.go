@@ -14,9 +14,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 // fixtures are the certificates the agent's certificate tests share, made

@@ -17,9 +17,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 // rotatingVault is a SecretGetter whose secrets get new versions, and that

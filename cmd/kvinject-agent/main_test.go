@@ -27,9 +27,9 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 const (

@@ -18,9 +18,9 @@ import (
 	"golang.org/x/tools/txtar"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/golden"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
 )
 
 // bundleCase is a certificate-backed secret as Key Vault could hold it.

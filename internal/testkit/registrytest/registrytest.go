@@ -30,7 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 // Registry is a running test registry.

@@ -21,8 +21,8 @@ import (
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/cacheapi"
-	"github.com/kvinject/kvinject/internal/cachetest"
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 const (

@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/k8stest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 // TestServe runs `kvinject cache` behind a real kube-apiserver: HTTPS with

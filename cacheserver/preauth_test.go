@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 // TestMalformedTokensTakeNoReview: a bearer token that cannot be a live

@@ -17,8 +17,8 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
-	"github.com/kvinject/kvinject/internal/cachetest"
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 // TestRefusals: each refusal of the caller has its status, its reason

@@ -22,8 +22,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 // TestAPITokenReviewer asks a real kube-apiserver: a pod's bound token for

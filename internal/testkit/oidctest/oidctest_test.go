@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 func newIssuer(t *testing.T) *oidctest.Issuer {
