@@ -131,6 +131,7 @@ require (
 	github.com/spf13/pflag v1.0.10 // indirect
 	github.com/tetratelabs/wabin v0.0.0-20230304001439-f6f874872834 // indirect
 	github.com/tetratelabs/wazero v1.12.0 // indirect
+	github.com/uudashr/gocognit v1.3.0 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	github.com/xlab/treeprint v1.2.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
@@ -178,5 +179,6 @@ require (
 
 tool (
 	helm.sh/helm/v4/cmd/helm
+	github.com/uudashr/gocognit/cmd/gocognit
 	honnef.co/go/tools/cmd/staticcheck
 )

@@ -21,8 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kvinject/kvinject/internal/helmtool"
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/helmtool"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 // The chart's values files for each kustomize directory: the same installation, which
