@@ -193,7 +193,7 @@ func TestRefresh(t *testing.T) {
 func TestRefreshCertificate(t *testing.T) {
 	f := fx.get(t)
 	pfxOf := func(c *certtest.Chain) string {
-		return must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
 	}
 	dir := t.TempDir()
 	vault := &rotatingVault{values: map[string]string{}, versions: map[string]int{}, calls: map[string]int{},
@@ -217,7 +217,7 @@ func TestRefreshCertificate(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
-		if certs := parseCerts(t, b); len(certs) > 0 && certs[0].Equal(f.ec.Leaf.Cert) {
+		if certs := certtest.ParseCerts(t, b); len(certs) > 0 && certs[0].Equal(f.ec.Leaf.Cert) {
 			break
 		}
 		if time.Now().After(deadline) {
