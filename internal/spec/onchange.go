@@ -39,10 +39,6 @@ const (
 	// agent writes: the sidecar signals a process only when it sees this
 	// nonce at OnChangeMountPath in the process's own filesystem (signal).
 	OnChangeIDFile = "id"
-	// CheckChangedFlag + FILE makes kvinject-exec a liveness check that
-	// fails when FILE says the container's reads changed after its main
-	// process started.
-	CheckChangedFlag = "--check-changed="
 )
 
 // OnChangeSignals are the signals AnnotationOnChange may send: the ones apps
