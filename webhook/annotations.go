@@ -76,7 +76,7 @@ func (d *Denial) err() error {
 var singleAnnotations = []string{
 	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
 	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
-	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationStatus, spec.AnnotationStatusEnv,
+	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationOnChange, spec.AnnotationStatus, spec.AnnotationStatusEnv,
 }
 
 // ownContainers are the init containers kvinject adds: a pod's own
@@ -102,6 +102,8 @@ type injection struct {
 	envTo    map[string][]string
 	delivery string
 	edits    map[string][]commandEdit
+	// onChange is what kvinject.io/on-change adds; nil: nothing.
+	onChange *onChangePlan
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
@@ -268,6 +270,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 		in.refresh = parseRefresh(v, o, d)
 	}
 	s.Cache, _ = parseCache(ann, o, d)
+	planOnChange(pod, in, d)
 
 	if err := d.err(); err != nil {
 		return nil, err
@@ -394,6 +397,9 @@ func parseCache(ann map[string]string, o *Options, d *Denial) (*spec.Cache, stri
 func Warnings(pod *corev1.Pod, o *Options) []string {
 	var ws []string
 	if _, w := parseCache(pod.Annotations, o, &Denial{}); w != "" {
+		ws = append(ws, w)
+	}
+	if w := onChangeWarning(pod); w != "" {
 		ws = append(ws, w)
 	}
 	if hasEnv(pod.Annotations) && o.envDelivery() == spec.DeliveryExec {

@@ -68,9 +68,6 @@ type Consumer struct {
 	Env []string `json:"env,omitempty"`
 }
 
-// ErrOnChange is wrapped by ParseOnChange's errors.
-var ErrOnChange = errors.New("not an on-change action")
-
 // ParseOnChange reads AnnotationOnChange's value: "restart" or
 // "signal:NAME", exactly (NAME with its SIG prefix, upper case, as
 // Kubernetes' own stopSignal has it). The error says what is allowed and,
@@ -84,9 +81,9 @@ func ParseOnChange(v string) (action, signal string, err error) {
 	}
 	allowed := fmt.Sprintf("%s or %s<NAME> with NAME one of %s", OnChangeRestart, OnChangeSignalPrefix, strings.Join(OnChangeSignals, ", "))
 	if s := onChangeSuggestion(v); s != "" {
-		return "", "", fmt.Errorf("%w: %s must be %s: did you mean %s?", ErrOnChange, Quote(v), allowed, s)
+		return "", "", fmt.Errorf("%s must be %s: did you mean %s?", Quote(v), allowed, s)
 	}
-	return "", "", fmt.Errorf("%w: %s must be %s", ErrOnChange, Quote(v), allowed)
+	return "", "", fmt.Errorf("%s must be %s", Quote(v), allowed)
 }
 
 // onChangeSuggestion is the valid value a near miss meant: another case,
