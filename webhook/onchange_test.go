@@ -90,10 +90,12 @@ func TestOnChangeDenials(t *testing.T) {
 		ann:  map[string]string{"kvinject.io/on-change": "restart", "kvinject.io/containers": "setup"},
 		want: []string{"kvinject.io/on-change: no container that runs beside the refresh sidecar reads the files or the env variables (init containers are done before a refresh): remove the annotation"},
 	}, {
-		name:   "restart, an httpGet liveness probe",
-		ann:    map[string]string{"kvinject.io/on-change": "restart"},
-		change: func(p *corev1.Pod) { p.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}} },
-		want:   []string{`kvinject.io/on-change: restart: container "app" has a httpGet liveness probe, which kvinject cannot put its check in front of: use signal:SIGTERM (the app ends on it and its kubelet starts it again), or make the liveness probe an exec probe`},
+		name: "restart, an httpGet liveness probe",
+		ann:  map[string]string{"kvinject.io/on-change": "restart"},
+		change: func(p *corev1.Pod) {
+			p.Spec.Containers[0].LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/"}}}
+		},
+		want: []string{`kvinject.io/on-change: restart: container "app" has a httpGet liveness probe, which kvinject cannot put its check in front of: use signal:SIGTERM (the app ends on it and its kubelet starts it again), or make the liveness probe an exec probe`},
 	}, {
 		name: "restart, a grpc liveness probe on a sidecar",
 		ann:  map[string]string{"kvinject.io/on-change": "restart", "kvinject.io/containers": "proxy"},
