@@ -195,7 +195,9 @@ func TestOnChangeSignal(t *testing.T) {
 		waitFor(t, onChangeInterval+onChangeInterval/10+30*time.Second, fmt.Sprintf("SIGHUP %d and the new value", i+1), func() (bool, error) {
 			out := logs(t, ns, pod.Name, "app", false)
 			return hups("app") == i+1 && strings.Contains(out[strings.LastIndex(out, "dbreader: SIGHUP "):], "sha256 "+fingerprint(password)), nil
-		}, func() { t.Logf("app:\n%s\nsidecar:\n%s", logs(t, ns, pod.Name, "app", false), logs(t, ns, pod.Name, spec.RefreshContainerName, false)) })
+		}, func() {
+			t.Logf("app:\n%s\nsidecar:\n%s", logs(t, ns, pod.Name, "app", false), logs(t, ns, pod.Name, spec.RefreshContainerName, false))
+		})
 		t.Logf("rotation %d reached the app %v after the vault changed", i+1, time.Since(rotated).Round(time.Second))
 	}
 	// A refresh or two without a change: no more signals.
