@@ -194,7 +194,8 @@ func TestOnChangeSignal(t *testing.T) {
 		rotated := time.Now()
 		waitFor(t, onChangeInterval+onChangeInterval/10+30*time.Second, fmt.Sprintf("SIGHUP %d and the new value", i+1), func() (bool, error) {
 			out := logs(t, ns, pod.Name, "app", false)
-			return hups("app") == i+1 && strings.Contains(out[strings.LastIndex(out, "dbreader: SIGHUP "):], "sha256 "+fingerprint(password)), nil
+			last := strings.LastIndex(out, "dbreader: SIGHUP ")
+			return strings.Count(out, "dbreader: SIGHUP ") == i+1 && strings.Contains(out[last:], "sha256 "+fingerprint(password)), nil
 		}, func() {
 			t.Logf("app:\n%s\nsidecar:\n%s", logs(t, ns, pod.Name, "app", false), logs(t, ns, pod.Name, spec.RefreshContainerName, false))
 		})
