@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/kvinject/kvinject/internal/cacheserver"
+	"github.com/kvinject/kvinject/cacheserver"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/internal/webhookserver"
 )
