@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kvinject/kvinject/internal/execwrap"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/onchange"
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -42,14 +43,14 @@ func bootClock() (time.Duration, error) {
 // per target container (each mounts its own), the nonce the sidecar finds
 // a container's process by (signal), and the wrapper that answers the
 // liveness check (restart). A nonce already written is kept.
-func (a *Agent) prepareOnChange() []Problem {
+func (a *Agent) prepareOnChange() []keyvault.Problem {
 	oc := a.o.Spec.OnChange
 	if oc == nil {
 		return nil
 	}
 	if oc.Action == spec.OnChangeRestart && a.o.Spec.EnvDelivery != spec.DeliveryExec {
 		if err := installWrapper(a.o.ExecWrapper, a.o.BinDir); err != nil {
-			return []Problem{wrapperProblem(a.o.ExecWrapper, a.o.BinDir, err)}
+			return []keyvault.Problem{wrapperProblem(a.o.ExecWrapper, a.o.BinDir, err)}
 		}
 	}
 	for _, c := range oc.Containers {
@@ -65,7 +66,7 @@ func (a *Agent) prepareOnChange() []Problem {
 			err = writeNonce(filepath.Join(dir, spec.OnChangeIDFile))
 		}
 		if err != nil {
-			return []Problem{{Cause: "cannot prepare " + dir + " for " + spec.AnnotationOnChange + ": " + firstLine(err.Error()),
+			return []keyvault.Problem{{Cause: "cannot prepare " + dir + " for " + spec.AnnotationOnChange + ": " + firstLine(err.Error()),
 				Fix: fmt.Sprintf("mount the %s emptyDir at %s in the agent container, writable", spec.OnChangeVolumeName, a.o.StateDir)}}
 		}
 	}

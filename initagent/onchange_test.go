@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/onchange"
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -125,7 +126,7 @@ func newOnChangeAgent(t *testing.T, oc *spec.OnChange, env []spec.EnvVar, files 
 	a, err := New(Options{Spec: s, Err: &h.errs, Logger: testLogger(&h.logs), StateDir: h.state, ProcRoot: h.proc,
 		ExecWrapper: wrapper, BinDir: t.TempDir(),
 		Boottime:  func() (time.Duration, error) { return time.Duration(ticks.Add(int64(time.Second))), nil },
-		NewGetter: func(string) (SecretGetter, error) { return h.vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return h.vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
