@@ -170,7 +170,7 @@ func TestRefreshRestart(t *testing.T) {
 	h := newOnChangeAgent(t, oc, []spec.EnvVar{{Name: "TOKEN", Secret: tokenRef}},
 		secretFile("username", "0400", "app-pgsql#username"), secretFile("password", "0400", "app-pgsql#password"))
 	h.vault.set("app-pgsql", `{"username":"superman","password":"louiselane"}`)
-	h.vault.set("api-token", "t1")
+	h.vault.set("api-token", "token-value-one")
 	h.start()
 	marker := func(c string) (onchange.Marker, bool) {
 		b, err := os.ReadFile(filepath.Join(h.state, c, spec.OnChangeChangedFile))
@@ -215,7 +215,7 @@ func TestRefreshRestart(t *testing.T) {
 	}
 
 	// The variable changes: batch is marked, the app is not.
-	h.vault.set("api-token", "t2")
+	h.vault.set("api-token", "token-value-two")
 	h.waitFor("batch's marker", func() bool { _, ok := marker("batch"); return ok })
 	if m, _ := marker("app"); m.Ticks != first.Ticks {
 		t.Errorf("the app was marked for a variable it does not get")
@@ -229,7 +229,7 @@ func TestRefreshRestart(t *testing.T) {
 			t.Errorf("no log of %s:\n%s", want, logs)
 		}
 	}
-	assertNoValues(t, logs+h.errs.String(), "superman", "louiselane", "luthor", "t1", "t2")
+	assertNoValues(t, logs+h.errs.String(), "superman", "louiselane", "luthor", "token-value-one", "token-value-two")
 }
 
 // TestRefreshSignal: each change sends the signal once to the main process

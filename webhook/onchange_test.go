@@ -60,9 +60,11 @@ func TestOnChangeConsumers(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := onChangePod(tc.ann)
+			checkPatch(t, pod, testSA("ns", "app"), testOptions(t))
 			if err := Mutate(pod, testSA("ns", "app"), testOptions(t)); err != nil {
 				t.Fatal(err)
 			}
+			checkInjected(t, pod)
 			if diff := cmp.Diff(tc.want, agentSpec(t, pod.Spec.InitContainers[0]).OnChange.Containers); diff != "" {
 				t.Errorf("consumers (-want +got):\n%s", diff)
 			}
