@@ -80,6 +80,11 @@ func planOnChange(pod *corev1.Pod, in *injection, d *Denial) {
 		if pod.Spec.HostPID {
 			d.addf("%s: %s needs shareProcessNamespace, which hostPID excludes: remove hostPID, or use %s", spec.AnnotationOnChange, v, spec.OnChangeRestart)
 		}
+		if p := pod.Spec.ShareProcessNamespace; p != nil && !*p {
+			// kvinject never rewrites what the pod says.
+			d.addf("%s: %s needs shareProcessNamespace, and the pod sets it to false: remove the field (kvinject sets it) or set it to true, or use %s",
+				spec.AnnotationOnChange, v, spec.OnChangeRestart)
+		}
 	}
 	in.spec.OnChange = &spec.OnChange{Action: action, Signal: signal, Containers: consumers}
 	in.onChange = plan

@@ -142,6 +142,11 @@ func TestOnChangeDenials(t *testing.T) {
 		ann:    map[string]string{"kvinject.io/on-change": "signal:SIGHUP", "kvinject.io/containers": "app"},
 		change: func(p *corev1.Pod) { p.Spec.HostPID = true },
 		want:   []string{"kvinject.io/on-change: signal:SIGHUP needs shareProcessNamespace, which hostPID excludes: remove hostPID, or use restart"},
+	}, {
+		name:   "signal, shareProcessNamespace false",
+		ann:    map[string]string{"kvinject.io/on-change": "signal:SIGHUP", "kvinject.io/containers": "app"},
+		change: func(p *corev1.Pod) { p.Spec.ShareProcessNamespace = ptr.To(false) },
+		want:   []string{"kvinject.io/on-change: signal:SIGHUP needs shareProcessNamespace, and the pod sets it to false: remove the field (kvinject sets it) or set it to true, or use restart"},
 	}}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
