@@ -201,15 +201,23 @@ func TestCheckCommand(t *testing.T) {
 func TestOnChangeWarning(t *testing.T) {
 	o := testOptions(t)
 	want := "kvinject.io/on-change: signal:SIGHUP sets shareProcessNamespace: true, so that the kvinject-refresh sidecar can signal the app: every container of the pod sees the others' processes and command lines, a container running as the same user can read their environment (env variables included) and files through /proc and signal them, and the app is no longer PID 1 (a signal it does not handle ends it)"
+	warnings := func(pod *corev1.Pod) []string {
+		t.Helper()
+		adm, err := Admit(pod, testSA("ns", "app"), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return adm.Warnings
+	}
 	pod := onChangePod(map[string]string{"kvinject.io/on-change": "signal:SIGHUP"})
-	if diff := cmp.Diff([]string{want}, Warnings(pod, o)); diff != "" {
+	if diff := cmp.Diff([]string{want}, warnings(pod)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	pod.Spec.ShareProcessNamespace = ptr.To(true)
-	if ws := Warnings(pod, o); len(ws) != 0 {
+	if ws := warnings(pod); len(ws) != 0 {
 		t.Errorf("warnings %q for a pod that shares its process namespace already", ws)
 	}
-	if ws := Warnings(onChangePod(map[string]string{"kvinject.io/on-change": "restart"}), o); len(ws) != 0 {
+	if ws := warnings(onChangePod(map[string]string{"kvinject.io/on-change": "restart"})); len(ws) != 0 {
 		t.Errorf("warnings %q for restart", ws)
 	}
 }
