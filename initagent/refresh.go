@@ -221,10 +221,16 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		keep() // a new version with the same value, or the agent's own set
 		return cycleResult{}
 	}
+	var ch setChange
+	if a.o.Spec.OnChange != nil {
+		ch = diffSet(a.o.Dir, files, envNames(a.o.Spec))
+	}
 	if _, err := writeSet(a.o.Dir, files, encodeVersions(r.ids, all), a.o.Now()); err != nil {
 		return cycleResult{problems: []keyvault.Problem{writeProblem(a.o.Dir, err)}}
 	}
 	keep()
+	// After the switch: the containers find the new set.
+	a.actOnChange(ch)
 	return cycleResult{wrote: true, changed: changed}
 }
 

@@ -23,6 +23,9 @@ func FuzzMutate(f *testing.F) {
 	f.Add("secret-db", "app-pgsql", "cache", "false", "cache", "yes")
 	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app","$(X)"]`, "vault", "homelab-kv")
 	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app",1]`, "containers", "setup")
+	f.Add("refresh", "1m", "on-change", "restart", "secret-db", "app-pgsql")
+	f.Add("refresh", "1m", "on-change", "signal:SIGHUP", "env-PASSWORD", "app-pgsql")
+	f.Add("refresh", "1m", "on-change", "signal:hup", "containers", "setup")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
 		ann := map[string]string{"kvinject.io/" + k1: v1, "kvinject.io/" + k2: v2, "kvinject.io/" + k3: v3}
 		pod := podWith(ann)
