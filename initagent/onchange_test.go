@@ -16,6 +16,7 @@ import (
 	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/onchange"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 // TestAffected: what counts as a change for a container, and one entry per
@@ -104,7 +105,7 @@ type onChangeAgent struct {
 	t                *testing.T
 	dir, state, proc string
 	vault            *rotatingVault
-	logs, errs       syncBuffer
+	logs, errs       syncbuf.Buffer
 	a                *Agent
 }
 
