@@ -15,9 +15,9 @@ FUZZTIME ?= 20000x
 help:
 	@grep -hE '^## ' $(MAKEFILE_LIST) | sed 's/^## /  /'
 
-## build: build the static binaries bin/kvinject, bin/kvinject-agent, bin/kvinject-exec and bin/kvinject-credential-provider
+## build: build the static binaries bin/kvinject, bin/kvinject-webhook, bin/kvinject-cache, bin/kvinject-agent, bin/kvinject-exec and bin/kvinject-credential-provider
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kvinject ./cmd/kvinject-agent ./cmd/kvinject-exec ./cmd/kvinject-credential-provider
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/kvinject ./cmd/kvinject-webhook ./cmd/kvinject-cache ./cmd/kvinject-agent ./cmd/kvinject-exec ./cmd/kvinject-credential-provider
 
 ## test: every test: vet and format checks, unit and envtest tests with -race (builds the Kubernetes binaries once, cached in bin/), then every fuzz target for FUZZTIME
 test: cluster-binaries lint
@@ -57,9 +57,9 @@ demo:
 e2e: cluster-up
 	$(GO) test -tags e2e -count=1 -timeout 25m -v ./test/e2e/
 
-## image: bin/kvinject-image.tar (kvinject:$(IMAGE_TAG): /kvinject, /kvinject-agent, /kvinject-exec and /kvinject-credential-provider, user 65532) without Docker
+## image: bin/kvinject-image.tar (kvinject:$(IMAGE_TAG): /kvinject, /kvinject-webhook, /kvinject-cache, /kvinject-agent, /kvinject-exec and /kvinject-credential-provider, user 65532) without Docker
 image: build cluster-binaries
-	bin/cluster-tools/mkimage -o bin/kvinject-image.tar -tag kvinject:$(IMAGE_TAG) -binary bin/kvinject -file bin/kvinject-agent:/kvinject-agent:0755 -file bin/kvinject-exec:/kvinject-exec:0755 -file bin/kvinject-credential-provider:/kvinject-credential-provider:0755 -ca-bundle /etc/ssl/certs/ca-certificates.crt
+	bin/cluster-tools/mkimage -o bin/kvinject-image.tar -tag kvinject:$(IMAGE_TAG) -binary bin/kvinject -file bin/kvinject-webhook:/kvinject-webhook:0755 -file bin/kvinject-cache:/kvinject-cache:0755 -file bin/kvinject-agent:/kvinject-agent:0755 -file bin/kvinject-exec:/kvinject-exec:0755 -file bin/kvinject-credential-provider:/kvinject-credential-provider:0755 -ca-bundle /etc/ssl/certs/ca-certificates.crt
 
 ## manifests: render each installation with kvinject:$(IMAGE_TAG) into _out/manifests/<source>.yaml and with-cache-<source>.yaml
 manifests:
@@ -92,6 +92,6 @@ fmt:
 
 ## clean: remove build outputs (keeps the cached Kubernetes binaries)
 clean:
-	rm -f bin/kvinject bin/kvinject-agent bin/kvinject-exec bin/kvinject-credential-provider bin/*.tar
+	rm -f bin/kvinject bin/kvinject-webhook bin/kvinject-cache bin/kvinject-agent bin/kvinject-exec bin/kvinject-credential-provider bin/*.tar
 
 -include test/cluster/cluster.mk

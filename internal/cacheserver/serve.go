@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -76,10 +75,8 @@ func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
 		return err
 	}
 	defer cache.Close()
+	// The manager's client reads nothing: an empty scheme.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("build scheme: %w", err)
-	}
 	// The manager brings what the webhook has: certificate reloading, TLS
 	// 1.2 at least, authenticated metrics, probes and a graceful stop. It
 	// watches nothing: the cache asks the API server only to review tokens.

@@ -12,9 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -85,18 +83,6 @@ func (o *ServerOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-// RestConfig finds the API server: --kubeconfig, else KUBECONFIG, else the
-// in-cluster config.
-func RestConfig(kubeconfig string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("find the API server (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
-	}
-	return cfg, nil
-}
-
 // ServerVersion asks the API server for its version ("v1.33.5").
 func ServerVersion(cfg *rest.Config) (string, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
@@ -132,8 +118,9 @@ func EnsureSelfSigned(ctx context.Context, o ServerOptions, cfg *rest.Config) er
 
 // Serve runs the webhook server until ctx ends.
 func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
+	// The types the webhook reads: ServiceAccounts' metadata and Nodes.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("build scheme: %w", err)
 	}
 	saMeta := newServiceAccountMetadata()

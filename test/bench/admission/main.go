@@ -255,7 +255,7 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	logf("building the servers")
-	for name, pkg := range map[string]string{"floor": "./test/bench/floor", "kvinject": "./cmd/kvinject"} {
+	for name, pkg := range map[string]string{"floor": "./test/bench/floor", "kvinject": "./cmd/kvinject-webhook"} {
 		if !slices.Contains(pl.Servers, name) {
 			continue
 		}
@@ -530,7 +530,7 @@ func (b *bench) startServer(ctx context.Context, name string) (*proc, error) {
 	case "floor":
 		args = []string{bin, "-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), "-cert-dir", b.certDir}
 	case "kvinject":
-		args = []string{bin, "webhook", "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
+		args = []string{bin, "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
 			"--port=" + strconv.Itoa(webhookPort), "--cert-dir=" + b.certDir, "--metrics-bind-address=0",
 			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort), "--kubeconfig=" + b.kubeconfig}
 		ready = httpReady("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
