@@ -14,10 +14,11 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kvinject/kvinject/internal/selfcert"
@@ -136,7 +137,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 			&corev1.Node{}: {Transform: stripNode},
 		},
 	}
-	mgr, err := ctrl.NewManager(cfg, mo)
+	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
@@ -175,7 +176,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		Options:         options,
 		ServiceAccounts: ClusterServiceAccounts{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()},
 		Counter:         counter,
-		Log:             ctrl.LoggerFrom(ctx).WithName("admission"),
+		Log:             ctrllog.FromContext(ctx).WithName("admission"),
 	})
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -208,10 +209,10 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 			return fmt.Errorf("add readyz check: %w", err)
 		}
 	}
-	ctrl.LoggerFrom(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
+	ctrllog.FromContext(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
 		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
 	if o.CacheCAFile != "" {
-		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrl.LoggerFrom(ctx).WithName("cache-ca")))
+		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrllog.FromContext(ctx).WithName("cache-ca")))
 		defer stop()
 		go watchCacheCA(watchCtx, o.CacheCAFile, CacheCAInterval, options)
 	}
