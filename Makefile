@@ -9,7 +9,7 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 20m
 # deadline exceeded" when the time runs out on a busy machine (go.dev/issue/75804).
 FUZZTIME ?= 20000x
 
-.PHONY: help build test unit fuzz lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-cache bench-scale
+.PHONY: help build test unit fuzz lint fmt vet clean demo e2e image manifests bench bench-admission bench-podstart bench-cache bench-scale bench-storm
 
 ## help: list the targets
 help:
@@ -66,7 +66,7 @@ manifests:
 	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
 
 ## bench: every benchmark (under 15 minutes); each rewrites its section of docs/benchmarks.md
-bench: bench-admission bench-podstart bench-cache bench-scale
+bench: bench-admission bench-podstart bench-cache bench-scale bench-storm
 
 ## bench-admission: admission speed and memory: kvinject, a minimal standard-library webhook, vault-k8s and azwi (AZWI=, VAULT_K8S= point at their binaries; missing ones are skipped)
 AZWI ?= bin/peers/azwi-webhook
@@ -85,6 +85,10 @@ bench-cache:
 ## bench-scale: a Deployment from 0 to 50 replicas on the local cluster, with and without injection
 bench-scale: cluster-up
 	$(GO) run ./test/bench/scale
+
+## bench-storm: on the local cluster, 0 to 100 pods through the cache while a webhook and a cache replica are killed (SIGKILL) mid-rollout, beside a no-op init control
+bench-storm: cluster-up
+	$(GO) run ./test/bench/scale -storm
 
 ## fmt: format the Go code
 fmt:

@@ -39,10 +39,15 @@ const (
 func main() {
 	replicas := flag.Int("replicas", 50, "replicas to scale to")
 	rounds := flag.Int("rounds", 2, "rounds of each mode, interleaved")
-	out := flag.String("o", "docs/benchmarks.md", "file whose scale section is rewritten")
+	out := flag.String("o", "docs/benchmarks.md", "file whose scale (or storm) section is rewritten")
+	storm := flag.Bool("storm", false, "run the storm instead: -storm-replicas pods through the cache, a webhook and a cache replica killed mid-rollout, beside the no-op init control")
+	stormReplicas := flag.Int("storm-replicas", 100, "replicas of the storm (fewer when the node has no room for them)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
+	if *storm {
+		*replicas, *rounds = *stormReplicas, 0
+	}
 	if err := run(ctx, *replicas, *rounds, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
@@ -85,6 +90,15 @@ func run(ctx context.Context, replicas, rounds int, out string) error {
 		Annotations: map[string]string{spec.SAAnnotationClientID: harness.ClientID}}}
 	if _, err := c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
+	}
+	if rounds == 0 { // the storm
+		res, err := runStorm(ctx, env, replicas)
+		if err != nil {
+			return err
+		}
+		section := stormSection(res)
+		fmt.Print(section)
+		return replaceSection(filepath.Join(root, out), "storm", section)
 	}
 	var results []result
 	for r := 0; r < rounds; r++ {
