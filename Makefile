@@ -65,7 +65,7 @@ image: build cluster-binaries
 manifests:
 	$(GO) run ./manifests/cmd/render -tag $(IMAGE_TAG) -o _out/manifests
 
-## bench: every benchmark (under 15 minutes); each rewrites its section of docs/benchmarks.md
+## bench: every benchmark (under 25 minutes); each rewrites its section of docs/benchmarks.md
 bench: bench-admission bench-podstart bench-cache bench-scale bench-storm
 
 ## bench-admission: admission speed and memory: kvinject, a minimal standard-library webhook, vault-k8s and azwi (AZWI=, VAULT_K8S= point at their binaries; missing ones are skipped)
