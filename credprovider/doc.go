@@ -12,7 +12,7 @@
 // dockerconfigjson, user:password or JSON {"username","password"}), the
 // kubelet's image matching, and the choice of cache key and duration. The
 // token exchange, the Key Vault read and their diagnostics are the agent's
-// (initagent.Reader).
+// (keyvault.Reader).
 //
 // It never writes a token, an assertion, a password or any other secret
 // value to a log, an error or stderr: its one error line names the image,

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -139,7 +139,7 @@ func (n *NodeOptions) nodeServiceAccount() string {
 // token has left: one exchange per registry and token lifetime on the node.
 func (p *Provider) provideNode(ctx context.Context, req Request, im Image) (Response, error) {
 	n := p.o.Node
-	fail := func(pr initagent.Problem, err error) (Response, error) {
+	fail := func(pr keyvault.Problem, err error) (Response, error) {
 		return Response{}, &Error{Image: req.Image, ServiceAccount: n.nodeServiceAccount(), Node: true, Problem: pr, err: err}
 	}
 	ps, ok := n.pullSecretFor(im)
@@ -148,26 +148,26 @@ func (p *Provider) provideNode(ctx context.Context, req Request, im Image) (Resp
 		for i, s := range n.PullSecrets {
 			patterns[i] = s.Pattern
 		}
-		return fail(initagent.Problem{Cause: "no --pull-secret pattern matches the image (patterns: " + strings.Join(patterns, ", ") + ")",
+		return fail(keyvault.Problem{Cause: "no --pull-secret pattern matches the image (patterns: " + strings.Join(patterns, ", ") + ")",
 			Fix: "give the provider a --pull-secret PATTERN=REF for it, or narrow the kubelet's matchImages to the patterns"}, nil)
 	}
 	tok, err := n.Token.Find()
 	if err != nil {
-		return fail(initagent.Problem{Cause: err.Error(), Fix: nodeTokenFix(err, n.Token)}, err)
+		return fail(keyvault.Problem{Cause: err.Error(), Fix: nodeTokenFix(err, n.Token)}, err)
 	}
-	reader, err := initagent.NewReader(initagent.ReaderOptions{
+	reader, err := keyvault.NewReader(keyvault.ReaderOptions{
 		ClientID: n.ClientID, TenantID: p.o.TenantID, ServiceAccountToken: tok.Token,
 		Cloud: p.o.Cloud, AuthorityHost: p.o.AuthorityHost, Timeout: p.o.Timeout, Now: p.o.Now,
 	})
 	if err != nil {
-		return fail(initagent.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the provider's --node-identity"}, err)
+		return fail(keyvault.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the provider's --node-identity"}, err)
 	}
 	defer reader.Close()
 	secret, err := reader.Read(ctx, ps.ref.ID())
 	if err != nil {
-		var re *initagent.ReadError
+		var re *keyvault.ReadError
 		if !errors.As(err, &re) {
-			return fail(initagent.Problem{Vault: ps.ref.Vault, Secret: refLabel(ps.ref), Cause: "the secret could not be read"}, err)
+			return fail(keyvault.Problem{Vault: ps.ref.Vault, Secret: refLabel(ps.ref), Cause: "the secret could not be read"}, err)
 		}
 		return fail(re.Problem, err)
 	}

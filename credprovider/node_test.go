@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kvinject/kvinject/internal/golden"
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 // nodeRequest is what a kubelet without ServiceAccount tokens for

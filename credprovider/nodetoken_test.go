@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 const (

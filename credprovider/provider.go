@@ -7,7 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvinject/kvinject/initagent"
+	"github.com/kvinject/kvinject/internal/keyvault"
+	"github.com/kvinject/kvinject/internal/secretform"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -127,7 +128,7 @@ type Error struct {
 	Image, ServiceAccount string
 	// Node marks node mode: ServiceAccount is the node identity's.
 	Node    bool
-	Problem initagent.Problem
+	Problem keyvault.Problem
 	err     error
 }
 
@@ -161,18 +162,18 @@ func (e *Error) Unwrap() error { return e.err }
 func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.o.Timeout)
 	defer cancel()
-	fail := func(pr initagent.Problem, err error) (Response, error) {
+	fail := func(pr keyvault.Problem, err error) (Response, error) {
 		return Response{}, &Error{Image: req.Image, ServiceAccount: serviceAccountOf(req.ServiceAccountToken), Problem: pr, err: err}
 	}
 	im, err := ParseImage(req.Image)
 	if err != nil {
-		return fail(initagent.Problem{Cause: err.Error(), Fix: "check the pod's image"}, err)
+		return fail(keyvault.Problem{Cause: err.Error(), Fix: "check the pod's image"}, err)
 	}
 	if p.o.Node != nil {
 		return p.provideNode(ctx, req, im)
 	}
 	if req.ServiceAccountToken == "" {
-		return fail(initagent.Problem{Cause: "the kubelet sent no ServiceAccount token",
+		return fail(keyvault.Problem{Cause: "the kubelet sent no ServiceAccount token",
 			Fix: "give this provider tokenAttributes in the kubelet's CredentialProviderConfig (kvinject credential-provider-config prints it) and, " +
 				"on Kubernetes 1.33, enable the kubelet feature gate KubeletServiceAccountTokenForCredentialProviders"}, nil)
 	}
@@ -180,19 +181,19 @@ func (p *Provider) Provide(ctx context.Context, req Request) (Response, error) {
 	if pr != nil {
 		return fail(*pr, err)
 	}
-	reader, err := initagent.NewReader(initagent.ReaderOptions{
+	reader, err := keyvault.NewReader(keyvault.ReaderOptions{
 		ClientID: sa.clientID, TenantID: sa.tenantID, ServiceAccountToken: req.ServiceAccountToken,
 		Cloud: p.o.Cloud, AuthorityHost: p.o.AuthorityHost, Timeout: p.o.Timeout, Now: p.o.Now,
 	})
 	if err != nil {
-		return fail(initagent.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the ServiceAccount's annotations"}, err)
+		return fail(keyvault.Problem{Cause: err.Error(), Fix: "check " + spec.EnvAuthorityHost + " and the ServiceAccount's annotations"}, err)
 	}
 	defer reader.Close()
 	secret, err := reader.Read(ctx, sa.ref.ID())
 	if err != nil {
-		var re *initagent.ReadError
+		var re *keyvault.ReadError
 		if !errors.As(err, &re) { // Read explains its failures: a fallback, not a panic
-			return fail(initagent.Problem{Vault: sa.ref.Vault, Secret: refLabel(sa.ref), Cause: "the secret could not be read"}, err)
+			return fail(keyvault.Problem{Vault: sa.ref.Vault, Secret: refLabel(sa.ref), Cause: "the secret could not be read"}, err)
 		}
 		return fail(re.Problem, err)
 	}
@@ -211,9 +212,9 @@ type pullSecret struct {
 
 // pullSecretOf reads the annotations the kubelet passed, or says what is
 // wrong with them.
-func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *initagent.Problem, error) {
-	problem := func(cause, fix string, err error) (pullSecret, *initagent.Problem, error) {
-		return pullSecret{}, &initagent.Problem{Cause: cause, Fix: fix}, err
+func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *keyvault.Problem, error) {
+	problem := func(cause, fix string, err error) (pullSecret, *keyvault.Problem, error) {
+		return pullSecret{}, &keyvault.Problem{Cause: cause, Fix: fix}, err
 	}
 	sa := pullSecret{clientID: ann[spec.SAAnnotationClientID], tenantID: p.o.TenantID}
 	if err := spec.ValidateClientID(sa.clientID); err != nil {
@@ -252,15 +253,15 @@ func (p *Provider) pullSecretOf(ann map[string]string) (pullSecret, *initagent.P
 // answer turns the secret's value into the response's auth for the image:
 // the ref's property first, then the credential's entries for the image's
 // registry.
-func answer(im Image, ref spec.Ref, value string, matchImages []MatchImage) (map[string]AuthConfig, *initagent.Problem, error) {
-	problem := func(cause, fix string, err error) (map[string]AuthConfig, *initagent.Problem, error) {
-		return nil, &initagent.Problem{Vault: ref.Vault, Secret: refLabel(ref), Cause: cause, Fix: fix}, err
+func answer(im Image, ref spec.Ref, value string, matchImages []MatchImage) (map[string]AuthConfig, *keyvault.Problem, error) {
+	problem := func(cause, fix string, err error) (map[string]AuthConfig, *keyvault.Problem, error) {
+		return nil, &keyvault.Problem{Vault: ref.Vault, Secret: refLabel(ref), Cause: cause, Fix: fix}, err
 	}
 	if ref.Path != "" {
-		b, err := initagent.Extract(value, ref.Path)
+		b, err := secretform.Extract(value, ref.Path)
 		if err != nil {
 			fix := "fix the path in the annotation, or the secret"
-			var pe *initagent.PropertyError
+			var pe *secretform.PropertyError
 			if errors.As(err, &pe) && pe.Fix != "" {
 				fix = pe.Fix
 			}
@@ -329,7 +330,7 @@ func serviceAccountOf(token string) string {
 	if token == "" {
 		return ""
 	}
-	c, err := initagent.ParseTokenClaims(token)
+	c, err := keyvault.ParseTokenClaims(token)
 	if err != nil {
 		return ""
 	}

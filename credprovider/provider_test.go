@@ -25,9 +25,9 @@ import (
 	kubeletv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/golden"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 const (

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
+	"github.com/kvinject/kvinject/internal/secretform"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -27,7 +29,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	err := watch(ctx, &a.steps, a.o.Timeout, func() error { return a.run(ctx) })
 	if stuck := (*StuckError)(nil); errors.As(err, &stuck) {
-		return a.report([]Problem{stuck.problem("the agent")})
+		return a.report([]keyvault.Problem{stuck.problem("the agent")})
 	}
 	return err
 }
@@ -37,7 +39,7 @@ func (a *Agent) run(ctx context.Context) error {
 	start := time.Now()
 	ids := o.Spec.SecretIDs()
 	o.Logger.Info("starting", "files", len(o.Spec.Files), "secrets", len(ids), "vaults", hosts(distinctVaults(ids)),
-		"clientID", a.identity.clientID, "tenantID", a.identity.tenantID, "dir", o.Dir, "timeout", o.Timeout.String())
+		"clientID", a.identity.ClientID, "tenantID", a.identity.TenantID, "dir", o.Dir, "timeout", o.Timeout.String())
 
 	c, problems, err := a.connect(ctx, ids)
 	if err != nil {
@@ -59,12 +61,12 @@ func (a *Agent) run(ctx context.Context) error {
 	// The wrapper first: the env file it reads is the last thing to appear.
 	if o.Spec.EnvDelivery == spec.DeliveryExec {
 		if err := installWrapper(o.ExecWrapper, o.BinDir); err != nil {
-			return a.report([]Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
+			return a.report([]keyvault.Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
 		}
 	}
 	res, err := writeSet(o.Dir, files, encodeVersions(ids, results), o.Now())
 	if err != nil {
-		return a.report([]Problem{writeProblem(o.Dir, err)})
+		return a.report([]keyvault.Problem{writeProblem(o.Dir, err)})
 	}
 	for _, w := range res.Warnings {
 		o.Logger.Info("cleanup after the switch failed", "problem", w)
@@ -79,7 +81,7 @@ func (a *Agent) run(ctx context.Context) error {
 		kv = append(kv, "fromCache", a.fromCache.served, "stale", a.fromCache.stale)
 	}
 	if c.az != nil {
-		kv = append(kv, "httpsRequests", c.az.transport.requests.Load())
+		kv = append(kv, "httpsRequests", c.az.Requests())
 	}
 	if rss := peakRSSKiB(); rss > 0 {
 		kv = append(kv, "peakRSSKiB", rss)
@@ -91,9 +93,9 @@ func (a *Agent) run(ctx context.Context) error {
 // conn is what the agent reads the vaults through: the cache when the spec
 // names one, and the Azure clients or Options.NewGetter's getters.
 type conn struct {
-	cache    *cacheClient // nil without spec.Cache
-	getters  map[string]SecretGetter
-	az       *azureClients // nil until a read goes to Azure; nil with Options.NewGetter
+	cache    *keyvault.CacheClient // nil without spec.Cache
+	getters  map[string]keyvault.Getter
+	az       *keyvault.Clients // nil until a read goes to Azure; nil with Options.NewGetter
 	signedIn bool
 }
 
@@ -102,10 +104,10 @@ func (c *conn) close() {
 		return
 	}
 	if c.az != nil {
-		c.az.close()
+		c.az.Close()
 	}
 	if c.cache != nil {
-		c.cache.closeIdle()
+		c.cache.CloseIdle()
 	}
 }
 
@@ -114,22 +116,22 @@ func (c *conn) close() {
 // Azure the vault connections start opening. Identity problems (AZURE_*
 // missing or disagreeing with the spec) and client setup failures are
 // problems.
-func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []Problem, error) {
+func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []keyvault.Problem, error) {
 	a.steps.enter("connecting")
-	c := &conn{getters: map[string]SecretGetter{}}
+	c := &conn{getters: map[string]keyvault.Getter{}}
 	if a.o.NewGetter == nil {
-		if ps := a.identity.problems(a.o.Spec, a.o.Env); len(ps) > 0 {
-			var problems []Problem
+		if ps := identityProblems(a.identity, a.o.Spec, a.o.Env); len(ps) > 0 {
+			var problems []keyvault.Problem
 			for _, p := range ps {
-				problems = append(problems, Problem{Cause: p})
+				problems = append(problems, keyvault.Problem{Cause: p})
 			}
 			return c, problems, nil
 		}
 	}
 	if a.o.Spec.Cache != nil {
-		cc, err := newCacheClient(a.o.Spec.Cache, a.identity)
+		cc, err := keyvault.NewCacheClient(a.o.Spec.Cache, a.identity)
 		if err != nil {
-			return c, []Problem{{Cause: "cannot set up the cache's client: " + firstLine(err.Error())}}, nil
+			return c, []keyvault.Problem{{Cause: "cannot set up the cache's client: " + firstLine(err.Error())}}, nil
 		}
 		c.cache = cc
 		// Azure is dialled only for what the cache cannot answer.
@@ -143,7 +145,7 @@ func (a *Agent) connect(ctx context.Context, ids []spec.SecretID) (*conn, []Prob
 // Azure it creates the clients once, for every vault of the spec, and
 // starts opening the connections to the vaults of ids; failing to create
 // them is a problem.
-func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]Problem, error) {
+func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]keyvault.Problem, error) {
 	vaults := distinctVaults(ids)
 	if a.o.NewGetter != nil {
 		for _, v := range vaults {
@@ -159,14 +161,14 @@ func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]Pro
 		return nil, nil
 	}
 	if c.az == nil {
-		az, err := a.newAzure(distinctVaults(a.o.Spec.SecretIDs()))
+		az, err := keyvault.NewClients(a.identity, a.o.Cloud, distinctVaults(a.o.Spec.SecretIDs()), a.o.Concurrency)
 		if err != nil {
-			return []Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}}, nil
+			return []keyvault.Problem{{Cause: "cannot set up the Azure clients: " + firstLine(err.Error())}}, nil
 		}
-		c.az, c.getters = az, az.clients
+		c.az, c.getters = az, az.Getters()
 	}
 	for _, v := range vaults {
-		c.az.dialer.Warm(ctx, hostOf(v))
+		c.az.Warm(ctx, v)
 	}
 	return nil, nil
 }
@@ -175,12 +177,12 @@ func (a *Agent) direct(ctx context.Context, c *conn, ids []spec.SecretID) ([]Pro
 // from Azure directly. signIn exchanges the token before the first direct
 // read, while the vault connections open, so that a refused sign-in is one
 // problem per vault rather than one per secret. Every id has a result.
-func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn bool) (map[spec.SecretID]*fetchResult, []Problem) {
+func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn bool) (map[spec.SecretID]*fetchResult, []keyvault.Problem) {
 	a.steps.enter("reading the secrets")
 	results := make(map[spec.SecretID]*fetchResult, len(ids))
 	toRead := ids
 	if c.cache != nil {
-		var problems []Problem
+		var problems []keyvault.Problem
 		toRead, problems = a.askCache(ctx, c.cache, ids, results)
 		if len(problems) > 0 {
 			return results, problems
@@ -189,18 +191,18 @@ func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn b
 	if len(toRead) > 0 {
 		problems, err := a.direct(ctx, c, toRead)
 		if err != nil {
-			problems = append(problems, Problem{Cause: firstLine(err.Error())})
+			problems = append(problems, keyvault.Problem{Cause: firstLine(err.Error())})
 		}
 		if len(problems) > 0 {
 			return results, problems
 		}
 		if signIn && c.az != nil && !c.signedIn {
 			t0 := time.Now()
-			if err := c.az.token(ctx); err != nil {
+			if err := c.az.SignIn(ctx); err != nil {
 				return results, a.signInProblems(ctx, err, toRead)
 			}
 			c.signedIn = true
-			a.o.Logger.Info("signed in", "authority", a.identity.authorityHost, "durationMs", time.Since(t0).Milliseconds())
+			a.o.Logger.Info("signed in", "authority", a.identity.AuthorityHost, "durationMs", time.Since(t0).Milliseconds())
 		}
 		for id, r := range a.fetch(ctx, c.getters, toRead) {
 			results[id] = r
@@ -211,14 +213,14 @@ func (a *Agent) read(ctx context.Context, c *conn, ids []spec.SecretID, signIn b
 
 // signInProblems is a failed sign-in, said once per vault it kept from
 // reading.
-func (a *Agent) signInProblems(ctx context.Context, err error, ids []spec.SecretID) []Problem {
+func (a *Agent) signInProblems(ctx context.Context, err error, ids []spec.SecretID) []keyvault.Problem {
 	dc := a.diagContext()
-	p := dc.diagnoseAuth(err)
+	p := dc.SignIn(err)
 	if ctx.Err() != nil {
 		// azidentity flattens the context's error into its message.
-		p = dc.diagnoseTransport(ctx.Err(), hostOf(a.identity.authorityHost))
+		p = dc.Transport(ctx.Err(), keyvault.Host(a.identity.AuthorityHost))
 	}
-	var problems []Problem
+	var problems []keyvault.Problem
 	for _, v := range distinctVaults(ids) {
 		q := p
 		q.Vault, q.Secret = v, secretsOf(ids, v)
@@ -228,29 +230,26 @@ func (a *Agent) signInProblems(ctx context.Context, err error, ids []spec.Secret
 }
 
 // fetchProblems diagnoses the fetches that failed, in ids' order.
-func (a *Agent) fetchProblems(ids []spec.SecretID, results map[spec.SecretID]*fetchResult) []Problem {
+func (a *Agent) fetchProblems(ids []spec.SecretID, results map[spec.SecretID]*fetchResult) []keyvault.Problem {
 	dc := a.diagContext()
-	var problems []Problem
+	var problems []keyvault.Problem
 	for _, id := range ids {
 		if r := results[id]; r.err != nil {
-			problems = append(problems, dc.diagnoseFetch(id, r.err, r.at))
+			problems = append(problems, dc.Read(id, r.err, r.at))
 		}
 	}
 	return problems
 }
 
-func (a *Agent) diagContext() diagContext {
-	id := a.identity
-	return diagContext{
-		clientID: id.clientID, tenantID: id.tenantID, tokenFile: id.tokenFile,
-		authorityHost: id.authorityHost, timeout: a.o.Timeout, now: a.o.Now,
-		claims: func() (TokenClaims, error) { return ReadTokenClaims(id.tokenFile) },
-	}
+func (a *Agent) diagContext() keyvault.Diagnoser {
+	tokenFile := a.identity.TokenFile
+	return keyvault.Diagnoser{Identity: a.identity, Timeout: a.o.Timeout, Now: a.o.Now,
+		Claims: func() (keyvault.TokenClaims, error) { return keyvault.ReadTokenClaims(tokenFile) }}
 }
 
 // report prints one line per problem and returns ErrFailed: in full to
 // the container log, without Problem.Detail to the termination message.
-func (a *Agent) report(problems []Problem) error {
+func (a *Agent) report(problems []keyvault.Problem) error {
 	var full, public strings.Builder
 	for _, p := range problems {
 		full.WriteString(p.String())
@@ -267,16 +266,16 @@ func (a *Agent) report(problems []Problem) error {
 }
 
 type fetchResult struct {
-	secret Secret
+	secret keyvault.Secret
 	err    error
-	at     *attempts
+	at     *keyvault.Attempts
 }
 
 // fetch reads every secret version once, at most Concurrency at a time.
-func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids []spec.SecretID) map[spec.SecretID]*fetchResult {
+func (a *Agent) fetch(ctx context.Context, getters map[string]keyvault.Getter, ids []spec.SecretID) map[spec.SecretID]*fetchResult {
 	results := make(map[spec.SecretID]*fetchResult, len(ids))
 	for _, id := range ids {
-		results[id] = &fetchResult{at: &attempts{}}
+		results[id] = &fetchResult{at: &keyvault.Attempts{}}
 	}
 	sem := make(chan struct{}, a.o.Concurrency)
 	var wg sync.WaitGroup
@@ -291,7 +290,7 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 			}
 			defer func() { <-sem }()
 			t0 := time.Now()
-			s, err := getters[id.Vault].GetSecret(context.WithValue(ctx, attemptsKey{}, r.at), id.Name, id.Version)
+			s, err := getters[id.Vault].GetSecret(keyvault.WithAttempts(ctx, r.at), id.Name, id.Version)
 			if err != nil && ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
 				// The deadline ended the retries: say so, with what the
 				// tries got (r.at), rather than a bare transport error.
@@ -299,7 +298,7 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 			}
 			r.secret, r.err = s, err
 			if err == nil {
-				a.o.Logger.V(a.fetchLogV).Info("fetched secret", "vault", hostOf(id.Vault), "name", id.Name,
+				a.o.Logger.V(a.fetchLogV).Info("fetched secret", "vault", keyvault.Host(id.Vault), "name", id.Name,
 					"version", s.Version, "bytes", len(s.Value), "durationMs", time.Since(t0).Milliseconds())
 			}
 		})
@@ -310,14 +309,14 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]SecretGetter, ids 
 
 // resolve turns fetched values into file contents: properties extracted,
 // templates rendered. Problems are reported once per reference.
-func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchResult) ([]FileData, []Problem) {
+func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchResult) ([]FileData, []keyvault.Problem) {
 	a.steps.enter("extracting properties, taking certificates apart and rendering templates")
 	type extracted struct {
 		data []byte
 		err  error
 	}
 	cache := map[spec.Ref]extracted{}
-	bundles := bundleCache{}
+	var forms secretform.Forms
 	lookup := func(r spec.Ref) ([]byte, error) {
 		if e, ok := cache[r]; ok {
 			return e.data, e.err
@@ -326,21 +325,13 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 		if res == nil || res.err != nil {
 			return nil, errNotFetched
 		}
-		var (
-			d   []byte
-			err error
-		)
-		if isCertRef(res.secret, r.Path) {
-			d, err = bundles.form(r.ID(), res.secret, r.Path)
-		} else {
-			d, err = Extract(res.secret.Value, r.Path)
-		}
+		d, err := forms.Select(r.ID(), res.secret.Value, res.secret.ContentType, r.Path)
 		cache[r] = extracted{d, err}
 		return d, err
 	}
-	byRef := map[spec.Ref]*Problem{}
+	byRef := map[spec.Ref]*keyvault.Problem{}
 	var order []spec.Ref
-	var problems []Problem
+	var problems []keyvault.Problem
 	// addRefProblem reports a reference's problem once, listing every file
 	// (or, with env set, every variable) it keeps from being written.
 	addRefProblem := func(r spec.Ref, file, cause, detail, fix string, env ...string) {
@@ -352,11 +343,11 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			}
 			return
 		}
-		label := secretLabel(r.ID())
+		label := keyvault.Label(r.ID())
 		if r.Path != "" {
 			label += "#" + r.Path
 		}
-		p := &Problem{Vault: r.Vault, Secret: label, Cause: cause, Detail: detail, Fix: fix, Env: env}
+		p := &keyvault.Problem{Vault: r.Vault, Secret: label, Cause: cause, Detail: detail, Fix: fix, Env: env}
 		if env == nil {
 			p.Files = []string{file}
 		}
@@ -366,8 +357,8 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 	// addLookupProblem reports what lookup returned for r: a bundle that
 	// does not parse once for its secret, whatever forms were asked for.
 	addLookupProblem := func(r spec.Ref, file string, err error, env ...string) {
-		var be *bundleError
-		var pe *PropertyError
+		var be *secretform.BundleError
+		var pe *secretform.PropertyError
 		switch {
 		case errors.As(err, &be):
 			whole := r
@@ -383,7 +374,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 	for _, f := range a.o.Spec.Files {
 		mode, err := f.FileMode()
 		if err != nil { // Decode validated it
-			problems = append(problems, Problem{Files: []string{f.Name}, Cause: err.Error()})
+			problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: err.Error()})
 			continue
 		}
 		var data []byte
@@ -400,18 +391,18 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 			if !allFetched(results, f.Refs) {
 				continue // reported by the fetch
 			}
-			data, err = Render(ctx, f, lookup)
+			data, err = secretform.Render(ctx, f, lookup)
 			if err != nil {
-				var re *RenderError
-				var be *bundleError
+				var re *secretform.RenderError
+				var be *secretform.BundleError
 				if errors.As(err, &re) && re.Ref != nil && errors.As(err, &be) {
 					addLookupProblem(*re.Ref, f.Name, be) // the secret's problem, not the template's
 				} else if re != nil && re.Ref != nil {
 					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Detail, re.Fix)
 				} else if re != nil {
-					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
+					problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
 				} else {
-					problems = append(problems, Problem{Files: []string{f.Name}, Cause: "the template: does not render"})
+					problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: "the template: does not render"})
 				}
 				continue
 			}
@@ -432,7 +423,7 @@ func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchRes
 				addLookupProblem(e.Secret, "", err, e.Name)
 			default:
 				if cause, fix := envValueProblem(e.Name, data); cause != "" {
-					p := Problem{Vault: e.Secret.Vault, Secret: secretLabel(e.Secret.ID()), Env: []string{e.Name}, Cause: cause, Fix: fix}
+					p := keyvault.Problem{Vault: e.Secret.Vault, Secret: keyvault.Label(e.Secret.ID()), Env: []string{e.Name}, Cause: cause, Fix: fix}
 					if e.Secret.Path != "" {
 						p.Secret += "#" + e.Secret.Path
 					}
@@ -491,8 +482,8 @@ func writeTerminationLog(path, lines string) {
 // errNotFetched marks a reference whose secret failed to fetch.
 var errNotFetched = errors.New("the secret was not fetched")
 
-func writeProblem(dir string, err error) Problem {
-	p := Problem{Cause: "cannot write the files into " + dir + ": " + firstLine(err.Error())}
+func writeProblem(dir string, err error) keyvault.Problem {
+	p := keyvault.Problem{Cause: "cannot write the files into " + dir + ": " + firstLine(err.Error())}
 	switch {
 	case errors.Is(err, fs.ErrPermission):
 		p.Fix = fmt.Sprintf("the agent runs as uid %d gid %d and needs write access to the %s emptyDir mounted at %s (an emptyDir is world-writable unless something changed its mode)",
@@ -503,6 +494,11 @@ func writeProblem(dir string, err error) Problem {
 		p.Fix = fmt.Sprintf("check the %s emptyDir at %s (its sizeLimit, and that only the agent writes there)", spec.SecretsVolumeName, dir)
 	}
 	return p
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(s)
 }
 
 func distinctVaults(ids []spec.SecretID) []string {
@@ -520,7 +516,7 @@ func distinctVaults(ids []spec.SecretID) []string {
 func hosts(vaults []string) []string {
 	out := make([]string, len(vaults))
 	for i, v := range vaults {
-		out[i] = hostOf(v)
+		out[i] = keyvault.Host(v)
 	}
 	return out
 }
@@ -530,7 +526,7 @@ func secretsOf(ids []spec.SecretID, vault string) string {
 	var names []string
 	for _, id := range ids {
 		if id.Vault == vault {
-			names = append(names, secretLabel(id))
+			names = append(names, keyvault.Label(id))
 		}
 	}
 	sort.Strings(names)

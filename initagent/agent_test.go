@@ -15,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -31,7 +32,7 @@ type fakeVault struct {
 	delay    time.Duration
 }
 
-func (f *fakeVault) GetSecret(ctx context.Context, name, version string) (Secret, error) {
+func (f *fakeVault) GetSecret(ctx context.Context, name, version string) (keyvault.Secret, error) {
 	key := name
 	if version != "" {
 		key += "/" + version
@@ -51,13 +52,13 @@ func (f *fakeVault) GetSecret(ctx context.Context, name, version string) (Secret
 	select {
 	case <-time.After(f.delay):
 	case <-ctx.Done():
-		return Secret{}, ctx.Err()
+		return keyvault.Secret{}, ctx.Err()
 	}
 	v, ok := f.values[key]
 	if !ok {
-		return Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
+		return keyvault.Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
 	}
-	return Secret{Value: v, Version: "0123456789abcdef0123456789abcdef", ContentType: f.types[name]}, nil
+	return keyvault.Secret{Value: v, Version: "0123456789abcdef0123456789abcdef", ContentType: f.types[name]}, nil
 }
 
 func newFakeVault(values map[string]string) *fakeVault {
@@ -97,7 +98,7 @@ func TestRunWritesAndDedupes(t *testing.T) {
 	)
 	var logs, errs bytes.Buffer
 	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
-		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestRunConcurrencyBound(t *testing.T) {
 	vault := newFakeVault(values)
 	vault.delay = 20 * time.Millisecond
 	a, err := New(Options{Spec: mustSpec(t, dir, files...), Concurrency: 7,
-		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +177,7 @@ func TestRunProblemsWriteNothing(t *testing.T) {
 			vault := newFakeVault(map[string]string{"app-pgsql": `{"username":"superman","password":"louiselane"}`, "plain": "louiselane"})
 			var errs, logs bytes.Buffer
 			a, err := New(Options{Spec: mustSpec(t, dir, tt.files(t)...), Err: &errs, Logger: testLogger(&logs),
-				NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+				NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +201,7 @@ func TestRunTimeout(t *testing.T) {
 	vault.delay = time.Minute
 	var errs bytes.Buffer
 	a, err := New(Options{Spec: mustSpec(t, dir, secretFile("a", "0400", "a")), Err: &errs, Timeout: 100 * time.Millisecond,
-		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestIdentityProblems(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tt.want, a.identity.problems(s, tt.env)); diff != "" {
+			if diff := cmp.Diff(tt.want, identityProblems(a.identity, s, tt.env)); diff != "" {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 		})
@@ -270,7 +271,7 @@ func TestIdentityProblems(t *testing.T) {
 	empty := *s
 	empty.Identity = spec.Identity{}
 	a, _ := New(Options{Spec: &empty})
-	if got := a.identity.problems(&empty, Env{}); len(got) != 2 {
+	if got := identityProblems(a.identity, &empty, Env{}); len(got) != 2 {
 		t.Errorf("no client and tenant id anywhere: %d problems, want 2: %q", len(got), got)
 	}
 }

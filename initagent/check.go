@@ -2,11 +2,13 @@ package initagent
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -21,18 +23,18 @@ func (a *Agent) Check() error {
 	pf("spec %s is valid: %d file(s) into %s (seen by containers %s at %s)\n", o.Spec.Version, len(o.Spec.Files), o.Dir,
 		orAll(o.Spec.Containers), o.Spec.MountPath)
 	discovery := "instance discovery on"
-	if id.knownCloud {
+	if id.KnownCloud() {
 		discovery = "instance discovery skipped"
 	}
-	pf("cloud %s: authority %s (%s), Key Vault token scope %s\n", o.Cloud.Name, id.authorityHost, discovery, scopeFor(o.Cloud))
-	pf("identity: client id %s, tenant %s, token file %s\n", orUnset(id.clientID), orUnset(id.tenantID), id.tokenFile)
-	if tc, err := ReadTokenClaims(id.tokenFile); err == nil {
+	pf("cloud %s: authority %s (%s), Key Vault token scope %s\n", o.Cloud.Name, id.AuthorityHost, discovery, keyvault.Scope(o.Cloud))
+	pf("identity: client id %s, tenant %s, token file %s\n", orUnset(id.ClientID), orUnset(id.TenantID), id.TokenFile)
+	if tc, err := keyvault.ReadTokenClaims(id.TokenFile); err == nil {
 		pf("token: %s\n", tc)
 	} else {
 		pf("token: not readable here (%s)\n", firstLine(err.Error()))
 	}
-	for _, p := range id.problems(o.Spec, o.Env) {
-		pf("warning: %s\n", oneLine(p))
+	for _, p := range identityProblems(id, o.Spec, o.Env) {
+		pf("warning: %s\n", spaces.ReplaceAllString(p, " "))
 	}
 
 	ids := o.Spec.SecretIDs()
@@ -43,7 +45,7 @@ func (a *Agent) Check() error {
 		if v == "" {
 			v = "latest"
 		}
-		pf("  %s\t%s\t%s\n", hostOf(sid.Vault), sid.Name, v)
+		pf("  %s\t%s\t%s\n", keyvault.Host(sid.Vault), sid.Name, v)
 	}
 
 	pf("\nwould write %d file(s) into %s, all or none:\n", len(o.Spec.Files), o.Dir)
@@ -67,7 +69,7 @@ func (a *Agent) Check() error {
 }
 
 func describeRef(r spec.Ref) string {
-	s := hostOf(r.Vault) + " " + r.Name
+	s := keyvault.Host(r.Vault) + " " + r.Name
 	if r.Version != "" {
 		s += "/" + r.Version
 	}
@@ -90,3 +92,6 @@ func orAll(cs []string) string {
 	}
 	return strings.Join(cs, ",")
 }
+
+// spaces are what a warning line must not break on.
+var spaces = regexp.MustCompile(`[\r\n\t]+`)

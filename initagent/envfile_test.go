@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kvinject/kvinject/internal/execwrap"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -64,7 +65,7 @@ func TestRunWritesEnvFile(t *testing.T) {
 			}
 		}()
 		a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
-			NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+			NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +114,7 @@ func TestRunExecDelivery(t *testing.T) {
 	var errs strings.Builder
 	run := func(src string) error {
 		a, err := New(Options{Spec: s, Err: &errs, ExecWrapper: src, BinDir: bin,
-			NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+			NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}

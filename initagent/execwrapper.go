@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -44,8 +45,8 @@ func installWrapper(src, dir string) error {
 	return os.Rename(tmp.Name(), filepath.Join(dir, filepath.Base(spec.ExecCommand)))
 }
 
-func wrapperProblem(src, dir string, err error) Problem {
-	p := Problem{Cause: "cannot copy the exec wrapper " + src + " into " + dir + ": " + firstLine(err.Error())}
+func wrapperProblem(src, dir string, err error) keyvault.Problem {
+	p := keyvault.Problem{Cause: "cannot copy the exec wrapper " + src + " into " + dir + ": " + firstLine(err.Error())}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		p.Fix = fmt.Sprintf("run the agent from the kvinject image, which has %s, with the %s emptyDir mounted at %s", spec.ExecSource, spec.BinVolumeName, dir)

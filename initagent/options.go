@@ -1,17 +1,16 @@
 package initagent
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -38,24 +37,6 @@ func EnvFrom(getenv func(string) string) Env {
 		TokenFile:     strings.TrimSpace(getenv(spec.EnvFederatedTokenFile)),
 		AuthorityHost: strings.TrimSpace(getenv(spec.EnvAuthorityHost)),
 	}
-}
-
-// Secret is one fetched secret version. Value is never logged.
-type Secret struct {
-	Value string
-	// Version is the version id Key Vault returned (32 hex digits).
-	Version     string
-	ContentType string
-	// Created is when Key Vault created the version (its
-	// attributes.created); zero when not known.
-	Created time.Time
-}
-
-// SecretGetter reads secrets from one vault. The production implementation
-// wraps azsecrets.Client; errors are *azcore.ResponseError,
-// *azidentity.AuthenticationFailedError or transport errors.
-type SecretGetter interface {
-	GetSecret(ctx context.Context, name, version string) (Secret, error)
 }
 
 // Options configure the agent. New validates them once.
@@ -90,7 +71,7 @@ type Options struct {
 
 	// NewGetter replaces the Key Vault client (tests of the pure parts).
 	// When set, no credential is created and no token is fetched.
-	NewGetter func(vaultURL string) (SecretGetter, error)
+	NewGetter func(vaultURL string) (keyvault.Getter, error)
 	// Now replaces time.Now (tests).
 	Now func() time.Time
 }
@@ -101,7 +82,7 @@ var ErrFailed = errors.New("kvinject agent failed")
 // Agent is a validated configuration, ready to Run or Check.
 type Agent struct {
 	o        Options
-	identity identity
+	identity keyvault.Identity
 	// fetchLogV is the verbosity of the per-secret log line: the refresh
 	// loop logs what changed, not every read.
 	fetchLogV int
@@ -109,15 +90,6 @@ type Agent struct {
 	fromCache struct{ served, stale int }
 	// steps names the step a run is in, for its watchdog.
 	steps stepTracker
-}
-
-// identity is what the credential will use, after reconciling the
-// environment with the spec.
-type identity struct {
-	clientID, tenantID, tokenFile, authorityHost string
-	// knownCloud is true when the authority host is one of a known public
-	// cloud's, so instance discovery can be skipped safely.
-	knownCloud bool
 }
 
 // New validates o and fills in defaults. Identity problems (AZURE_* missing
@@ -186,21 +158,13 @@ func CloudForSpec(s *spec.Spec) spec.Cloud {
 	for _, name := range spec.CloudNames() {
 		c, _ := spec.LookupCloud(name)
 		for _, v := range vaults {
-			if v != "" && hostHasSuffix(hostOf(v), c.VaultSuffix) {
+			if v != "" && hostHasSuffix(keyvault.Host(v), c.VaultSuffix) {
 				return c
 			}
 		}
 	}
 	c, _ := spec.LookupCloud(spec.DefaultCloud)
 	return c
-}
-
-func hostOf(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return ""
-	}
-	return strings.ToLower(u.Hostname())
 }
 
 func hostHasSuffix(host, suffix string) bool {
@@ -211,43 +175,24 @@ func hostHasSuffix(host, suffix string) bool {
 // environment wins, the spec fills gaps, and a disagreement is an error
 // (reported by validate) because it means the pod was edited after
 // admission or the agent runs with someone else's variables.
-func resolveIdentity(s *spec.Spec, env Env, cloud spec.Cloud) (identity, error) {
-	id := identity{
-		clientID:      env.ClientID,
-		tenantID:      env.TenantID,
-		tokenFile:     env.TokenFile,
-		authorityHost: env.AuthorityHost,
+func resolveIdentity(s *spec.Spec, env Env, cloud spec.Cloud) (keyvault.Identity, error) {
+	id := keyvault.Identity{ClientID: env.ClientID, TenantID: env.TenantID, TokenFile: env.TokenFile}
+	if id.ClientID == "" {
+		id.ClientID = s.Identity.ClientID
 	}
-	if id.clientID == "" {
-		id.clientID = s.Identity.ClientID
+	if id.TenantID == "" {
+		id.TenantID = s.Identity.TenantID
 	}
-	if id.tenantID == "" {
-		id.tenantID = s.Identity.TenantID
+	if id.TokenFile == "" {
+		id.TokenFile = path.Join(spec.TokenMountPath, spec.TokenFileName)
 	}
-	if id.tokenFile == "" {
-		id.tokenFile = path.Join(spec.TokenMountPath, spec.TokenFileName)
-	}
-	if id.authorityHost == "" {
-		id.authorityHost = cloud.AuthorityHost
-	}
-	u, err := url.Parse(id.authorityHost)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" {
-		return id, fmt.Errorf("%s %q must be an https URL like %s", spec.EnvAuthorityHost, id.authorityHost, cloud.AuthorityHost)
-	}
-	if !strings.HasSuffix(id.authorityHost, "/") {
-		id.authorityHost += "/"
-	}
-	for _, name := range spec.CloudNames() {
-		c, _ := spec.LookupCloud(name)
-		if strings.EqualFold(c.AuthorityHost, id.authorityHost) {
-			id.knownCloud = true
-		}
-	}
-	return id, nil
+	var err error
+	id.AuthorityHost, err = keyvault.AuthorityHost(env.AuthorityHost, cloud)
+	return id, err
 }
 
 // problems lists what is wrong with the identity, for New and Check.
-func (id identity) problems(s *spec.Spec, env Env) []string {
+func identityProblems(id keyvault.Identity, s *spec.Spec, env Env) []string {
 	var out []string
 	mismatch := func(envName, envVal, specVal, what string) {
 		if envVal != "" && specVal != "" && !strings.EqualFold(envVal, specVal) {
@@ -257,11 +202,11 @@ func (id identity) problems(s *spec.Spec, env Env) []string {
 	}
 	mismatch(spec.EnvClientID, env.ClientID, s.Identity.ClientID, "client id")
 	mismatch(spec.EnvTenantID, env.TenantID, s.Identity.TenantID, "tenant id")
-	if id.clientID == "" {
+	if id.ClientID == "" {
 		out = append(out, fmt.Sprintf("no client id: set %s (the webhook sets it from the pod annotation %s or the ServiceAccount annotation %s)",
 			spec.EnvClientID, spec.AnnotationClientID, spec.SAAnnotationClientID))
 	}
-	if id.tenantID == "" {
+	if id.TenantID == "" {
 		out = append(out, fmt.Sprintf("no tenant id: set %s (the webhook sets it from %s, %s or its --tenant-id)",
 			spec.EnvTenantID, spec.AnnotationTenantID, spec.SAAnnotationTenantID))
 	}

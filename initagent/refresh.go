@@ -15,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/residency"
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -60,7 +61,7 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 		}
 	}
 	kv := []any{"interval", interval.String(), "secrets", len(ids), "pinned", pinned,
-		"vaults", hosts(distinctVaults(ids)), "clientID", a.identity.clientID, "dir", o.Dir}
+		"vaults", hosts(distinctVaults(ids)), "clientID", a.identity.ClientID, "dir", o.Dir}
 	if len(o.Spec.Env) > 0 {
 		// The kubelet reads env variables when a container starts: a new
 		// version reaches them only when the container restarts.
@@ -72,7 +73,7 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 	}
 	o.Logger.Info("refreshing", kv...)
 
-	r := &refresher{a: a, ids: ids, known: map[spec.SecretID]Secret{}}
+	r := &refresher{a: a, ids: ids, known: map[spec.SecretID]keyvault.Secret{}}
 	defer func() { r.c.close() }()
 	wait := jittered(interval)
 	failures := 0
@@ -99,7 +100,7 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 		if stuck := (*StuckError)(nil); errors.As(err, &stuck) {
 			// The step runs on and cannot be stopped: exit, and the
 			// kubelet restarts the sidecar; the files stay as they are.
-			a.say([]Problem{stuck.problem("the refresh")})
+			a.say([]keyvault.Problem{stuck.problem("the refresh")})
 			o.Logger.Info("exiting: a refresh step did not stop at its time limit", "step", stuck.Step)
 			return ErrFailed
 		}
@@ -142,13 +143,13 @@ type refresher struct {
 	// known is the last set of secrets the files were checked or written
 	// against; the values stay in memory to render the files again when
 	// only one secret changes.
-	known map[spec.SecretID]Secret
+	known map[spec.SecretID]keyvault.Secret
 	// verified says the files on disk were found to match known.
 	verified bool
 }
 
 type cycleResult struct {
-	problems   []Problem
+	problems   []keyvault.Problem
 	retryAfter time.Duration
 	wrote      bool
 	changed    []string // secrets with a new version
@@ -160,7 +161,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 	if r.c == nil {
 		c, problems, err := a.connect(ctx, r.ids)
 		if err != nil {
-			problems = append(problems, Problem{Cause: firstLine(err.Error())})
+			problems = append(problems, keyvault.Problem{Cause: firstLine(err.Error())})
 		}
 		if len(problems) > 0 {
 			c.close()
@@ -187,12 +188,12 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 	for _, id := range r.ids {
 		if res, ok := results[id]; ok {
 			if old, ok := r.known[id]; !ok || old.Version != res.secret.Version {
-				changed = append(changed, secretLabel(id))
+				changed = append(changed, keyvault.Label(id))
 			}
 			all[id] = res
 			continue
 		}
-		all[id] = &fetchResult{secret: r.known[id], at: &attempts{}}
+		all[id] = &fetchResult{secret: r.known[id], at: &keyvault.Attempts{}}
 	}
 	if older := olderThanDisk(r.ids, results, readVersions(a.o.Dir)); len(older) > 0 {
 		// Another cache replica, or a cache behind a direct read, still
@@ -200,7 +201,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		// the next interval.
 		for _, o := range older {
 			a.o.Logger.Info("kept the files: the answer's version is older than the one they hold",
-				"vault", hostOf(o.id.Vault), "name", o.id.Name,
+				"vault", keyvault.Host(o.id.Vault), "name", o.id.Name,
 				"version", o.got.Version, "created", o.got.Created.UTC().Format(time.RFC3339),
 				"versionOnDisk", o.onDisk.Version, "createdOnDisk", o.diskCreated.UTC().Format(time.RFC3339))
 		}
@@ -228,7 +229,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		return cycleResult{}
 	}
 	if _, err := writeSet(a.o.Dir, files, encodeVersions(r.ids, all), a.o.Now()); err != nil {
-		return cycleResult{problems: []Problem{writeProblem(a.o.Dir, err)}}
+		return cycleResult{problems: []keyvault.Problem{writeProblem(a.o.Dir, err)}}
 	}
 	keep()
 	return cycleResult{wrote: true, changed: changed}
@@ -236,7 +237,7 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 
 // say prints problem lines on the container log only: a running sidecar has
 // no termination message.
-func (a *Agent) say(problems []Problem) {
+func (a *Agent) say(problems []keyvault.Problem) {
 	var b strings.Builder
 	for _, p := range problems {
 		b.WriteString(p.String())
@@ -250,10 +251,10 @@ func (c *conn) closeIdle() {
 		return
 	}
 	if c.az != nil {
-		c.az.transport.next.CloseIdleConnections()
+		c.az.CloseIdle()
 	}
 	if c.cache != nil {
-		c.cache.closeIdle()
+		c.cache.CloseIdle()
 	}
 }
 

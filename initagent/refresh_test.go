@@ -17,8 +17,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 // rotatingVault is a SecretGetter whose secrets get new versions, and that
@@ -32,21 +33,21 @@ type rotatingVault struct {
 	fail     error
 }
 
-func (v *rotatingVault) GetSecret(_ context.Context, name, version string) (Secret, error) {
+func (v *rotatingVault) GetSecret(_ context.Context, name, version string) (keyvault.Secret, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.calls[name]++
 	if v.fail != nil {
-		return Secret{}, v.fail
+		return keyvault.Secret{}, v.fail
 	}
 	val, ok := v.values[name]
 	if !ok {
-		return Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
+		return keyvault.Secret{}, &azcore.ResponseError{StatusCode: 404, ErrorCode: "SecretNotFound"}
 	}
 	if version == "" {
 		version = fmt.Sprintf("%032x", v.versions[name])
 	}
-	return Secret{Value: val, Version: version, ContentType: v.types[name]}, nil
+	return keyvault.Secret{Value: val, Version: version, ContentType: v.types[name]}, nil
 }
 
 func (v *rotatingVault) set(name, value string) {
@@ -102,7 +103,7 @@ func TestRefresh(t *testing.T) {
 	)
 	var logs, errs syncBuffer
 	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
-		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +220,7 @@ func TestRefreshCertificate(t *testing.T) {
 	s := mustSpec(t, dir, secretFile("tls.key", "0400", "web-cert#key"), secretFile("tls.crt", "0444", "web-cert#fullchain"))
 	var logs, errs syncBuffer
 	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
-		NewGetter: func(string) (SecretGetter, error) { return vault, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -94,7 +95,7 @@ func readVersions(dir string) map[spec.SecretID]recordedVersion {
 // olderVersion is an answer created before the version the files hold.
 type olderVersion struct {
 	id          spec.SecretID
-	got         Secret
+	got         keyvault.Secret
 	onDisk      recordedVersion
 	diskCreated time.Time
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
+	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -107,7 +108,7 @@ func TestRefreshNeverGoesBack(t *testing.T) {
 			s.Cache = cache
 			var logs, errs syncBuffer
 			a, err := New(Options{Spec: s, Env: env, Err: &errs, Logger: testLogger(&logs),
-				NewGetter: func(string) (SecretGetter, error) { return nil, nil }})
+				NewGetter: func(string) (keyvault.Getter, error) { return nil, nil }})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,8 +172,8 @@ func TestVersionsRecord(t *testing.T) {
 	latest := spec.SecretID{Vault: testVault, Name: "a"}
 	pinned := spec.SecretID{Vault: testVault, Name: "b", Version: "33333333333333333333333333333333"}
 	results := map[spec.SecretID]*fetchResult{
-		latest: {secret: Secret{Value: "x", Version: "44444444444444444444444444444444", Created: created}},
-		pinned: {secret: Secret{Value: "y", Version: pinned.Version}},
+		latest: {secret: keyvault.Secret{Value: "x", Version: "44444444444444444444444444444444", Created: created}},
+		pinned: {secret: keyvault.Secret{Value: "y", Version: pinned.Version}},
 	}
 	if _, err := writeSet(dir, []FileData{{Name: "f", Mode: 0o400, Data: []byte("x")}},
 		encodeVersions([]spec.SecretID{latest, pinned}, results), time.Now()); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
+
+	"github.com/kvinject/kvinject/internal/keyvault"
 )
 
 // stepGrace is how long past its deadline a step may take to return on its
@@ -25,8 +27,8 @@ func (e *StuckError) Error() string {
 }
 
 // problem words e for the agent's or the sidecar's problem line.
-func (e *StuckError) problem(who string) Problem {
-	return Problem{
+func (e *StuckError) problem(who string) keyvault.Problem {
+	return keyvault.Problem{
 		Cause: fmt.Sprintf("%s's time limit of %v ran out while %s, and that step did not stop", who, e.Limit, e.Step),
 		Fix: "the process exits rather than run on: if the node was only slow, raise --timeout; " +
 			"otherwise look at what the step works on (a certificate bundle, a template) in the secrets this pod reads",

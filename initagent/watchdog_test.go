@@ -7,15 +7,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvinject/kvinject/internal/keyvault"
 )
 
 // stuckVault is a SecretGetter whose reads never return, whatever their
 // context says: a step that cannot be interrupted.
 type stuckVault struct{ release chan struct{} }
 
-func (v stuckVault) GetSecret(context.Context, string, string) (Secret, error) {
+func (v stuckVault) GetSecret(context.Context, string, string) (keyvault.Secret, error) {
 	<-v.release
-	return Secret{}, errors.New("released")
+	return keyvault.Secret{}, errors.New("released")
 }
 
 func newStuckAgent(t *testing.T, errs *syncBuffer) *Agent {
@@ -25,7 +27,7 @@ func newStuckAgent(t *testing.T, errs *syncBuffer) *Agent {
 	t.Cleanup(func() { close(v.release) })
 	a, err := New(Options{Spec: mustSpec(t, dir, secretFile("username", "0400", "app-pgsql#username")), Err: errs,
 		Logger: testLogger(&syncBuffer{}), Timeout: 500 * time.Millisecond,
-		NewGetter: func(string) (SecretGetter, error) { return v, nil }})
+		NewGetter: func(string) (keyvault.Getter, error) { return v, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ import (
 	"github.com/kvinject/kvinject/internal/webhookserver"
 	"github.com/kvinject/kvinject/webhook"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 // objects renders dir and decodes every object: typed for built-in kinds, unstructured otherwise.

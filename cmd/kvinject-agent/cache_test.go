@@ -1,7 +1,7 @@
 package main
 
 // The agent asking the kvinject cache (spec.Cache): a real cache server
-// (internal/cacheserver) over TLS on loopback, in front of the same
+// (cacheserver) over TLS on loopback, in front of the same
 // emulator the agent reaches directly through HTTPS_PROXY. Only the API
 // server's TokenReview is answered without a cluster (cachetest.Reviewer);
 // the e2e tests run the cache on the local cluster.
@@ -26,12 +26,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvinject/kvinject/cacheserver"
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/cacheserver"
-	"github.com/kvinject/kvinject/internal/cachetest"
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 // cacheFixture is a kvinject cache serving on loopback with its own clock.

@@ -27,9 +27,9 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 const (
@@ -620,7 +620,7 @@ func TestAgentDiagnostics(t *testing.T) {
 }
 
 // logOnly matches the parts of a problem line that only the container log
-// holds (initagent.Problem.Detail).
+// holds (keyvault.Problem.Detail).
 var logOnly = regexp.MustCompile(` \((it has [^)]*|the vault's resource id is [^)]*)\)`)
 
 // withoutLogs drops the structured (JSON) log lines.

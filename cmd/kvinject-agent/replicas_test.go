@@ -10,8 +10,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/kvinject/kvinject/cacheserver"
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/cacheserver"
 )
 
 // roundRobin is a Service in front of cache replicas: each new connection

@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/kvinject/kvinject/internal/cacheserver"
+	"github.com/kvinject/kvinject/cacheserver"
 )
 
 func main() {

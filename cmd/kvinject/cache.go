@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 
-	"github.com/kvinject/kvinject/internal/cacheserver"
+	"github.com/kvinject/kvinject/cacheserver"
 )
 
 // runCache is `kvinject cache`: the cluster cache's server, as the

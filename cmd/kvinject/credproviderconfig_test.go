@@ -9,7 +9,7 @@ import (
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kvinject/kvinject/internal/golden"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
 )
 
 func TestCredentialProviderConfig(t *testing.T) {

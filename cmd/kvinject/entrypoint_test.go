@@ -11,8 +11,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/kvinject/kvinject/internal/golden"
-	"github.com/kvinject/kvinject/internal/registrytest"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
+	"github.com/kvinject/kvinject/internal/testkit/registrytest"
 )
 
 // awkwardArgs break naive quoting in YAML, JSON or a shell.

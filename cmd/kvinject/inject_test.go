@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kvinject/kvinject/internal/golden"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
 )
 
 func runCommand(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {

@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 var vaultScope = policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}}

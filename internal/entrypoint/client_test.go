@@ -12,7 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/kvinject/kvinject/internal/registrytest"
+	"github.com/kvinject/kvinject/internal/testkit/registrytest"
 )
 
 var (

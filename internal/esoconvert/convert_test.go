@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/kvinject/kvinject/internal/golden"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
 )
 
 func TestConvertGolden(t *testing.T) {

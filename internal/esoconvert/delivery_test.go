@@ -12,8 +12,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kvinject/kvinject/internal/entrypoint"
-	"github.com/kvinject/kvinject/internal/golden"
-	"github.com/kvinject/kvinject/internal/registrytest"
+	"github.com/kvinject/kvinject/internal/testkit/golden"
+	"github.com/kvinject/kvinject/internal/testkit/registrytest"
 )
 
 // referenceHost is the reference setup's mirror registry, which the tests

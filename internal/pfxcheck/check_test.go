@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 // TestRC2 runs RFC 2268's test vectors both ways.

@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 const (

@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/kvinject/kvinject/internal/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 )
 
 func TestValidateCacheURL(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 
-	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 	"github.com/kvinject/kvinject/webhook"
 )
 

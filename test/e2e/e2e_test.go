@@ -32,11 +32,11 @@ import (
 	"k8s.io/utils/ptr"
 	"software.sslmate.com/src/go-pkcs12"
 
-	"github.com/kvinject/kvinject/internal/certtest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
 	"github.com/kvinject/kvinject/test/e2e/harness"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 var (

@@ -69,7 +69,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 // nsCommand is the hidden subcommand the benchmark re-executes itself with

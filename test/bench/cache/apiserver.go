@@ -15,7 +15,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
-	"github.com/kvinject/kvinject/internal/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/cachetest"
 )
 
 // tokenReviewPath is where client-go creates a TokenReview.

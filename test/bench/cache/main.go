@@ -14,7 +14,7 @@
 // alternating between them; Entra ID and Key Vault are the emulator
 // (internal/azemu), on an unlimited link and on the reference 200 kbit/s
 // link; the API server's TokenReview is answered by a stand-in on loopback
-// (internal/cachetest.Reviewer's answer, over the real client-go request).
+// (internal/testkit/cachetest.Reviewer's answer, over the real client-go request).
 // ESO's refresh is replayed as podstart replays it
 // (benchkit.ESOLegacyReconcile), with 10 data entries.
 //
@@ -40,9 +40,9 @@ import (
 	"time"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/certtest"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 

@@ -37,8 +37,8 @@ import (
 	"time"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/oidctest"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 

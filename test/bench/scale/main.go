@@ -28,7 +28,7 @@ import (
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/test/e2e/harness"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 const (

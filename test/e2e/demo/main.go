@@ -20,7 +20,7 @@ import (
 
 	"github.com/kvinject/kvinject/test/e2e/harness"
 
-	"github.com/kvinject/kvinject/internal/k8stest"
+	"github.com/kvinject/kvinject/internal/testkit/k8stest"
 )
 
 func main() {

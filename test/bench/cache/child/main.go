@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/kvinject/kvinject/internal/cacheserver"
+	"github.com/kvinject/kvinject/cacheserver"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/kvinject/kvinject/internal/azemu"
-	"github.com/kvinject/kvinject/internal/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
 // The emulated Azure side. Both benchmarks use the same ids and vault so
