@@ -277,7 +277,8 @@ func containerPID(uid types.UID, exe string) (int, error) {
 }
 
 // waitBack waits until the killed replica's container restarted and is
-// ready again, and returns the time from the kill.
+// ready again, and returns the time from the kill to its Ready condition's
+// last transition (both to the second).
 func waitBack(ctx context.Context, c *harness.Cluster, k kill) (time.Duration, error) {
 	deadline := k.at.Add(stormReturnLimit)
 	for {
@@ -286,7 +287,8 @@ func waitBack(ctx context.Context, c *harness.Cluster, k kill) (time.Duration, e
 			return 0, err
 		}
 		if restarts(p) > k.restarts && ready(p) {
-			return time.Since(k.at), nil
+			// When it turned ready again, by the kubelet's clock (1 s).
+			return readySince(p).Sub(k.at.Truncate(time.Second)), nil
 		}
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("%s not back within %s of the kill", k.what, stormReturnLimit)
@@ -302,6 +304,16 @@ func ready(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// readySince is when the pod's Ready condition last turned.
+func readySince(p *corev1.Pod) time.Time {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return time.Time{}
 }
 
 func restarts(p *corev1.Pod) int32 {
