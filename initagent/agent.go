@@ -311,144 +311,176 @@ func (a *Agent) fetch(ctx context.Context, getters map[string]keyvault.Getter, i
 // templates rendered. Problems are reported once per reference.
 func (a *Agent) resolve(ctx context.Context, results map[spec.SecretID]*fetchResult) ([]FileData, []keyvault.Problem) {
 	a.steps.enter("extracting properties, taking certificates apart and rendering templates")
-	type extracted struct {
-		data []byte
-		err  error
-	}
-	cache := map[spec.Ref]extracted{}
-	var forms secretform.Forms
-	lookup := func(r spec.Ref) ([]byte, error) {
-		if e, ok := cache[r]; ok {
-			return e.data, e.err
-		}
-		res := results[r.ID()]
-		if res == nil || res.err != nil {
-			return nil, errNotFetched
-		}
-		d, err := forms.Select(r.ID(), res.secret.Value, res.secret.ContentType, r.Path)
-		cache[r] = extracted{d, err}
-		return d, err
-	}
-	byRef := map[spec.Ref]*keyvault.Problem{}
-	var order []spec.Ref
-	var problems []keyvault.Problem
-	// addRefProblem reports a reference's problem once, listing every file
-	// (or, with env set, every variable) it keeps from being written.
-	addRefProblem := func(r spec.Ref, file, cause, detail, fix string, env ...string) {
-		if p := byRef[r]; p != nil {
-			if env != nil {
-				p.Env = append(p.Env, env...)
-			} else {
-				p.Files = append(p.Files, file)
-			}
-			return
-		}
-		label := keyvault.Label(r.ID())
-		if r.Path != "" {
-			label += "#" + r.Path
-		}
-		p := &keyvault.Problem{Vault: r.Vault, Secret: label, Cause: cause, Detail: detail, Fix: fix, Env: env}
-		if env == nil {
-			p.Files = []string{file}
-		}
-		byRef[r] = p
-		order = append(order, r)
-	}
-	// addLookupProblem reports what lookup returned for r: a bundle that
-	// does not parse once for its secret, whatever forms were asked for.
-	addLookupProblem := func(r spec.Ref, file string, err error, env ...string) {
-		var be *secretform.BundleError
-		var pe *secretform.PropertyError
-		switch {
-		case errors.As(err, &be):
-			whole := r
-			whole.Path = ""
-			addRefProblem(whole, file, be.Problem, be.Detail, be.Fix, env...)
-		case errors.As(err, &pe):
-			addRefProblem(r, file, pe.Problem, pe.Detail, pe.Fix, env...)
-		default:
-			addRefProblem(r, file, err.Error(), "", "", env...)
-		}
-	}
+	r := &resolver{results: results, values: map[spec.Ref]extracted{}, byRef: map[spec.Ref]*keyvault.Problem{}}
 	var files []FileData
 	for _, f := range a.o.Spec.Files {
-		mode, err := f.FileMode()
-		if err != nil { // Decode validated it
-			problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: err.Error()})
-			continue
+		if fd, ok := r.file(ctx, f); ok {
+			files = append(files, fd)
 		}
-		var data []byte
-		if f.Secret != nil {
-			data, err = lookup(*f.Secret)
-			if errors.Is(err, errNotFetched) {
-				continue // reported by the fetch
-			}
-			if err != nil {
-				addLookupProblem(*f.Secret, f.Name, err)
-				continue
-			}
-		} else {
-			if !allFetched(results, f.Refs) {
-				continue // reported by the fetch
-			}
-			data, err = secretform.Render(ctx, f, lookup)
-			if err != nil {
-				var re *secretform.RenderError
-				var be *secretform.BundleError
-				if errors.As(err, &re) && re.Ref != nil && errors.As(err, &be) {
-					addLookupProblem(*re.Ref, f.Name, be) // the secret's problem, not the template's
-				} else if re != nil && re.Ref != nil {
-					addRefProblem(*re.Ref, f.Name, "in the template, "+re.Error(), re.Detail, re.Fix)
-				} else if re != nil {
-					problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: "the template: " + re.Error(), Fix: re.Fix})
-				} else {
-					problems = append(problems, keyvault.Problem{Files: []string{f.Name}, Cause: "the template: does not render"})
-				}
-				continue
-			}
-		}
-		files = append(files, FileData{Name: f.Name, Mode: mode, Data: data})
 	}
 	if len(a.o.Spec.Env) > 0 {
-		var env bytes.Buffer
-		complete := true
-		for _, e := range a.o.Spec.Env {
-			data, err := lookup(e.Secret)
-			if errors.Is(err, errNotFetched) {
-				complete = false
-				continue // reported by the fetch
-			}
-			switch {
-			case err != nil:
-				addLookupProblem(e.Secret, "", err, e.Name)
-			default:
-				if cause, fix := envValueProblem(e.Name, data); cause != "" {
-					p := keyvault.Problem{Vault: e.Secret.Vault, Secret: keyvault.Label(e.Secret.ID()), Env: []string{e.Name}, Cause: cause, Fix: fix}
-					if e.Secret.Path != "" {
-						p.Secret += "#" + e.Secret.Path
-					}
-					problems = append(problems, p)
-				} else {
-					writeEnvLine(&env, e.Name, data)
-					continue
-				}
-			}
-			complete = false
-		}
-		if complete {
+		if env, ok := r.envFile(a.o.Spec.Env); ok {
 			// The kubelet reads the file for fileKeyRef; the app's own user
 			// reads it for the exec wrapper.
 			mode := fs.FileMode(0o400)
 			if a.o.Spec.EnvDelivery == spec.DeliveryExec {
 				mode, _ = spec.ParseMode(a.o.Spec.EnvFileMode) // validated
 			}
-			files = append(files, FileData{Name: spec.EnvFileName, Mode: mode, Data: env.Bytes()})
+			files = append(files, FileData{Name: spec.EnvFileName, Mode: mode, Data: env})
 		}
 	}
-	for _, r := range order {
-		problems = append(problems, *byRef[r])
+	problems := r.problems
+	for _, ref := range r.order {
+		problems = append(problems, *r.byRef[ref])
 	}
 	return files, problems
+}
+
+// extracted is what a reference selected of its secret's value.
+type extracted struct {
+	data []byte
+	err  error
+}
+
+// resolver takes what each reference selects of the fetched values, once,
+// and gathers the problems: one per reference, listing every file or env
+// variable it kept from being written.
+type resolver struct {
+	results  map[spec.SecretID]*fetchResult
+	values   map[spec.Ref]extracted
+	forms    secretform.Forms
+	byRef    map[spec.Ref]*keyvault.Problem
+	order    []spec.Ref
+	problems []keyvault.Problem // not of one reference
+}
+
+// lookup is what r selects of its secret's value; errNotFetched when the
+// secret failed to fetch (a problem the fetch reports).
+func (rs *resolver) lookup(r spec.Ref) ([]byte, error) {
+	if e, ok := rs.values[r]; ok {
+		return e.data, e.err
+	}
+	res := rs.results[r.ID()]
+	if res == nil || res.err != nil {
+		return nil, errNotFetched
+	}
+	d, err := rs.forms.Select(r.ID(), res.secret.Value, res.secret.ContentType, r.Path)
+	rs.values[r] = extracted{d, err}
+	return d, err
+}
+
+// file is the content of f, or false when a problem keeps it from being
+// written.
+func (rs *resolver) file(ctx context.Context, f spec.File) (FileData, bool) {
+	mode, err := f.FileMode()
+	if err != nil { // Decode validated it
+		rs.problems = append(rs.problems, keyvault.Problem{Files: []string{f.Name}, Cause: err.Error()})
+		return FileData{}, false
+	}
+	var data []byte
+	switch {
+	case f.Secret != nil:
+		data, err = rs.lookup(*f.Secret)
+		if err != nil && !errors.Is(err, errNotFetched) { // not fetched: reported by the fetch
+			rs.lookupProblem(*f.Secret, f.Name, err)
+		}
+	case !allFetched(rs.results, f.Refs):
+		err = errNotFetched // reported by the fetch
+	default:
+		data, err = secretform.Render(ctx, f, rs.lookup)
+		if err != nil {
+			rs.renderProblem(f.Name, err)
+		}
+	}
+	if err != nil {
+		return FileData{}, false
+	}
+	return FileData{Name: f.Name, Mode: mode, Data: data}, true
+}
+
+// renderProblem reports why file's template did not render.
+func (rs *resolver) renderProblem(file string, err error) {
+	var re *secretform.RenderError
+	var be *secretform.BundleError
+	switch {
+	case errors.As(err, &re) && re.Ref != nil && errors.As(err, &be):
+		rs.lookupProblem(*re.Ref, file, be) // the secret's problem, not the template's
+	case re != nil && re.Ref != nil:
+		rs.refProblem(*re.Ref, file, "in the template, "+re.Error(), re.Detail, re.Fix)
+	case re != nil:
+		rs.problems = append(rs.problems, keyvault.Problem{Files: []string{file}, Cause: "the template: " + re.Error(), Fix: re.Fix})
+	default:
+		rs.problems = append(rs.problems, keyvault.Problem{Files: []string{file}, Cause: "the template: does not render"})
+	}
+}
+
+// envFile is the env file of vars, or false when any is missing.
+func (rs *resolver) envFile(vars []spec.EnvVar) ([]byte, bool) {
+	var env bytes.Buffer
+	complete := true
+	for _, e := range vars {
+		data, err := rs.lookup(e.Secret)
+		switch {
+		case errors.Is(err, errNotFetched):
+			// reported by the fetch
+		case err != nil:
+			rs.lookupProblem(e.Secret, "", err, e.Name)
+		default:
+			cause, fix := envValueProblem(e.Name, data)
+			if cause == "" {
+				writeEnvLine(&env, e.Name, data)
+				continue
+			}
+			rs.problems = append(rs.problems, keyvault.Problem{Vault: e.Secret.Vault, Secret: refLabel(e.Secret), Env: []string{e.Name}, Cause: cause, Fix: fix})
+		}
+		complete = false
+	}
+	return env.Bytes(), complete
+}
+
+// refProblem reports a reference's problem once, listing every file (or,
+// with env set, every variable) it keeps from being written.
+func (rs *resolver) refProblem(r spec.Ref, file, cause, detail, fix string, env ...string) {
+	if p := rs.byRef[r]; p != nil {
+		if env != nil {
+			p.Env = append(p.Env, env...)
+		} else {
+			p.Files = append(p.Files, file)
+		}
+		return
+	}
+	p := &keyvault.Problem{Vault: r.Vault, Secret: refLabel(r), Cause: cause, Detail: detail, Fix: fix, Env: env}
+	if env == nil {
+		p.Files = []string{file}
+	}
+	rs.byRef[r] = p
+	rs.order = append(rs.order, r)
+}
+
+// lookupProblem reports what lookup returned for r: a bundle that does not
+// parse once for its secret, whatever forms were asked for.
+func (rs *resolver) lookupProblem(r spec.Ref, file string, err error, env ...string) {
+	var be *secretform.BundleError
+	var pe *secretform.PropertyError
+	switch {
+	case errors.As(err, &be):
+		whole := r
+		whole.Path = ""
+		rs.refProblem(whole, file, be.Problem, be.Detail, be.Fix, env...)
+	case errors.As(err, &pe):
+		rs.refProblem(r, file, pe.Problem, pe.Detail, pe.Fix, env...)
+	default:
+		rs.refProblem(r, file, err.Error(), "", "", env...)
+	}
+}
+
+// refLabel names a reference in a problem: name[/version][#path].
+func refLabel(r spec.Ref) string {
+	label := keyvault.Label(r.ID())
+	if r.Path != "" {
+		label += "#" + r.Path
+	}
+	return label
 }
 
 func allFetched(results map[spec.SecretID]*fetchResult, refs map[string]spec.Ref) bool {

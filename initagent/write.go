@@ -72,12 +72,9 @@ func writeSet(dir string, files []FileData, versions []byte, now time.Time) (res
 	if !st.IsDir() {
 		return res, &WriteError{"use output directory", dir, errors.New("not a directory")}
 	}
-	seen := map[string]bool{}
-	for _, f := range files {
-		if f.Name == "" || strings.ContainsRune(f.Name, '/') || strings.HasPrefix(f.Name, "..") || f.Name == "." || seen[f.Name] {
-			return res, &WriteError{"write file", f.Name, errors.New("invalid or duplicate file name")}
-		}
-		seen[f.Name] = true
+	seen, err := fileNames(files)
+	if err != nil {
+		return res, err
 	}
 
 	dataDir, err := os.MkdirTemp(dir, dataDirPrefix+now.UTC().Format("2006_01_02_15_04_05.000000000")+"_")
@@ -97,45 +94,11 @@ func writeSet(dir string, files []FileData, versions []byte, now time.Time) (res
 		_ = os.RemoveAll(dataDir)
 	}()
 
-	for _, f := range files {
-		if err := writeFile(filepath.Join(dataDir, f.Name), f.Data, f.Mode); err != nil {
-			return res, err
-		}
-	}
-	if versions != nil {
-		if err := writeFile(filepath.Join(dataDir, versionsFile), versions, 0o444); err != nil {
-			return res, err
-		}
-	}
-	if err := os.Chmod(dataDir, dirMode); err != nil {
-		return res, &WriteError{"chmod", dataDir, err}
-	}
-	if err := syncDir(dataDir); err != nil {
+	if err := writeDataDir(dataDir, files, versions); err != nil {
 		return res, err
 	}
-
-	names := make([]string, 0, len(files))
-	for _, f := range files {
-		names = append(names, f.Name)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
-		target := filepath.Join(dataDirLink, n)
-		fi, err := os.Lstat(p)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			if err := os.Symlink(target, p); err != nil {
-				return res, &WriteError{"create symlink", p, err}
-			}
-			created = append(created, p)
-		case err != nil:
-			return res, &WriteError{"inspect", p, err}
-		case fi.Mode()&fs.ModeSymlink != 0 && readlink(p) == target:
-			// From an earlier run; it follows ..data.
-		default:
-			return res, &WriteError{"create symlink", p, errors.New("a file the agent did not write is in the way")}
-		}
+	if err := linkFiles(dir, files, &created); err != nil {
+		return res, err
 	}
 
 	tmpLink := filepath.Join(dir, newDataDirLink)
@@ -154,9 +117,75 @@ func writeSet(dir string, files []FileData, versions []byte, now time.Time) (res
 		}
 	}
 	warn(syncDir(dir))
+	cleanUp(dir, dataDir, seen, warn)
+	return res, nil
+}
 
-	// Clean up what the previous set left: symlinks of files no longer
-	// written, the old data directory and leftovers of interrupted runs.
+// fileNames checks that the names are plain and distinct, and returns them.
+func fileNames(files []FileData) (map[string]bool, error) {
+	seen := map[string]bool{}
+	for _, f := range files {
+		if f.Name == "" || strings.ContainsRune(f.Name, '/') || strings.HasPrefix(f.Name, "..") || f.Name == "." || seen[f.Name] {
+			return nil, &WriteError{"write file", f.Name, errors.New("invalid or duplicate file name")}
+		}
+		seen[f.Name] = true
+	}
+	return seen, nil
+}
+
+// writeDataDir writes the files, and versions when not nil, into the new
+// data directory, and makes them durable.
+func writeDataDir(dataDir string, files []FileData, versions []byte) error {
+	for _, f := range files {
+		if err := writeFile(filepath.Join(dataDir, f.Name), f.Data, f.Mode); err != nil {
+			return err
+		}
+	}
+	if versions != nil {
+		if err := writeFile(filepath.Join(dataDir, versionsFile), versions, 0o444); err != nil {
+			return err
+		}
+	}
+	if err := os.Chmod(dataDir, dirMode); err != nil {
+		return &WriteError{"chmod", dataDir, err}
+	}
+	return syncDir(dataDir)
+}
+
+// linkFiles makes each file's symlink through ..data in dir, in name
+// order, adding those it created to created; one from an earlier run is
+// kept, anything else in the way is an error.
+func linkFiles(dir string, files []FileData, created *[]string) error {
+	names := make([]string, 0, len(files))
+	for _, f := range files {
+		names = append(names, f.Name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		target := filepath.Join(dataDirLink, n)
+		fi, err := os.Lstat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Symlink(target, p); err != nil {
+				return &WriteError{"create symlink", p, err}
+			}
+			*created = append(*created, p)
+		case err != nil:
+			return &WriteError{"inspect", p, err}
+		case fi.Mode()&fs.ModeSymlink != 0 && readlink(p) == target:
+			// From an earlier run; it follows ..data.
+		default:
+			return &WriteError{"create symlink", p, errors.New("a file the agent did not write is in the way")}
+		}
+	}
+	return nil
+}
+
+// cleanUp removes what the previous set left in dir: symlinks of files no
+// longer written (not in names), the old data directory and leftovers of
+// interrupted runs. Failures are warnings: the new set is in place.
+func cleanUp(dir, dataDir string, names map[string]bool, warn func(error)) {
 	entries, err := os.ReadDir(dir)
 	warn(err)
 	for _, e := range entries {
@@ -165,11 +194,10 @@ func writeSet(dir string, files []FileData, versions []byte, now time.Time) (res
 		switch {
 		case strings.HasPrefix(n, dataDirPrefix) && n != filepath.Base(dataDir) && e.IsDir():
 			warn(os.RemoveAll(p))
-		case e.Type()&fs.ModeSymlink != 0 && !seen[n] && strings.HasPrefix(readlink(p), dataDirLink+"/"):
+		case e.Type()&fs.ModeSymlink != 0 && !names[n] && strings.HasPrefix(readlink(p), dataDirLink+"/"):
 			warn(os.Remove(p))
 		}
 	}
-	return res, nil
 }
 
 // writeFile creates path exclusively with mode (not subject to the umask),

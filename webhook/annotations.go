@@ -102,10 +102,13 @@ type injection struct {
 	envTo    map[string][]string
 	delivery string
 	edits    map[string][]commandEdit
+	// warnings are for the creator of an admitted pod: annotations that ask
+	// for what this cluster does not run.
+	warnings []string
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
-// problem at once.
+// problem at once, and the warnings for an admitted pod.
 func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	d := &Denial{}
 	ann := pod.Annotations
@@ -113,9 +116,70 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	s := &in.spec
 	s.Version = spec.Version
 
-	type fileAnns struct{ secret, template, perms *string }
-	files := map[string]*fileAnns{}
-	var envNames []string // in key order
+	files, envNames := splitAnnotations(ann, d)
+	// The vault first: refs are resolved against it.
+	s.Vault = parseVault(ann, o, d)
+
+	in.targets, s.Containers = parseContainers(pod, d)
+	s.MountPath = parseMountPath(pod, in.targets, d)
+	appUser, appGroup := targetUser(pod, in.targets)
+	in.agentUser, in.agentGroup = agentIdentity(appUser, appGroup)
+
+	if len(files) == 0 && len(envNames) == 0 {
+		d.addf("no files: add %s<file>: <secret>, %s<file>: <template> or %s<VAR>: <secret>", spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix, spec.AnnotationEnvPrefix)
+	}
+	if len(envNames) > spec.MaxEnv {
+		d.addf("%d env variables: at most %d per pod", len(envNames), spec.MaxEnv)
+	}
+	entrypointAnnotations(ann, d)
+	in.delivery = o.envDelivery()
+	parseEnv(pod, in, envNames, appUser, o, d)
+	if len(files) > spec.MaxFiles {
+		d.addf("%d files: at most %d per pod", len(files), spec.MaxFiles)
+	}
+	defaultMode := "0444"
+	if appUser != nil {
+		defaultMode = "0400"
+	}
+	readable := readableByApp(pod, appUser, appGroup)
+	for _, name := range sortedKeys(files) {
+		s.Files = append(s.Files, parseFile(name, files[name], s.Vault, defaultMode, readable, o, d))
+	}
+
+	s.Identity = parseIdentity(ann, sa, o, d)
+	in.tokenExpiration = parseTokenExpiration(ann, d)
+	s.Identity.TokenExpirationSeconds = in.tokenExpiration
+	if v, ok := ann[spec.AnnotationRefresh]; ok {
+		in.refresh = parseRefresh(v, o, d)
+	}
+	var cacheWarning string
+	s.Cache, cacheWarning = parseCache(ann, o, d)
+
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		// Parsing above checks more than Validate; reaching this is a bug.
+		return nil, fmt.Errorf("kvinject: internal error: built an invalid spec: %w", err)
+	}
+	if cacheWarning != "" {
+		in.warnings = append(in.warnings, cacheWarning)
+	}
+	if len(envNames) > 0 && in.delivery == spec.DeliveryExec {
+		in.warnings = append(in.warnings, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have their values",
+			spec.AnnotationEnvPrefix, spec.ExecCommand, o.EnvDelivery))
+	}
+	return in, nil
+}
+
+// fileAnns are the annotations of one file.
+type fileAnns struct{ secret, template, perms *string }
+
+// splitAnnotations sorts kvinject's annotations into files and env
+// variables (their names in key order); one that is neither is a problem.
+// Single annotations are read where they are used.
+func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileAnns, envNames []string) {
+	files = map[string]*fileAnns{}
 	for _, k := range sortedKeys(ann) {
 		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
 			continue
@@ -131,152 +195,136 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 			envNames = append(envNames, name)
 			continue
 		}
-		matched := false
-		for _, p := range fileAnnotationPrefixes {
-			name, ok := strings.CutPrefix(k, p)
-			if !ok {
-				continue
-			}
-			matched = true
-			if err := spec.ValidateFileName(name); err != nil {
-				d.addf("%s: %v", k, err)
-				break
-			}
-			f := files[name]
-			if f == nil {
-				f = &fileAnns{}
-				files[name] = f
-			}
-			v := ann[k]
-			switch p {
-			case spec.AnnotationSecretPrefix:
-				f.secret = &v
-			case spec.AnnotationTemplatePrefix:
-				f.template = &v
-			case spec.AnnotationPermsPrefix:
-				f.perms = &v
-			}
-			break
-		}
-		if !matched {
+		if !fileAnnotation(files, k, ann[k], d) {
 			d.addf("%s: unknown annotation%s", k, suggestAnnotation(k))
 		}
 	}
+	return files, envNames
+}
 
-	// The vault first: refs are resolved against it.
-	vault := o.defaultVault
-	if v, ok := ann[spec.AnnotationVault]; ok {
-		pv, err := spec.ParseVault(v, o.cloud)
-		if err != nil {
-			d.addf("%s: %v", spec.AnnotationVault, err)
-			pv = v // already denied: keep refs from reporting a missing vault too
+// fileAnnotation records k in files when it is a file's annotation, and
+// says whether it is one.
+func fileAnnotation(files map[string]*fileAnns, k, v string, d *Denial) bool {
+	for _, p := range fileAnnotationPrefixes {
+		name, ok := strings.CutPrefix(k, p)
+		if !ok {
+			continue
 		}
-		vault = pv
-	} else if vault == "" {
-		d.addf("%s: no vault: set it to a vault name or https:// URL (the webhook has no --default-vault)", spec.AnnotationVault)
+		if err := spec.ValidateFileName(name); err != nil {
+			d.addf("%s: %v", k, err)
+			return true
+		}
+		f := files[name]
+		if f == nil {
+			f = &fileAnns{}
+			files[name] = f
+		}
+		switch p {
+		case spec.AnnotationSecretPrefix:
+			f.secret = &v
+		case spec.AnnotationTemplatePrefix:
+			f.template = &v
+		case spec.AnnotationPermsPrefix:
+			f.perms = &v
+		}
+		return true
 	}
-	s.Vault = vault
+	return false
+}
 
-	in.targets, s.Containers = parseContainers(pod, d)
-	s.MountPath = parseMountPath(pod, in.targets, d)
-	appUser, appGroup := targetUser(pod, in.targets)
-	in.agentUser, in.agentGroup = agentIdentity(appUser, appGroup)
-	readable := readableByApp(pod, appUser, appGroup)
-	defaultMode := "0444"
-	if appUser != nil {
-		defaultMode = "0400"
+// parseVault reads AnnotationVault, else the webhook's default vault.
+func parseVault(ann map[string]string, o *Options, d *Denial) string {
+	v, ok := ann[spec.AnnotationVault]
+	if !ok {
+		if o.defaultVault == "" {
+			d.addf("%s: no vault: set it to a vault name or https:// URL (the webhook has no --default-vault)", spec.AnnotationVault)
+		}
+		return o.defaultVault
 	}
+	pv, err := spec.ParseVault(v, o.cloud)
+	if err != nil {
+		d.addf("%s: %v", spec.AnnotationVault, err)
+		return v // already denied: keep refs from reporting a missing vault too
+	}
+	return pv
+}
 
-	if len(files) == 0 && len(envNames) == 0 {
-		d.addf("no files: add %s<file>: <secret>, %s<file>: <template> or %s<VAR>: <secret>", spec.AnnotationSecretPrefix, spec.AnnotationTemplatePrefix, spec.AnnotationEnvPrefix)
+// parseRef parses a reference of annotation k against the pod's vault. A
+// missing vault is not said again: it was denied for the vault.
+func parseRef(k, v, vault string, o *Options, d *Denial) spec.Ref {
+	r, err := spec.ParseRef(v, vault, o.cloud)
+	if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) {
+		d.addf("%s: %v", k, err)
 	}
-	if len(envNames) > spec.MaxEnv {
-		d.addf("%d env variables: at most %d per pod", len(envNames), spec.MaxEnv)
+	return r
+}
+
+// parseEnv reads the env annotations named envNames into the spec, and
+// plans who gets them and how.
+func parseEnv(pod *corev1.Pod, in *injection, envNames []string, appUser *int64, o *Options, d *Denial) {
+	if len(envNames) == 0 {
+		return
 	}
-	entrypointAnnotations(ann, d)
-	in.delivery = o.envDelivery()
 	for _, name := range envNames {
 		k := spec.AnnotationEnvPrefix + name
 		if in.delivery == spec.DeliveryFileKeyRef && o.kubeMinor < spec.MinEnvFilesMinor {
 			d.addf("%s: environment variables from a file (fileKeyRef) need Kubernetes 1.%d or newer, and this cluster runs 1.%d: deliver the value as a file instead, %s<file>: %s, and have the app read it",
-				k, spec.MinEnvFilesMinor, o.kubeMinor, spec.AnnotationSecretPrefix, spec.Quote(ann[k]))
+				k, spec.MinEnvFilesMinor, o.kubeMinor, spec.AnnotationSecretPrefix, spec.Quote(pod.Annotations[k]))
 			continue
 		}
-		r, err := spec.ParseRef(ann[k], vault, o.cloud)
-		if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) {
-			d.addf("%s: %v", k, err)
-		}
-		s.Env = append(s.Env, spec.EnvVar{Name: name, Secret: r})
+		in.spec.Env = append(in.spec.Env, spec.EnvVar{Name: name, Secret: parseRef(k, pod.Annotations[k], in.spec.Vault, o, d)})
 	}
-	if len(envNames) > 0 {
-		in.envTo = envReceivers(pod, envNames, in.targets)
-		if in.delivery == spec.DeliveryExec {
-			planExec(pod, in, appUser, d)
-		}
+	in.envTo = envReceivers(pod, envNames, in.targets)
+	if in.delivery == spec.DeliveryExec {
+		planExec(pod, in, appUser, d)
 	}
-	if len(files) > spec.MaxFiles {
-		d.addf("%d files: at most %d per pod", len(files), spec.MaxFiles)
-	}
-	for _, name := range sortedKeys(files) {
-		f := files[name]
-		file := spec.File{Name: name, Mode: defaultMode}
-		switch {
-		case f.secret != nil && f.template != nil:
-			d.addf("%s%s and %s%s: a file has a secret or a template, not both", spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
-		case f.secret != nil:
-			r, err := spec.ParseRef(*f.secret, vault, o.cloud)
-			if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) { // already denied for the vault
-				d.addf("%s%s: %v", spec.AnnotationSecretPrefix, name, err)
-			}
-			file.Secret = &r
-		case f.template != nil:
-			refs, err := o.parseTemplate(*f.template, vault)
-			if err != nil {
-				d.addf("%s%s: template %v", spec.AnnotationTemplatePrefix, name, err)
-			}
-			file.Template, file.Refs = *f.template, refs
-		default:
-			d.addf("%s%s: no file %s: add %s%s or %s%s", spec.AnnotationPermsPrefix, name, spec.Quote(name), spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
-		}
-		if f.perms != nil {
-			m, err := spec.ParseMode(*f.perms)
-			if err == nil && (f.secret != nil || f.template != nil) {
-				err = readable(m)
-			}
-			if err != nil {
-				d.addf("%s%s: %v", spec.AnnotationPermsPrefix, name, err)
-			}
-			file.Mode = spec.FormatMode(m)
-		}
-		s.Files = append(s.Files, file)
-	}
+}
 
-	s.Identity = parseIdentity(ann, sa, o, d)
-	in.tokenExpiration = spec.DefaultTokenExpirationSeconds
-	if v, ok := ann[spec.AnnotationTokenExpiration]; ok {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err == nil {
-			err = spec.ValidateTokenExpiration(n)
+// parseFile builds one file of the spec from its annotations.
+func parseFile(name string, f *fileAnns, vault, defaultMode string, readable func(fs.FileMode) error, o *Options, d *Denial) spec.File {
+	file := spec.File{Name: name, Mode: defaultMode}
+	switch {
+	case f.secret != nil && f.template != nil:
+		d.addf("%s%s and %s%s: a file has a secret or a template, not both", spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
+	case f.secret != nil:
+		r := parseRef(spec.AnnotationSecretPrefix+name, *f.secret, vault, o, d)
+		file.Secret = &r
+	case f.template != nil:
+		refs, err := o.parseTemplate(*f.template, vault)
+		if err != nil {
+			d.addf("%s%s: template %v", spec.AnnotationTemplatePrefix, name, err)
+		}
+		file.Template, file.Refs = *f.template, refs
+	default:
+		d.addf("%s%s: no file %s: add %s%s or %s%s", spec.AnnotationPermsPrefix, name, spec.Quote(name), spec.AnnotationSecretPrefix, name, spec.AnnotationTemplatePrefix, name)
+	}
+	if f.perms != nil {
+		m, err := spec.ParseMode(*f.perms)
+		if err == nil && (f.secret != nil || f.template != nil) {
+			err = readable(m)
 		}
 		if err != nil {
-			d.addf("%s: %s must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, spec.Quote(v), spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
+			d.addf("%s%s: %v", spec.AnnotationPermsPrefix, name, err)
 		}
-		in.tokenExpiration = n
+		file.Mode = spec.FormatMode(m)
 	}
-	s.Identity.TokenExpirationSeconds = in.tokenExpiration
-	if v, ok := ann[spec.AnnotationRefresh]; ok {
-		in.refresh = parseRefresh(v, o, d)
-	}
-	s.Cache, _ = parseCache(ann, o, d)
+	return file
+}
 
-	if err := d.err(); err != nil {
-		return nil, err
+// parseTokenExpiration reads AnnotationTokenExpiration, else the default.
+func parseTokenExpiration(ann map[string]string, d *Denial) int64 {
+	v, ok := ann[spec.AnnotationTokenExpiration]
+	if !ok {
+		return spec.DefaultTokenExpirationSeconds
 	}
-	if err := s.Validate(); err != nil {
-		// Parsing above checks more than Validate; reaching this is a bug.
-		return nil, fmt.Errorf("kvinject: internal error: built an invalid spec: %w", err)
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err == nil {
+		err = spec.ValidateTokenExpiration(n)
 	}
-	return in, nil
+	if err != nil {
+		d.addf("%s: %s must be a number of seconds from %d to %d", spec.AnnotationTokenExpiration, spec.Quote(v), spec.MinTokenExpirationSeconds, spec.MaxTokenExpirationSeconds)
+	}
+	return n
 }
 
 // planExec says how the exec wrapper runs the containers that get env
@@ -386,30 +434,6 @@ func parseCache(ann map[string]string, o *Options, d *Denial) (*spec.Cache, stri
 		return nil, fmt.Sprintf("%s: %q, but this cluster runs no kvinject cache (the webhook has no --cache-url): the pod reads from Azure directly", spec.AnnotationCache, v)
 	}
 	return &spec.Cache{URL: o.cacheURL, CA: o.cacheCA, Required: v == spec.CacheRequired}, ""
-}
-
-// Warnings returns what the admission response tells the pod's creator
-// about an admitted pod: annotations that ask for what this cluster does
-// not run. Like Mutate, it is a pure function of its arguments.
-func Warnings(pod *corev1.Pod, o *Options) []string {
-	var ws []string
-	if _, w := parseCache(pod.Annotations, o, &Denial{}); w != "" {
-		ws = append(ws, w)
-	}
-	if hasEnv(pod.Annotations) && o.envDelivery() == spec.DeliveryExec {
-		ws = append(ws, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have their values",
-			spec.AnnotationEnvPrefix, spec.ExecCommand, o.EnvDelivery))
-	}
-	return ws
-}
-
-func hasEnv(ann map[string]string) bool {
-	for k := range ann {
-		if strings.HasPrefix(k, spec.AnnotationEnvPrefix) {
-			return true
-		}
-	}
-	return false
 }
 
 // parseContainers returns the target containers: the named ones, or every

@@ -86,7 +86,7 @@ func TestParseCache(t *testing.T) {
 				t.Errorf("problems (-want +got):\n%s", diff)
 			}
 
-			// Warnings says the same of an admitted pod; Mutate puts the
+			// Admit warns the same of an admitted pod; Mutate puts the
 			// cache in the spec.
 			pod := podWith(map[string]string{"kvinject.io/secret-db": "db"})
 			for k, v := range ann {
@@ -96,8 +96,9 @@ func TestParseCache(t *testing.T) {
 			if tt.wantWarning != "" {
 				wantWarnings = []string{tt.wantWarning}
 			}
-			if diff := cmp.Diff(wantWarnings, Warnings(pod, o)); diff != "" {
-				t.Errorf("Warnings (-want +got):\n%s", diff)
+			adm, _ := Admit(pod, testSA("ns", "app"), o)
+			if diff := cmp.Diff(wantWarnings, adm.Warnings); diff != "" {
+				t.Errorf("Admit's warnings (-want +got):\n%s", diff)
 			}
 			if err := Mutate(pod, testSA("ns", "app"), o); err != nil {
 				if tt.wantDenial == nil {

@@ -86,9 +86,13 @@ func TestEnvDeliveryChoice(t *testing.T) {
 			if wrapped != (tc.want == spec.DeliveryExec) {
 				t.Errorf("command %q with delivery %s", app.Command, tc.want)
 			}
-			warned := strings.Contains(strings.Join(Warnings(pod, o), "\n"), "exec wrapper")
+			adm, err := Admit(pod, testSA("group1", "dbreader"), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			warned := strings.Contains(strings.Join(adm.Warnings, "\n"), "exec wrapper")
 			if warned != (tc.want == spec.DeliveryExec) {
-				t.Errorf("warnings %q with delivery %s", Warnings(pod, o), tc.want)
+				t.Errorf("warnings %q with delivery %s", adm.Warnings, tc.want)
 			}
 		})
 	}

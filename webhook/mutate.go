@@ -24,7 +24,7 @@ const (
 // cannot, leaving pod untouched. It is a pure function of its arguments;
 // mutating an injected pod again changes nothing.
 func Mutate(pod *corev1.Pod, sa ServiceAccount, o *Options) error {
-	a, err := plan(pod, sa, o)
+	a, _, err := plan(pod, sa, o)
 	if err != nil {
 		return err
 	}
@@ -38,22 +38,43 @@ func Mutate(pod *corev1.Pod, sa ServiceAccount, o *Options) error {
 // object gives exactly what Mutate makes of pod, keeping every field kvinject
 // does not own, known to this build or not. No operations: already injected.
 func Patch(pod *corev1.Pod, sa ServiceAccount, o *Options) ([]jsonpatch.Operation, error) {
-	a, err := plan(pod, sa, o)
+	a, _, err := plan(pod, sa, o)
 	if err != nil {
 		return nil, err
 	}
 	return a.patch(pod), nil
 }
 
-// plan parses the pod's annotations and says what kvinject adds to it.
-func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
+// Admission is the webhook's answer to an admitted pod.
+type Admission struct {
+	// Patch is what Patch returns: none when the pod is injected already.
+	Patch []jsonpatch.Operation
+	// Warnings are for the pod's creator: annotations that ask for what
+	// this cluster does not run.
+	Warnings []string
+}
+
+// Admit is the admission of pod: the patch (as Patch returns it) and the
+// warnings, or a *Denial, from one reading of the annotations. Like Mutate,
+// it is a pure function of its arguments.
+func Admit(pod *corev1.Pod, sa ServiceAccount, o *Options) (Admission, error) {
+	a, warnings, err := plan(pod, sa, o)
+	if err != nil {
+		return Admission{}, err
+	}
+	return Admission{Patch: a.patch(pod), Warnings: warnings}, nil
+}
+
+// plan parses the pod's annotations and says what kvinject adds to it,
+// and what to warn the pod's creator of.
+func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, []string, error) {
 	in, err := parse(pod, sa, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agent, err := agentContainer(in, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := &additions{
 		annotations: map[string]string{spec.AnnotationStatus: spec.StatusInjected},
@@ -92,7 +113,7 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, error) {
 	if o.caConfigMap != "" {
 		a.volumes = append(a.volumes, caVolume(o))
 	}
-	return a, nil
+	return a, in.warnings, nil
 }
 
 // refreshContainer is the kvinject-refresh native sidecar: the agent's

@@ -13,27 +13,6 @@ import (
 	"github.com/kvinject/kvinject/internal/execwrap"
 )
 
-// TestImports: the wrapper runs as the command of application containers:
-// no Kubernetes or Azure code, nothing that reaches the network.
-func TestImports(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go command to list the packages")
-	}
-	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, pkg := range strings.Fields(string(out)) {
-		switch {
-		case strings.HasPrefix(pkg, "k8s.io/"), strings.HasPrefix(pkg, "sigs.k8s.io/"),
-			strings.HasPrefix(pkg, "github.com/Azure/"), pkg == "net", strings.HasPrefix(pkg, "net/"),
-			pkg == "os/exec", pkg == "fmt":
-			t.Errorf("the wrapper imports %s", pkg)
-		}
-	}
-}
-
 var build = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "kvinject-exec")
 	if err != nil {

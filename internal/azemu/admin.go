@@ -103,14 +103,6 @@ func (e *Emulator) startAdmin() error {
 // nothing about them.
 func (e *Emulator) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
-	bad := func(w http.ResponseWriter, err error) {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-	}
-	decode := func(r *http.Request, v any) error {
-		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		return dec.Decode(v)
-	}
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, e.Stats())
 	})
@@ -118,124 +110,13 @@ func (e *Emulator) AdminHandler() http.Handler {
 		e.ResetStats()
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("POST /secrets", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Vault, Name, Value, ContentType string
-			Certificate                     bool
-		}
-		if err := decode(r, &req); err != nil {
-			bad(w, err)
-			return
-		}
-		ver, err := e.AddSecretVersion(req.Vault, req.Name, SecretVersion{Value: req.Value, ContentType: req.ContentType, Certificate: req.Certificate})
-		if err != nil {
-			bad(w, err)
-			return
-		}
-		e.log.Info("admin set secret", "vault", req.Vault, "secret", req.Name, "version", ver)
-		writeJSON(w, http.StatusOK, map[string]string{"version": ver})
-	})
-	mux.HandleFunc("POST /secrets/delete", func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ Vault, Name string }
-		if err := decode(r, &req); err != nil {
-			bad(w, err)
-			return
-		}
-		if err := e.DeleteSecret(req.Vault, req.Name); err != nil {
-			bad(w, err)
-			return
-		}
-		e.log.Info("admin deleted secret", "vault", req.Vault, "secret", req.Name)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /federated-credentials", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			ClientID string `json:"clientID"`
-			FederatedCredential
-		}
-		if err := decode(r, &req); err != nil {
-			bad(w, err)
-			return
-		}
-		if err := e.AddFederatedCredential(req.ClientID, req.FederatedCredential); err != nil {
-			bad(w, err)
-			return
-		}
-		e.log.Info("admin added federated credential", "clientID", req.ClientID, "name", req.Name, "subject", req.Subject)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /federated-credentials/delete", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			ClientID string `json:"clientID"`
-			Name     string `json:"name"`
-		}
-		if err := decode(r, &req); err != nil {
-			bad(w, err)
-			return
-		}
-		if err := e.RemoveFederatedCredential(req.ClientID, req.Name); err != nil {
-			bad(w, err)
-			return
-		}
-		e.log.Info("admin removed federated credential", "clientID", req.ClientID, "name", req.Name)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("GET /knobs", func(w http.ResponseWriter, _ *http.Request) {
-		k := e.Knobs()
-		out := knobsJSON{BandwidthBPS: k.BandwidthBPS, FaultRate: k.FaultRate, RateClasses: k.RateClasses}
-		if k.RequestLatency > 0 {
-			out.RequestLatency = k.RequestLatency.String()
-		}
-		if k.ConnLatency > 0 {
-			out.ConnLatency = k.ConnLatency.String()
-		}
-		for _, f := range k.RateFaults {
-			fj := faultJSON{Kind: f.Kind}
-			if f.RetryAfter > 0 {
-				fj.RetryAfter = f.RetryAfter.String()
-			}
-			out.RateFaults = append(out.RateFaults, fj)
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("POST /knobs", func(w http.ResponseWriter, r *http.Request) {
-		var kj knobsJSON
-		if err := decode(r, &kj); err != nil {
-			bad(w, err)
-			return
-		}
-		k, err := kj.knobs()
-		if err != nil {
-			bad(w, err)
-			return
-		}
-		e.SetKnobs(k)
-		e.log.Info("admin set knobs", "requestLatency", k.RequestLatency, "connLatency", k.ConnLatency, "bandwidthBPS", k.BandwidthBPS, "faultRate", k.FaultRate)
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /faults", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Class Class `json:"class"`
-			Count int   `json:"count"`
-			faultJSON
-		}
-		if err := decode(r, &req); err != nil {
-			bad(w, err)
-			return
-		}
-		f, err := req.fault()
-		if err != nil {
-			bad(w, err)
-			return
-		}
-		if req.Count < 1 || req.Class == "" {
-			bad(w, fmt.Errorf("class and a count >= 1 are required"))
-			return
-		}
-		e.FailNext(req.Class, req.Count, f)
-		e.log.Info("admin scripted faults", "class", string(req.Class), "count", req.Count, "kind", string(f.Kind))
-		w.WriteHeader(http.StatusNoContent)
-	})
+	mux.HandleFunc("POST /secrets", e.adminSetSecret)
+	mux.HandleFunc("POST /secrets/delete", e.adminDeleteSecret)
+	mux.HandleFunc("POST /federated-credentials", e.adminAddFederatedCredential)
+	mux.HandleFunc("POST /federated-credentials/delete", e.adminRemoveFederatedCredential)
+	mux.HandleFunc("GET /knobs", e.adminGetKnobs)
+	mux.HandleFunc("POST /knobs", e.adminSetKnobs)
+	mux.HandleFunc("POST /faults", e.adminFailNext)
 	mux.HandleFunc("POST /faults/clear", func(w http.ResponseWriter, _ *http.Request) {
 		e.ClearFaults()
 		w.WriteHeader(http.StatusNoContent)
@@ -245,4 +126,141 @@ func (e *Emulator) AdminHandler() http.Handler {
 		w.WriteHeader(http.StatusNoContent)
 	})
 	return mux
+}
+
+func badRequest(w http.ResponseWriter, err error) {
+	http.Error(w, err.Error(), http.StatusBadRequest)
+}
+
+// decodeAdmin decodes an admin request's JSON body, at most 1 MiB, with no
+// unknown field.
+func decodeAdmin(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
+func (e *Emulator) adminSetSecret(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Vault, Name, Value, ContentType string
+		Certificate                     bool
+	}
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	ver, err := e.AddSecretVersion(req.Vault, req.Name, SecretVersion{Value: req.Value, ContentType: req.ContentType, Certificate: req.Certificate})
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	e.log.Info("admin set secret", "vault", req.Vault, "secret", req.Name, "version", ver)
+	writeJSON(w, http.StatusOK, map[string]string{"version": ver})
+}
+
+func (e *Emulator) adminDeleteSecret(w http.ResponseWriter, r *http.Request) {
+	var req struct{ Vault, Name string }
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	if err := e.DeleteSecret(req.Vault, req.Name); err != nil {
+		badRequest(w, err)
+		return
+	}
+	e.log.Info("admin deleted secret", "vault", req.Vault, "secret", req.Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) adminAddFederatedCredential(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ClientID string `json:"clientID"`
+		FederatedCredential
+	}
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	if err := e.AddFederatedCredential(req.ClientID, req.FederatedCredential); err != nil {
+		badRequest(w, err)
+		return
+	}
+	e.log.Info("admin added federated credential", "clientID", req.ClientID, "name", req.Name, "subject", req.Subject)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) adminRemoveFederatedCredential(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ClientID string `json:"clientID"`
+		Name     string `json:"name"`
+	}
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	if err := e.RemoveFederatedCredential(req.ClientID, req.Name); err != nil {
+		badRequest(w, err)
+		return
+	}
+	e.log.Info("admin removed federated credential", "clientID", req.ClientID, "name", req.Name)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) adminGetKnobs(w http.ResponseWriter, _ *http.Request) {
+	k := e.Knobs()
+	out := knobsJSON{BandwidthBPS: k.BandwidthBPS, FaultRate: k.FaultRate, RateClasses: k.RateClasses}
+	if k.RequestLatency > 0 {
+		out.RequestLatency = k.RequestLatency.String()
+	}
+	if k.ConnLatency > 0 {
+		out.ConnLatency = k.ConnLatency.String()
+	}
+	for _, f := range k.RateFaults {
+		fj := faultJSON{Kind: f.Kind}
+		if f.RetryAfter > 0 {
+			fj.RetryAfter = f.RetryAfter.String()
+		}
+		out.RateFaults = append(out.RateFaults, fj)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (e *Emulator) adminSetKnobs(w http.ResponseWriter, r *http.Request) {
+	var kj knobsJSON
+	if err := decodeAdmin(r, &kj); err != nil {
+		badRequest(w, err)
+		return
+	}
+	k, err := kj.knobs()
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	e.SetKnobs(k)
+	e.log.Info("admin set knobs", "requestLatency", k.RequestLatency, "connLatency", k.ConnLatency, "bandwidthBPS", k.BandwidthBPS, "faultRate", k.FaultRate)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) adminFailNext(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Class Class `json:"class"`
+		Count int   `json:"count"`
+		faultJSON
+	}
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	f, err := req.fault()
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	if req.Count < 1 || req.Class == "" {
+		badRequest(w, fmt.Errorf("class and a count >= 1 are required"))
+		return
+	}
+	e.FailNext(req.Class, req.Count, f)
+	e.log.Info("admin scripted faults", "class", string(req.Class), "count", req.Count, "kind", string(f.Kind))
+	w.WriteHeader(http.StatusNoContent)
 }

@@ -168,65 +168,83 @@ func (c *Config) Validate() error {
 	}
 	clients := map[string]bool{}
 	for _, id := range c.Identities {
-		if !guidRE.MatchString(id.ClientID) {
-			bad("identity %q: clientID must be a GUID", id.ClientID)
-		}
-		if clients[strings.ToLower(id.ClientID)] {
-			bad("identity %q: duplicate clientID", id.ClientID)
-		}
-		clients[strings.ToLower(id.ClientID)] = true
-		if !tenants[strings.ToLower(id.Tenant)] {
-			bad("identity %q: unknown tenant %q", id.ClientID, id.Tenant)
-		}
-		for _, fc := range id.FederatedCredentials {
-			if err := fc.validate(); err != nil {
-				bad("identity %q: %w", id.ClientID, err)
-			}
-		}
+		errs = append(errs, id.validate(tenants, clients)...)
 	}
 	vaults := map[string]bool{}
 	for _, v := range c.Vaults {
-		if !vaultNameRE.MatchString(v.Name) {
-			bad("vault %q: name must be 3-24 letters, digits and dashes, starting with a letter", v.Name)
-		}
-		if vaults[strings.ToLower(v.Name)] {
-			bad("vault %q: duplicate name", v.Name)
-		}
-		vaults[strings.ToLower(v.Name)] = true
-		if !tenants[strings.ToLower(v.Tenant)] {
-			bad("vault %q: unknown tenant %q", v.Name, v.Tenant)
-		}
-		if _, ok := cloudFor(cloudOrDefault(v.Cloud)); !ok {
-			bad("vault %q: unknown cloud %q (want %s, %s or %s)", v.Name, v.Cloud, CloudPublic, CloudChina, CloudUSGovernment)
-		}
-		for _, ra := range v.RoleAssignments {
-			if _, ok := roleActions(ra.Role); !ok {
-				bad("vault %q: unknown role %q", v.Name, ra.Role)
-			}
-			if !guidRE.MatchString(ra.ClientID) {
-				bad("vault %q: role assignment clientID %q must be a GUID", v.Name, ra.ClientID)
-			}
-		}
-		names := map[string]bool{}
-		for _, s := range v.Secrets {
-			if !secretRE.MatchString(s.Name) {
-				bad("vault %q: secret name %q must be 1-127 letters, digits and dashes", v.Name, s.Name)
-			}
-			if names[strings.ToLower(s.Name)] {
-				bad("vault %q: duplicate secret %q", v.Name, s.Name)
-			}
-			names[strings.ToLower(s.Name)] = true
-			for _, sv := range s.Versions {
-				if sv.Version != "" && !versionRE.MatchString(sv.Version) {
-					bad("vault %q: secret %q: version %q must be 32 lowercase hex digits", v.Name, s.Name, sv.Version)
-				}
-			}
-		}
+		errs = append(errs, v.validate(tenants, vaults)...)
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(errs...))
 	}
 	return nil
+}
+
+// validate checks an identity against the tenants, and records its client
+// id in clients, which must not hold it yet.
+func (id Identity) validate(tenants, clients map[string]bool) []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !guidRE.MatchString(id.ClientID) {
+		bad("identity %q: clientID must be a GUID", id.ClientID)
+	}
+	if clients[strings.ToLower(id.ClientID)] {
+		bad("identity %q: duplicate clientID", id.ClientID)
+	}
+	clients[strings.ToLower(id.ClientID)] = true
+	if !tenants[strings.ToLower(id.Tenant)] {
+		bad("identity %q: unknown tenant %q", id.ClientID, id.Tenant)
+	}
+	for _, fc := range id.FederatedCredentials {
+		if err := fc.validate(); err != nil {
+			bad("identity %q: %w", id.ClientID, err)
+		}
+	}
+	return errs
+}
+
+// validate checks a vault against the tenants, and records its name in
+// vaults, which must not hold it yet.
+func (v Vault) validate(tenants, vaults map[string]bool) []error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !vaultNameRE.MatchString(v.Name) {
+		bad("vault %q: name must be 3-24 letters, digits and dashes, starting with a letter", v.Name)
+	}
+	if vaults[strings.ToLower(v.Name)] {
+		bad("vault %q: duplicate name", v.Name)
+	}
+	vaults[strings.ToLower(v.Name)] = true
+	if !tenants[strings.ToLower(v.Tenant)] {
+		bad("vault %q: unknown tenant %q", v.Name, v.Tenant)
+	}
+	if _, ok := cloudFor(cloudOrDefault(v.Cloud)); !ok {
+		bad("vault %q: unknown cloud %q (want %s, %s or %s)", v.Name, v.Cloud, CloudPublic, CloudChina, CloudUSGovernment)
+	}
+	for _, ra := range v.RoleAssignments {
+		if _, ok := roleActions(ra.Role); !ok {
+			bad("vault %q: unknown role %q", v.Name, ra.Role)
+		}
+		if !guidRE.MatchString(ra.ClientID) {
+			bad("vault %q: role assignment clientID %q must be a GUID", v.Name, ra.ClientID)
+		}
+	}
+	names := map[string]bool{}
+	for _, s := range v.Secrets {
+		if !secretRE.MatchString(s.Name) {
+			bad("vault %q: secret name %q must be 1-127 letters, digits and dashes", v.Name, s.Name)
+		}
+		if names[strings.ToLower(s.Name)] {
+			bad("vault %q: duplicate secret %q", v.Name, s.Name)
+		}
+		names[strings.ToLower(s.Name)] = true
+		for _, sv := range s.Versions {
+			if sv.Version != "" && !versionRE.MatchString(sv.Version) {
+				bad("vault %q: secret %q: version %q must be 32 lowercase hex digits", v.Name, s.Name, sv.Version)
+			}
+		}
+	}
+	return errs
 }
 
 func (fc FederatedCredential) validate() error {

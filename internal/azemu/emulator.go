@@ -106,39 +106,8 @@ type Emulator struct {
 
 // Start validates opts and starts the listeners.
 func Start(opts Options) (*Emulator, error) {
-	if err := opts.Config.Validate(); err != nil {
+	if err := opts.complete(); err != nil {
 		return nil, err
-	}
-	if opts.ProxyAddr == "" {
-		opts.ProxyAddr = "127.0.0.1:0"
-	}
-	if opts.TokenLifetime == 0 {
-		opts.TokenLifetime = 3599 * time.Second
-	}
-	if opts.TokenLifetime < 600*time.Second {
-		return nil, fmt.Errorf("%w: TokenLifetime %v is below 600s; MSAL would not cache the token", ErrInvalidConfig, opts.TokenLifetime)
-	}
-	if opts.PageSize == 0 {
-		opts.PageSize = 25
-	}
-	if opts.PageSize < 1 || opts.PageSize > 25 {
-		return nil, fmt.Errorf("%w: PageSize %d not in 1..25", ErrInvalidConfig, opts.PageSize)
-	}
-	if opts.JWKSCacheTTL == 0 {
-		opts.JWKSCacheTTL = 5 * time.Minute
-	}
-	if opts.ClockSkew == 0 {
-		opts.ClockSkew = 5 * time.Minute
-	}
-	if opts.ProxyAddr != "" {
-		if err := requireLocal(opts.ProxyAddr); err != nil {
-			return nil, err
-		}
-	}
-	if opts.AdminAddr != "" {
-		if err := requireLoopback(opts.AdminAddr); err != nil {
-			return nil, err
-		}
 	}
 	e := &Emulator{
 		opts:      opts,
@@ -158,52 +127,110 @@ func Start(opts Options) (*Emulator, error) {
 			_ = e.Close()
 		}
 	}()
-	dir := opts.CADir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "azemu-ca-")
-		if err != nil {
-			return nil, fmt.Errorf("azemu: %w", err)
-		}
-		dir, e.tmpDir = d, d
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("azemu: CA dir: %w", err)
-	}
-	ca, err := loadOrCreateCA(dir)
-	if err != nil {
+	if err := e.loadKeys(); err != nil {
 		return nil, err
-	}
-	e.ca = ca
-	e.caFile = filepath.Join(dir, caCertFile)
-	if e.tokKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
-		return nil, fmt.Errorf("azemu: token key: %w", err)
 	}
 	if err := e.state.load(opts.Config); err != nil {
 		return nil, err
 	}
+	var err error
 	if e.issuerClient, err = e.newIssuerClient(); err != nil {
 		return nil, err
 	}
 	e.jwks.entries = map[string]*jwksEntry{}
 
-	if err := e.startProxy(); err != nil {
+	if err := e.listen(); err != nil {
 		return nil, err
-	}
-	if err := e.startDirect(""); err != nil {
-		return nil, err
-	}
-	for _, v := range opts.Config.Vaults {
-		if err := e.startDirect(v.Name); err != nil {
-			return nil, err
-		}
-	}
-	if opts.AdminAddr != "" {
-		if err := e.startAdmin(); err != nil {
-			return nil, err
-		}
 	}
 	ok = true
 	e.log.Info("azemu started", "proxy", e.proxyURL, "caFile", e.caFile, "direct", e.directAny, "admin", e.adminURL)
 	return e, nil
+}
+
+// complete fills in the defaults of opts and checks them.
+func (opts *Options) complete() error {
+	if err := opts.Config.Validate(); err != nil {
+		return err
+	}
+	if opts.ProxyAddr == "" {
+		opts.ProxyAddr = "127.0.0.1:0"
+	}
+	if opts.TokenLifetime == 0 {
+		opts.TokenLifetime = 3599 * time.Second
+	}
+	if opts.TokenLifetime < 600*time.Second {
+		return fmt.Errorf("%w: TokenLifetime %v is below 600s; MSAL would not cache the token", ErrInvalidConfig, opts.TokenLifetime)
+	}
+	if opts.PageSize == 0 {
+		opts.PageSize = 25
+	}
+	if opts.PageSize < 1 || opts.PageSize > 25 {
+		return fmt.Errorf("%w: PageSize %d not in 1..25", ErrInvalidConfig, opts.PageSize)
+	}
+	if opts.JWKSCacheTTL == 0 {
+		opts.JWKSCacheTTL = 5 * time.Minute
+	}
+	if opts.ClockSkew == 0 {
+		opts.ClockSkew = 5 * time.Minute
+	}
+	if opts.ProxyAddr != "" {
+		if err := requireLocal(opts.ProxyAddr); err != nil {
+			return err
+		}
+	}
+	if opts.AdminAddr != "" {
+		if err := requireLoopback(opts.AdminAddr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadKeys loads (or creates) the CA in opts.CADir, a temporary directory
+// when empty, and makes the token signing key.
+func (e *Emulator) loadKeys() error {
+	dir := e.opts.CADir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "azemu-ca-")
+		if err != nil {
+			return fmt.Errorf("azemu: %w", err)
+		}
+		dir, e.tmpDir = d, d
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("azemu: CA dir: %w", err)
+	}
+	ca, err := loadOrCreateCA(dir)
+	if err != nil {
+		return err
+	}
+	e.ca = ca
+	e.caFile = filepath.Join(dir, caCertFile)
+	if e.tokKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+		return fmt.Errorf("azemu: token key: %w", err)
+	}
+	return nil
+}
+
+// listen starts the proxy, the direct listeners (Entra ID's, then each
+// vault's) and the admin API.
+func (e *Emulator) listen() error {
+	if err := e.startProxy(); err != nil {
+		return err
+	}
+	if err := e.startDirect(""); err != nil {
+		return err
+	}
+	for _, v := range e.opts.Config.Vaults {
+		if err := e.startDirect(v.Name); err != nil {
+			return err
+		}
+	}
+	if e.opts.AdminAddr != "" {
+		if err := e.startAdmin(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func requireLoopback(addr string) error {

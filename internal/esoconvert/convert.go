@@ -592,31 +592,71 @@ func targetName(es *externalSecret) string {
 // convertOne maps one ExternalSecret to files, or says why it cannot move.
 func convertOne(in *Input, es *externalSecret) (*converted, string) {
 	name := "ExternalSecret " + es.Metadata.Namespace + "/" + es.Metadata.Name
-	pull := false
-	if t := es.Spec.Target.Template; t != nil {
-		switch t.Type {
-		case "kubernetes.io/dockercfg":
-			return nil, fmt.Sprintf("%s makes a kubernetes.io/dockercfg Secret (the legacy format): store the credential in Key Vault as a dockerconfigjson ({\"auths\":{...}}) for %s", name, spec.SAAnnotationPullSecret)
-		case "kubernetes.io/dockerconfigjson":
-			if why := passThroughDockerConfig(es); why != "" {
-				return nil, fmt.Sprintf("%s makes a kubernetes.io/dockerconfigjson Secret %s: store the finished dockerconfigjson in one Key Vault secret for %s", name, why, spec.SAAnnotationPullSecret)
-			}
-			pull = true
-		case "kubernetes.io/tls":
-			return nil, fmt.Sprintf("%s makes a kubernetes.io/tls Secret, which Ingress and other controllers read from the API: keep it with ESO", name)
-		}
-		if len(t.Data) > 0 && !pull {
-			return nil, fmt.Sprintf("%s renders an ESO template: rewrite it as %s<file> with {{ secret \"<ref>\" }}", name, spec.AnnotationTemplatePrefix)
-		}
+	pull, why := targetTemplate(name, es)
+	if why != "" {
+		return nil, why
 	}
+	if why := dataFrom(name, es); why != "" {
+		return nil, why
+	}
+	c, why := fromStore(in, name, es)
+	if why != "" {
+		return nil, why
+	}
+	c.pull = pull
+	if len(es.Spec.Data) == 0 {
+		return nil, fmt.Sprintf("%s has no data entries", name)
+	}
+	for _, d := range es.Spec.Data {
+		f, why := dataFile(name, d.SecretKey, d.RemoteRef, c.vault, c.cloud)
+		if why != "" {
+			return nil, why
+		}
+		c.files = append(c.files, f)
+	}
+	return c, ""
+}
+
+// targetTemplate reads the target's template: whether the Secret is an
+// image pull secret kvinject can serve, or why it cannot move.
+func targetTemplate(name string, es *externalSecret) (pull bool, why string) {
+	t := es.Spec.Target.Template
+	if t == nil {
+		return false, ""
+	}
+	switch t.Type {
+	case "kubernetes.io/dockercfg":
+		return false, fmt.Sprintf("%s makes a kubernetes.io/dockercfg Secret (the legacy format): store the credential in Key Vault as a dockerconfigjson ({\"auths\":{...}}) for %s", name, spec.SAAnnotationPullSecret)
+	case "kubernetes.io/dockerconfigjson":
+		if why := passThroughDockerConfig(es); why != "" {
+			return false, fmt.Sprintf("%s makes a kubernetes.io/dockerconfigjson Secret %s: store the finished dockerconfigjson in one Key Vault secret for %s", name, why, spec.SAAnnotationPullSecret)
+		}
+		pull = true
+	case "kubernetes.io/tls":
+		return false, fmt.Sprintf("%s makes a kubernetes.io/tls Secret, which Ingress and other controllers read from the API: keep it with ESO", name)
+	}
+	if len(t.Data) > 0 && !pull {
+		return false, fmt.Sprintf("%s renders an ESO template: rewrite it as %s<file> with {{ secret \"<ref>\" }}", name, spec.AnnotationTemplatePrefix)
+	}
+	return pull, ""
+}
+
+// dataFrom says why an ExternalSecret's dataFrom cannot move, if it cannot.
+func dataFrom(name string, es *externalSecret) string {
 	for _, df := range es.Spec.DataFrom {
 		switch {
 		case df.Find != nil:
-			return nil, fmt.Sprintf("%s uses dataFrom.find, which lists the vault at sync time; kvinject reads named secrets only: list them as %s<file>", name, spec.AnnotationSecretPrefix)
+			return fmt.Sprintf("%s uses dataFrom.find, which lists the vault at sync time; kvinject reads named secrets only: list them as %s<file>", name, spec.AnnotationSecretPrefix)
 		case df.Extract != nil:
-			return nil, fmt.Sprintf("%s uses dataFrom.extract of %q: name each property as %s<file>: %s#<property>", name, df.Extract.Key, spec.AnnotationSecretPrefix, df.Extract.Key)
+			return fmt.Sprintf("%s uses dataFrom.extract of %q: name each property as %s<file>: %s#<property>", name, df.Extract.Key, spec.AnnotationSecretPrefix, df.Extract.Key)
 		}
 	}
+	return ""
+}
+
+// fromStore reads the ExternalSecret's store: its vault, cloud, tenant and
+// ESO's ServiceAccount, or why it cannot move.
+func fromStore(in *Input, name string, es *externalSecret) (*converted, string) {
 	storeKind := es.Spec.SecretStoreRef.Kind
 	if storeKind == "" {
 		storeKind = "SecretStore"
@@ -648,7 +688,7 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 	if err != nil {
 		return nil, fmt.Sprintf("%s: store vault: %v", name, err)
 	}
-	c := &converted{es: es, store: storeKind + " " + store.Metadata.Name, cloud: cloud, vault: vault, tenant: az.TenantID, pull: pull}
+	c := &converted{es: es, store: storeKind + " " + store.Metadata.Name, cloud: cloud, vault: vault, tenant: az.TenantID}
 	if sa := az.ServiceAccountRef; sa != nil {
 		ns := sa.Namespace
 		if ns == "" {
@@ -656,52 +696,61 @@ func convertOne(in *Input, es *externalSecret) (*converted, string) {
 		}
 		c.esoSA = ns + "/" + sa.Name
 	}
-	if len(es.Spec.Data) == 0 {
-		return nil, fmt.Sprintf("%s has no data entries", name)
-	}
-	for _, d := range es.Spec.Data {
-		key := d.RemoteRef.Key
-		cert := false
-		if rest, ok := strings.CutPrefix(key, "secret/"); ok {
-			key = rest
-		} else if rest, ok := strings.CutPrefix(key, "cert/"); ok {
-			if d.RemoteRef.Property != "" || (d.RemoteRef.DecodingStrategy != "" && d.RemoteRef.DecodingStrategy != "None") {
-				return nil, fmt.Sprintf("%s key %q reads certificate %s with a property or a decodingStrategy, which a certificate object does not have: name the form instead, %s<file>: %s#fullchain (or #cert, #key, #chain, #ca, #pfx)", name, d.SecretKey, rest, spec.AnnotationSecretPrefix, rest)
-			}
-			key, cert = rest, true
-		} else if strings.HasPrefix(key, "key/") {
-			return nil, fmt.Sprintf("%s reads %s, a Key Vault key object: ESO gives its public key as a JWK, and Key Vault never releases the private key, so there is no secret to read: keep it with ESO, or store the public key as a secret", name, key)
-		}
-		if err := spec.ValidateFileName(d.SecretKey); err != nil {
-			return nil, fmt.Sprintf("%s key %q cannot be a file name: %v", name, d.SecretKey, err)
-		}
-		text := key
-		if d.RemoteRef.Version != "" {
-			text += "/" + d.RemoteRef.Version
-		}
-		if cert {
-			text += "#" + spec.CertFormFullchain
-		}
-		if p := d.RemoteRef.Property; p != "" {
-			if strings.ContainsAny(p, `*?|#@\`) {
-				return nil, fmt.Sprintf("%s property %q uses gjson syntax beyond dot paths: name the property as a plain dot path", name, p)
-			}
-			text += "#" + p
-		}
-		ref, err := spec.ParseRef(text, vault, cloud)
-		if err != nil {
-			return nil, fmt.Sprintf("%s key %q: %v", name, d.SecretKey, err)
-		}
-		switch d.RemoteRef.DecodingStrategy {
-		case "", "None":
-			c.files = append(c.files, file{key: d.SecretKey, ref: ref, cert: cert})
-		case "Base64":
-			c.files = append(c.files, file{key: d.SecretKey, ref: ref, b64: true})
-		default:
-			return nil, fmt.Sprintf("%s key %q uses decodingStrategy %s: decode explicitly with a template and b64dec", name, d.SecretKey, d.RemoteRef.DecodingStrategy)
-		}
-	}
 	return c, ""
+}
+
+// dataFile maps one data entry (its secretKey and remoteRef) to a file, or
+// says why it cannot move.
+func dataFile(name, secretKey string, rr remoteRef, vault string, cloud spec.Cloud) (file, string) {
+	key := rr.Key
+	cert := false
+	if rest, ok := strings.CutPrefix(key, "secret/"); ok {
+		key = rest
+	} else if rest, ok := strings.CutPrefix(key, "cert/"); ok {
+		if rr.Property != "" || (rr.DecodingStrategy != "" && rr.DecodingStrategy != "None") {
+			return file{}, fmt.Sprintf("%s key %q reads certificate %s with a property or a decodingStrategy, which a certificate object does not have: name the form instead, %s<file>: %s#fullchain (or #cert, #key, #chain, #ca, #pfx)", name, secretKey, rest, spec.AnnotationSecretPrefix, rest)
+		}
+		key, cert = rest, true
+	} else if strings.HasPrefix(key, "key/") {
+		return file{}, fmt.Sprintf("%s reads %s, a Key Vault key object: ESO gives its public key as a JWK, and Key Vault never releases the private key, so there is no secret to read: keep it with ESO, or store the public key as a secret", name, key)
+	}
+	if err := spec.ValidateFileName(secretKey); err != nil {
+		return file{}, fmt.Sprintf("%s key %q cannot be a file name: %v", name, secretKey, err)
+	}
+	text, why := refTextOf(name, key, rr, cert)
+	if why != "" {
+		return file{}, why
+	}
+	ref, err := spec.ParseRef(text, vault, cloud)
+	if err != nil {
+		return file{}, fmt.Sprintf("%s key %q: %v", name, secretKey, err)
+	}
+	switch rr.DecodingStrategy {
+	case "", "None":
+		return file{key: secretKey, ref: ref, cert: cert}, ""
+	case "Base64":
+		return file{key: secretKey, ref: ref, b64: true}, ""
+	}
+	return file{}, fmt.Sprintf("%s key %q uses decodingStrategy %s: decode explicitly with a template and b64dec", name, secretKey, rr.DecodingStrategy)
+}
+
+// refTextOf writes a remoteRef as a kvinject reference: key[/version][#form
+// or #property].
+func refTextOf(name, key string, rr remoteRef, cert bool) (string, string) {
+	text := key
+	if rr.Version != "" {
+		text += "/" + rr.Version
+	}
+	if cert {
+		text += "#" + spec.CertFormFullchain
+	}
+	if p := rr.Property; p != "" {
+		if strings.ContainsAny(p, `*?|#@\`) {
+			return "", fmt.Sprintf("%s property %q uses gjson syntax beyond dot paths: name the property as a plain dot path", name, p)
+		}
+		text += "#" + p
+	}
+	return text, ""
 }
 
 // vaultAnnotation is the shortest way to write a vault: its name on its cloud.

@@ -19,90 +19,7 @@ func Write(w io.Writer, res Result, o Options) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# kvinject convert-eso: %d workload(s) can move, %d thing(s) cannot, %d problem(s)\n", len(res.Moves), len(res.CannotMove), len(res.Problems))
 	for _, m := range res.Moves {
-		fmt.Fprintf(&b, "\n# ---- %s (ServiceAccount %s), replacing %s\n", m.Workload, m.ServiceAccount, strings.Join(m.From, ", "))
-		if len(m.Annotations) == 0 {
-			b.WriteString("# 1. Its pod template needs no injection: it only pulls images.\n")
-		} else {
-			b.WriteString("# 1. Add to its pod template:\n")
-			b.WriteString("metadata:\n  labels:\n    " + spec.LabelInject + ": \"true\"\n  annotations:\n")
-		}
-		keys := make([]string, 0, len(m.Annotations))
-		for k := range m.Annotations {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool {
-			// The vault first, then the files by name.
-			if (keys[i] == spec.AnnotationVault) != (keys[j] == spec.AnnotationVault) {
-				return keys[i] == spec.AnnotationVault
-			}
-			return keys[i] < keys[j]
-		})
-		for _, k := range keys {
-			fmt.Fprintf(&b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
-		}
-		notes := slices.Clone(m.Notes)
-		if m.PullSecret != "" {
-			notes = append(notes, pullNote(m, o))
-		}
-		if notes = append(notes, envDeliveryNotes(m, o)...); len(notes) > 0 {
-			b.WriteString("#    What changes for the app:\n")
-			for _, n := range notes {
-				b.WriteString("#    - " + n + "\n")
-			}
-		}
-		if len(m.Annotations) == 0 && o.nodeMode() {
-			// Nothing of the pod's own: the node pulls.
-			writeNodeModePull(&b, m, o, 2)
-			continue
-		}
-		fmt.Fprintf(&b, "# 2. Annotate ServiceAccount %s/%s:\n", m.Namespace, m.ServiceAccount)
-		clientID := m.ClientID
-		if clientID == "" {
-			clientID = "<client id of the identity ESO uses>"
-		}
-		b.WriteString("metadata:\n  annotations:\n")
-		fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationClientID, clientID)
-		if m.TenantID != "" {
-			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationTenantID, m.TenantID)
-		}
-		if m.PullSecret != "" && !o.nodeMode() {
-			fmt.Fprintf(&b, "    %s: %s\n", spec.SAAnnotationPullSecret, m.PullSecret)
-		}
-		if m.ServiceAccount == "default" {
-			b.WriteString("#    (it uses the namespace's default ServiceAccount: a dedicated one keeps other pods from this identity)\n")
-		}
-		subject := "system:serviceaccount:" + m.Namespace + ":" + m.ServiceAccount
-		fmt.Fprintf(&b, "# 3. Let the pod's own token in (ESO's credential is for %s):\n", esoSubject(m.ESOServiceAcct))
-		fmt.Fprintf(&b, "az identity federated-credential create --name %s --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
-			credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
-			orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
-		step := 4
-		if m.PullSecret != "" && o.nodeMode() {
-			writeNodeModePull(&b, m, o, step)
-			continue
-		}
-		if m.PullSecret != "" {
-			registries := strings.Join(m.Registries, ",")
-			if registries == "" {
-				registries = "<registry host:port>"
-			}
-			fmt.Fprintf(&b, "# %d. Once per cluster, on every node that pulls from %s (docs/pull-credentials.md): the kubelet's credential provider\n", step, registries)
-			tenant := ""
-			if m.TenantID != "" {
-				tenant = " --tenant-id " + m.TenantID
-			}
-			fmt.Fprintf(&b, "kvinject credential-provider-config --match-images %s%s > /etc/kubernetes/kvinject-credential-provider.yaml\n", registries, tenant)
-			b.WriteString("#    kubelet flags: --image-credential-provider-config=/etc/kubernetes/kvinject-credential-provider.yaml --image-credential-provider-bin-dir=<the directory holding kvinject-credential-provider>\n")
-			if len(m.Annotations) == 0 {
-				b.WriteString("#    and, since these pods are not injected: kubectl apply -k manifests/pull-credentials\n")
-			}
-			step++
-		}
-		when := "Once its pods run with kvinject"
-		if len(m.Annotations) == 0 {
-			when = "Once its pods pull through the provider"
-		}
-		fmt.Fprintf(&b, "# %d. %s: delete %s and %s.\n", step, when, strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+		writeMove(&b, m, o)
 	}
 	if len(res.CannotMove) > 0 {
 		b.WriteString("\n# Cannot move (stays with ESO, or needs a hand):\n")
@@ -118,6 +35,110 @@ func Write(w io.Writer, res Result, o Options) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeMove prints the steps of one workload's move.
+func writeMove(b *strings.Builder, m Move, o Options) {
+	fmt.Fprintf(b, "\n# ---- %s (ServiceAccount %s), replacing %s\n", m.Workload, m.ServiceAccount, strings.Join(m.From, ", "))
+	writePodTemplate(b, m, o)
+	if len(m.Annotations) == 0 && o.nodeMode() {
+		// Nothing of the pod's own: the node pulls.
+		writeNodeModePull(b, m, o, 2)
+		return
+	}
+	writeServiceAccount(b, m, o)
+	subject := "system:serviceaccount:" + m.Namespace + ":" + m.ServiceAccount
+	fmt.Fprintf(b, "# 3. Let the pod's own token in (ESO's credential is for %s):\n", esoSubject(m.ESOServiceAcct))
+	fmt.Fprintf(b, "az identity federated-credential create --name %s --identity-name %s --resource-group %s --issuer %s --subject %s --audiences %s\n",
+		credentialName(m.Namespace, m.ServiceAccount), orPlaceholder(o.IdentityName, "\"$IDENTITY_NAME\""),
+		orPlaceholder(o.ResourceGroup, "\"$RESOURCE_GROUP\""), orPlaceholder(o.Issuer, "\"$SERVICE_ACCOUNT_ISSUER\""), subject, spec.TokenAudience)
+	step := 4
+	if m.PullSecret != "" && o.nodeMode() {
+		writeNodeModePull(b, m, o, step)
+		return
+	}
+	if m.PullSecret != "" {
+		writePodModePull(b, m, step)
+		step++
+	}
+	when := "Once its pods run with kvinject"
+	if len(m.Annotations) == 0 {
+		when = "Once its pods pull through the provider"
+	}
+	fmt.Fprintf(b, "# %d. %s: delete %s and %s.\n", step, when, strings.Join(m.From, ", "), strings.Join(m.Secrets, ", "))
+}
+
+// writePodTemplate prints step 1, the pod template's annotations (the
+// vault first, then the files by name), and what changes for the app.
+func writePodTemplate(b *strings.Builder, m Move, o Options) {
+	if len(m.Annotations) == 0 {
+		b.WriteString("# 1. Its pod template needs no injection: it only pulls images.\n")
+	} else {
+		b.WriteString("# 1. Add to its pod template:\n")
+		b.WriteString("metadata:\n  labels:\n    " + spec.LabelInject + ": \"true\"\n  annotations:\n")
+	}
+	keys := make([]string, 0, len(m.Annotations))
+	for k := range m.Annotations {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if (keys[i] == spec.AnnotationVault) != (keys[j] == spec.AnnotationVault) {
+			return keys[i] == spec.AnnotationVault
+		}
+		return keys[i] < keys[j]
+	})
+	for _, k := range keys {
+		fmt.Fprintf(b, "    %s: %s\n", k, yamlScalar(m.Annotations[k]))
+	}
+	notes := slices.Clone(m.Notes)
+	if m.PullSecret != "" {
+		notes = append(notes, pullNote(m, o))
+	}
+	if notes = append(notes, envDeliveryNotes(m, o)...); len(notes) > 0 {
+		b.WriteString("#    What changes for the app:\n")
+		for _, n := range notes {
+			b.WriteString("#    - " + n + "\n")
+		}
+	}
+}
+
+// writeServiceAccount prints step 2, the ServiceAccount's annotations.
+func writeServiceAccount(b *strings.Builder, m Move, o Options) {
+	fmt.Fprintf(b, "# 2. Annotate ServiceAccount %s/%s:\n", m.Namespace, m.ServiceAccount)
+	clientID := m.ClientID
+	if clientID == "" {
+		clientID = "<client id of the identity ESO uses>"
+	}
+	b.WriteString("metadata:\n  annotations:\n")
+	fmt.Fprintf(b, "    %s: %s\n", spec.SAAnnotationClientID, clientID)
+	if m.TenantID != "" {
+		fmt.Fprintf(b, "    %s: %s\n", spec.SAAnnotationTenantID, m.TenantID)
+	}
+	if m.PullSecret != "" && !o.nodeMode() {
+		fmt.Fprintf(b, "    %s: %s\n", spec.SAAnnotationPullSecret, m.PullSecret)
+	}
+	if m.ServiceAccount == "default" {
+		b.WriteString("#    (it uses the namespace's default ServiceAccount: a dedicated one keeps other pods from this identity)\n")
+	}
+}
+
+// writePodModePull prints the step that sets up the kubelet's credential
+// provider for the pods' own pull secret.
+func writePodModePull(b *strings.Builder, m Move, step int) {
+	registries := strings.Join(m.Registries, ",")
+	if registries == "" {
+		registries = "<registry host:port>"
+	}
+	fmt.Fprintf(b, "# %d. Once per cluster, on every node that pulls from %s (docs/pull-credentials.md): the kubelet's credential provider\n", step, registries)
+	tenant := ""
+	if m.TenantID != "" {
+		tenant = " --tenant-id " + m.TenantID
+	}
+	fmt.Fprintf(b, "kvinject credential-provider-config --match-images %s%s > /etc/kubernetes/kvinject-credential-provider.yaml\n", registries, tenant)
+	b.WriteString("#    kubelet flags: --image-credential-provider-config=/etc/kubernetes/kvinject-credential-provider.yaml --image-credential-provider-bin-dir=<the directory holding kvinject-credential-provider>\n")
+	if len(m.Annotations) == 0 {
+		b.WriteString("#    and, since these pods are not injected: kubectl apply -k manifests/pull-credentials\n")
+	}
 }
 
 // pullNote says how the workload's images are pulled once its

@@ -29,19 +29,10 @@ func LookupEnv(data []byte, key string) (value string, found bool, err error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		eq := strings.Index(line, "=")
-		if eq == -1 {
-			return bad("missing '='")
+		name, valuePart, problem := splitAssignment(line)
+		if problem != "" {
+			return bad(problem)
 		}
-		namePart := line[:eq]
-		name := strings.TrimRight(namePart, " \t")
-		if name == "" {
-			return bad("empty variable name")
-		}
-		if name != namePart {
-			return bad("whitespace before '='")
-		}
-		valuePart := line[eq+1:]
 		if trimmed := strings.TrimLeft(valuePart, " \t"); trimmed != valuePart {
 			// KEY= 'v' sets KEY to the empty string, as a shell would.
 			if name == key {
@@ -52,33 +43,59 @@ func LookupEnv(data []byte, key string) (value string, found bool, err error) {
 		if !strings.HasPrefix(valuePart, "'") {
 			return bad("value not in single quotes")
 		}
-		var b strings.Builder
-		rest := valuePart[1:]
-		start := lineNum
-		for {
-			if i := strings.Index(rest, "'"); i != -1 {
-				b.WriteString(rest[:i])
-				after := strings.TrimLeft(rest[i+1:], " \t")
-				if after != "" && !strings.HasPrefix(after, "#") {
-					return bad("content after the closing quote")
-				}
-				if name == key {
-					return b.String(), true, nil
-				}
-				break
-			}
-			b.WriteString(rest)
-			b.WriteString("\n")
-			if !scanner.Scan() {
-				lineNum = start
-				return bad("unclosed single quote")
-			}
-			lineNum++
-			rest = scanner.Text()
+		v, problem := readQuoted(scanner, valuePart[1:], &lineNum)
+		if problem != "" {
+			return bad(problem)
+		}
+		if name == key {
+			return v, true, nil
 		}
 	}
 	if err := scanner.Err(); err != nil {
 		return "", false, errors.Join(ErrEnvFileFormat, err)
 	}
 	return "", false, nil
+}
+
+// splitAssignment splits a NAME=value line, or says what is wrong with it.
+func splitAssignment(line string) (name, value, problem string) {
+	eq := strings.Index(line, "=")
+	if eq == -1 {
+		return "", "", "missing '='"
+	}
+	namePart := line[:eq]
+	name = strings.TrimRight(namePart, " \t")
+	if name == "" {
+		return "", "", "empty variable name"
+	}
+	if name != namePart {
+		return "", "", "whitespace before '='"
+	}
+	return name, line[eq+1:], ""
+}
+
+// readQuoted reads a single-quoted value: rest follows the opening quote,
+// and while the quote is open the value goes on over the next lines, which
+// lineNum counts. An unclosed quote is reported at the line it opened on.
+func readQuoted(scanner *bufio.Scanner, rest string, lineNum *int) (value, problem string) {
+	var b strings.Builder
+	start := *lineNum
+	for {
+		if i := strings.Index(rest, "'"); i != -1 {
+			b.WriteString(rest[:i])
+			after := strings.TrimLeft(rest[i+1:], " \t")
+			if after != "" && !strings.HasPrefix(after, "#") {
+				return "", "content after the closing quote"
+			}
+			return b.String(), ""
+		}
+		b.WriteString(rest)
+		b.WriteString("\n")
+		if !scanner.Scan() {
+			*lineNum = start
+			return "", "unclosed single quote"
+		}
+		*lineNum++
+		rest = scanner.Text()
+	}
 }

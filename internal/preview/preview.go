@@ -140,11 +140,11 @@ func previewDocument(doc []byte, o Options) (out []byte, desc string, warnings [
 		saName = "default"
 	}
 	sa := webhook.ServiceAccount{Namespace: ns, Name: saName, Annotations: o.ServiceAccountAnnotations}
-	ops, err := webhook.Patch(pod, sa, o.Mutation)
+	adm, err := webhook.Admit(pod, sa, o.Mutation)
 	if err != nil {
 		return nil, desc, nil, err
 	}
-	warnings = webhook.Warnings(pod, o.Mutation)
+	ops, warnings := adm.Patch, adm.Warnings
 	if len(ops) == 0 {
 		return doc, desc, warnings, nil
 	}

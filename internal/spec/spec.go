@@ -219,16 +219,8 @@ func (s *Spec) Validate() error {
 	if err := ValidateMountPath(s.MountPath); err != nil {
 		return fmt.Errorf("mountPath: %w", err)
 	}
-	if id := s.Identity; id.ClientID != "" || id.TenantID != "" || id.TokenExpirationSeconds != 0 {
-		if err := ValidateClientID(id.ClientID); err != nil {
-			return fmt.Errorf("identity clientID: %w", err)
-		}
-		if err := ValidateTenantID(id.TenantID); err != nil {
-			return fmt.Errorf("identity tenantID: %w", err)
-		}
-		if err := ValidateTokenExpiration(id.TokenExpirationSeconds); err != nil {
-			return fmt.Errorf("identity tokenExpirationSeconds: %w", err)
-		}
+	if err := s.Identity.validate(); err != nil {
+		return err
 	}
 	if s.Cache != nil {
 		if err := s.Cache.Validate(); err != nil {
@@ -244,18 +236,8 @@ func (s *Spec) Validate() error {
 	if err := s.validateDelivery(); err != nil {
 		return err
 	}
-	envSeen := map[string]bool{}
-	for _, e := range s.Env {
-		if err := ValidateEnvName(e.Name); err != nil {
-			return fmt.Errorf("env: %w", err)
-		}
-		if envSeen[e.Name] {
-			return fmt.Errorf("env %s listed twice", Quote(e.Name))
-		}
-		envSeen[e.Name] = true
-		if err := e.Secret.validate(); err != nil {
-			return fmt.Errorf("env %s: %w", Quote(e.Name), err)
-		}
+	if err := s.validateEnv(); err != nil {
+		return err
 	}
 	if len(s.Files) > MaxFiles {
 		return fmt.Errorf("%d files, at most %d", len(s.Files), MaxFiles)
@@ -269,41 +251,92 @@ func (s *Spec) Validate() error {
 			return fmt.Errorf("file %q listed twice", f.Name)
 		}
 		seen[f.Name] = true
-		if _, err := ParseMode(f.Mode); err != nil {
-			return fmt.Errorf("file %q: %w", f.Name, err)
-		}
 		switch {
 		case f.Secret != nil && f.Template != "":
 			return fmt.Errorf("file %q has both a secret and a template", f.Name)
 		case f.Secret == nil && f.Template == "":
 			return fmt.Errorf("file %q has neither a secret nor a template", f.Name)
 		}
-		if f.Template != "" {
-			args, err := checkTemplateArgs(f.Template)
-			if err != nil {
-				return fmt.Errorf("file %q: template %w", f.Name, err)
-			}
-			// refs are exactly the template's secret arguments, as
-			// ParseTemplate makes them.
-			if len(f.Refs) != len(args) {
-				return fmt.Errorf("file %q: refs has %d entries, the template reads %d references", f.Name, len(f.Refs), len(args))
-			}
-			for a := range args {
-				if _, ok := f.Refs[a]; !ok {
-					return fmt.Errorf("file %q: the template's reference %s is not in refs", f.Name, Quote(a))
-				}
-			}
-		} else if f.Refs != nil {
-			return fmt.Errorf("file %q: refs belong to a template file", f.Name)
+		if err := f.validate(); err != nil {
+			return fmt.Errorf("file %q: %w", f.Name, err)
 		}
-		refs := f.Refs
-		if f.Secret != nil {
-			refs = map[string]Ref{"": *f.Secret}
+	}
+	return nil
+}
+
+// validateEnv checks the env variables: names, each once, references.
+func (s *Spec) validateEnv() error {
+	seen := map[string]bool{}
+	for _, e := range s.Env {
+		if err := ValidateEnvName(e.Name); err != nil {
+			return fmt.Errorf("env: %w", err)
 		}
-		for _, r := range refs {
-			if err := r.validate(); err != nil {
-				return fmt.Errorf("file %q: %w", f.Name, err)
-			}
+		if seen[e.Name] {
+			return fmt.Errorf("env %s listed twice", Quote(e.Name))
+		}
+		seen[e.Name] = true
+		if err := e.Secret.validate(); err != nil {
+			return fmt.Errorf("env %s: %w", Quote(e.Name), err)
+		}
+	}
+	return nil
+}
+
+// validate checks an identity, when the spec has one.
+func (id Identity) validate() error {
+	if id.ClientID == "" && id.TenantID == "" && id.TokenExpirationSeconds == 0 {
+		return nil
+	}
+	if err := ValidateClientID(id.ClientID); err != nil {
+		return fmt.Errorf("identity clientID: %w", err)
+	}
+	if err := ValidateTenantID(id.TenantID); err != nil {
+		return fmt.Errorf("identity tenantID: %w", err)
+	}
+	if err := ValidateTokenExpiration(id.TokenExpirationSeconds); err != nil {
+		return fmt.Errorf("identity tokenExpirationSeconds: %w", err)
+	}
+	return nil
+}
+
+// validate checks the mode and the references of a file that has a secret
+// or a template.
+func (f File) validate() error {
+	if _, err := ParseMode(f.Mode); err != nil {
+		return err
+	}
+	if f.Template != "" {
+		if err := f.validateRefs(); err != nil {
+			return err
+		}
+	} else if f.Refs != nil {
+		return errors.New("refs belong to a template file")
+	}
+	refs := f.Refs
+	if f.Secret != nil {
+		refs = map[string]Ref{"": *f.Secret}
+	}
+	for _, r := range refs {
+		if err := r.validate(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateRefs checks that a template file's refs are exactly the
+// template's secret arguments, as ParseTemplate makes them.
+func (f File) validateRefs() error {
+	args, err := checkTemplateArgs(f.Template)
+	if err != nil {
+		return fmt.Errorf("template %w", err)
+	}
+	if len(f.Refs) != len(args) {
+		return fmt.Errorf("refs has %d entries, the template reads %d references", len(f.Refs), len(args))
+	}
+	for a := range args {
+		if _, ok := f.Refs[a]; !ok {
+			return fmt.Errorf("the template's reference %s is not in refs", Quote(a))
 		}
 	}
 	return nil

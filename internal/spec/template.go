@@ -153,38 +153,11 @@ func checkTemplate(text string, secretCall func(locate func(parse.Node, string) 
 			return &TemplateError{Line: line, Col: col, Problem: problem}
 		}
 		walk(tree.Root, func(n parse.Node) bool {
-			switch n := n.(type) {
-			case *parse.RangeNode:
-				// A template's data is empty: range could only count up to
-				// a number, which can be as large as the author likes.
-				walkErr = locate(n, "range is not allowed: a template has no list to iterate (its data is empty); write the lines out")
-			case *parse.TemplateNode:
-				if trees[n.Name] == nil {
-					walkErr = locate(n, fmt.Sprintf("template %s is not defined", Quote(n.Name)))
-				}
-			case *parse.IdentifierNode:
-				if !knownFuncs[n.Ident] {
-					walkErr = locate(n, fmt.Sprintf("unknown function %s: use one of %s", Quote(n.Ident), knownFuncList))
-				} else if n.Ident == SecretFunc {
-					walkErr = locate(n, `secret must be called directly with one quoted reference: {{ secret "name#path" }}`)
-				}
-			case *parse.CommandNode:
-				id, ok := n.Args[0].(*parse.IdentifierNode)
-				if !ok || id.Ident != SecretFunc {
-					return true
-				}
-				var arg *parse.StringNode
-				if len(n.Args) == 2 {
-					arg, _ = n.Args[1].(*parse.StringNode)
-				}
-				if arg == nil {
-					walkErr = locate(n, `secret takes one quoted reference: {{ secret "name#path" }}`)
-					return false
-				}
-				walkErr = secretCall(locate, n, arg.Text)
-				return false // a proper call: nothing below it to check
+			descend, err := checkNode(n, trees, locate, secretCall)
+			if err != nil && walkErr == nil {
+				walkErr = err
 			}
-			return walkErr == nil
+			return descend && walkErr == nil
 		})
 		if walkErr != nil {
 			return walkErr
@@ -199,6 +172,42 @@ func checkTemplate(text string, secretCall func(locate func(parse.Node, string) 
 		}
 	}
 	return nil
+}
+
+// checkNode checks one node of a template's tree, and says whether the
+// walk goes below it.
+func checkNode(n parse.Node, trees map[string]*parse.Tree, locate func(parse.Node, string) *TemplateError,
+	secretCall func(locate func(parse.Node, string) *TemplateError, cmd *parse.CommandNode, arg string) error) (bool, error) {
+	switch n := n.(type) {
+	case *parse.RangeNode:
+		// A template's data is empty: range could only count up to
+		// a number, which can be as large as the author likes.
+		return true, locate(n, "range is not allowed: a template has no list to iterate (its data is empty); write the lines out")
+	case *parse.TemplateNode:
+		if trees[n.Name] == nil {
+			return true, locate(n, fmt.Sprintf("template %s is not defined", Quote(n.Name)))
+		}
+	case *parse.IdentifierNode:
+		if !knownFuncs[n.Ident] {
+			return true, locate(n, fmt.Sprintf("unknown function %s: use one of %s", Quote(n.Ident), knownFuncList))
+		} else if n.Ident == SecretFunc {
+			return true, locate(n, `secret must be called directly with one quoted reference: {{ secret "name#path" }}`)
+		}
+	case *parse.CommandNode:
+		id, ok := n.Args[0].(*parse.IdentifierNode)
+		if !ok || id.Ident != SecretFunc {
+			return true, nil
+		}
+		var arg *parse.StringNode
+		if len(n.Args) == 2 {
+			arg, _ = n.Args[1].(*parse.StringNode)
+		}
+		if arg == nil {
+			return false, locate(n, `secret takes one quoted reference: {{ secret "name#path" }}`)
+		}
+		return false, secretCall(locate, n, arg.Text) // a proper call: nothing below it to check
+	}
+	return true, nil
 }
 
 // templateSteps counts the nodes that executing template name visits at

@@ -3,10 +3,10 @@
 // that caches ServiceAccounts' metadata, and the pod admission handler.
 //
 // The handler decodes the AdmissionReview and the pod once, looks up the
-// pod's ServiceAccount, and answers with the JSON patch operations of
-// webhook.Patch: additions only, so a field the pod carries that this build
-// does not know survives admission, with webhook.Warnings as the response's
-// warnings. It never logs, counts or returns a secret value: denials name
+// pod's ServiceAccount, and answers with webhook.Admit: the JSON patch
+// operations (additions only, so a field the pod carries that this build
+// does not know survives admission) and the response's warnings, from one
+// reading of the annotations. It never logs, counts or returns a secret value: denials name
 // annotations and positions, not contents.
 //
 // The mutation's options are read once per request from an atomic pointer:

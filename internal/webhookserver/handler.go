@@ -152,7 +152,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 		return errored(http.StatusInternalServerError, fmt.Errorf("get service account %q: %w", ns+"/"+saName, err))
 	}
 	o := h.Options.Load()
-	ops, err := webhook.Patch(pod, sa, o)
+	adm, err := webhook.Admit(pod, sa, o)
 	var d *webhook.Denial
 	switch {
 	case errors.As(err, &d):
@@ -164,7 +164,7 @@ func (h *PodHandler) mutate(ctx context.Context, req *request, pod *corev1.Pod) 
 		log.Error(err, "mutation failed", "namespace", ns)
 		return errored(http.StatusInternalServerError, err)
 	}
-	warnings := webhook.Warnings(pod, o)
+	ops, warnings := adm.Patch, adm.Warnings
 	if len(ops) == 0 {
 		return &admissionv1.AdmissionResponse{Allowed: true, Warnings: warnings}
 	}
