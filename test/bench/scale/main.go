@@ -207,7 +207,9 @@ func scaleOnce(ctx context.Context, c *harness.Cluster, image, mode string, n in
 
 // waitPods waits until exactly n pods of the app exist and all run ready.
 func waitPods(ctx context.Context, c *harness.Cluster, app string, n int) error {
-	deadline := time.Now().Add(5 * time.Minute)
+	// 5 minutes, or 5 s a pod for larger scales (the storm's control on a busy node).
+	limit := max(5*time.Minute, time.Duration(n)*5*time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
@@ -223,7 +225,7 @@ func waitPods(ctx context.Context, c *harness.Cluster, app string, n int) error 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d pods, %d running after 5m, want %d", app, len(list.Items), running, n)
+			return fmt.Errorf("%s: %d pods, %d running after %s, want %d", app, len(list.Items), running, limit, n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
