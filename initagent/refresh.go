@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
 	"github.com/kvinject/kvinject/internal/keyvault"
+	"github.com/kvinject/kvinject/internal/residency"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -78,6 +79,12 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 	failures := 0
 	var outage time.Time
 	for {
+		// Asleep until the next refresh: give back the executable's
+		// pages this one touched (mapped back from the page cache when
+		// the next one runs).
+		if _, err := residency.ReleaseExecutable(); err != nil {
+			o.Logger.V(1).Info("cannot release the executable's pages", "error", err.Error())
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
