@@ -22,6 +22,7 @@ import (
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/cacheapi"
 	"github.com/kvinject/kvinject/internal/testkit/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
@@ -38,27 +39,10 @@ const (
 	otherSecret = "other-pass-jimmy"
 )
 
-var (
-	issuerOnce sync.Once
-	issuer     *oidctest.Issuer
-	issuerErr  error
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if issuer != nil {
-		_ = issuer.Close()
-	}
+	emutest.CloseIssuer()
 	os.Exit(code)
-}
-
-func sharedIssuer(t testing.TB) *oidctest.Issuer {
-	t.Helper()
-	issuerOnce.Do(func() { issuer, issuerErr = oidctest.New(oidctest.Options{}) })
-	if issuerErr != nil {
-		t.Fatal(issuerErr)
-	}
-	return issuer
 }
 
 // fakeClock is the cache's Now.
@@ -98,9 +82,9 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T, mutate func(*Options)) *testEnv {
 	t.Helper()
-	iss := sharedIssuer(t)
+	iss := emutest.Issuer(t)
 	sub := func(sa string) string { return "system:serviceaccount:apps:" + sa }
-	emu, err := azemu.Start(azemu.Options{IssuerCAPEM: iss.CAPEM(), Seed: 1, Config: azemu.Config{
+	emu := emutest.Start(t, azemu.Config{
 		Tenants: []azemu.Tenant{{ID: tenantID, DisplayName: "homelab"}},
 		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
 			{Name: "apps-web", Issuer: iss.URL(), Subject: sub("web")},
@@ -117,10 +101,7 @@ func newTestEnv(t *testing.T, mutate func(*Options)) *testEnv {
 				{Name: "big-1", Versions: []azemu.SecretVersion{{Value: bigValue1 + strings.Repeat("x", 2000)}}},
 			},
 		}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	env := &testEnv{emu: emu, iss: iss, clock: &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
 		reviewer: cachetest.NewReviewer(), reg: prometheus.NewRegistry()}
 	proxyURL, err := url.Parse(emu.ProxyURL())
@@ -158,7 +139,6 @@ func newTestEnv(t *testing.T, mutate func(*Options)) *testEnv {
 	}
 	t.Cleanup(func() {
 		env.srv.Close()
-		_ = emu.Close()
 		env.checkLogs(t)
 	})
 	return env

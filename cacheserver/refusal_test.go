@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
 	"github.com/kvinject/kvinject/internal/testkit/cachetest"
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
@@ -131,7 +132,7 @@ func TestRateLimitPerSubject(t *testing.T) {
 // TestProveCaller: the reason of each refusal the API server's answer
 // leads to; unverified claims only explain a refusal.
 func TestProveCaller(t *testing.T) {
-	iss := sharedIssuer(t)
+	iss := emutest.Issuer(t)
 	now := time.Now()
 	mint := func(c oidctest.Claims) string {
 		tok, err := iss.Mint(c)
@@ -251,7 +252,7 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	iss := sharedIssuer(f)
+	iss := emutest.Issuer(f)
 	tok, err := iss.ServiceAccountToken("apps", "web")
 	if err != nil {
 		f.Fatal(err)

@@ -6,10 +6,10 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
@@ -69,21 +69,19 @@ func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
 		o.Cache.Registerer = ctrlmetrics.Registry
 	}
 	if o.Cache.Logger.GetSink() == nil {
-		o.Cache.Logger = ctrl.LoggerFrom(ctx).WithName("cache")
+		o.Cache.Logger = ctrllog.FromContext(ctx).WithName("cache")
 	}
 	cache, err := New(o.Cache)
 	if err != nil {
 		return err
 	}
 	defer cache.Close()
+	// The manager's client reads nothing: an empty scheme.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return fmt.Errorf("build scheme: %w", err)
-	}
 	// The manager brings what the webhook has: certificate reloading, TLS
 	// 1.2 at least, authenticated metrics, probes and a graceful stop. It
 	// watches nothing: the cache asks the API server only to review tokens.
-	mgr, err := ctrl.NewManager(cfg, serving.ManagerOptions(serving.Addresses{
+	mgr, err := manager.New(cfg, serving.ManagerOptions(serving.Addresses{
 		Host: o.Host, Port: o.Port, CertDir: o.CertDir, MetricsAddr: o.MetricsAddr, ProbeAddr: o.ProbeAddr}, scheme))
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -96,7 +94,7 @@ func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
 	if err := mgr.AddReadyzCheck("cache", srv.StartedChecker()); err != nil {
 		return fmt.Errorf("add readyz check: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).Info("starting kvinject cache", "port", o.Port, "path", cacheapi.Path,
+	ctrllog.FromContext(ctx).Info("starting kvinject cache", "port", o.Port, "path", cacheapi.Path,
 		"ttl", o.Cache.TTL.String(), "maxStale", o.Cache.MaxStale.String(), "cloud", o.Cache.Cloud.Name)
 	return mgr.Start(ctx)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
@@ -67,7 +68,7 @@ func mint(t *testing.T, uid, node string, edit func(*oidctest.Claims)) []byte {
 	if edit != nil {
 		edit(&c)
 	}
-	tok, err := sharedIssuer(t).Mint(c)
+	tok, err := emutest.Issuer(t).Mint(c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 )
 
 func TestNewOptions(t *testing.T) {
@@ -42,7 +43,7 @@ func TestNewOptions(t *testing.T) {
 // without any request to Entra ID or Key Vault (no proxy is set here, so
 // one would fail differently).
 func TestProvideRefusesBeforeSigningIn(t *testing.T) {
-	iss := sharedIssuer(t)
+	iss := emutest.Issuer(t)
 	token, err := iss.ServiceAccountToken(namespace, "puller")
 	if err != nil {
 		t.Fatal(err)

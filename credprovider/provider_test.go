@@ -18,7 +18,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 	"github.com/kvinject/kvinject/internal/testkit/golden"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
@@ -64,36 +64,19 @@ func TestMain(m *testing.M) {
 			Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Getenv: os.Getenv}))
 	}
 	code := m.Run()
-	if issuer != nil {
-		_ = issuer.Close()
-	}
+	emutest.CloseIssuer()
 	os.Exit(code)
-}
-
-var (
-	issuerOnce sync.Once
-	issuer     *oidctest.Issuer
-	issuerErr  error
-)
-
-func sharedIssuer(t *testing.T) *oidctest.Issuer {
-	t.Helper()
-	issuerOnce.Do(func() { issuer, issuerErr = oidctest.New(oidctest.Options{}) })
-	if issuerErr != nil {
-		t.Fatal(issuerErr)
-	}
-	return issuer
 }
 
 // startEmulator federates the identity with apps/puller only: a token of
 // apps/other is refused with AADSTS700213.
 func startEmulator(t *testing.T) (*azemu.Emulator, *oidctest.Issuer) {
 	t.Helper()
-	iss := sharedIssuer(t)
+	iss := emutest.Issuer(t)
 	secret := func(name, value string) azemu.Secret {
 		return azemu.Secret{Name: name, Versions: []azemu.SecretVersion{{Value: value}}}
 	}
-	emu, err := azemu.Start(azemu.Options{IssuerCAPEM: iss.CAPEM(), Seed: 1, Config: azemu.Config{
+	emu := emutest.Start(t, azemu.Config{
 		Tenants: []azemu.Tenant{{ID: tenantID, DisplayName: "homelab"}},
 		Identities: []azemu.Identity{{ClientID: clientID, Tenant: tenantID, FederatedCredentials: []azemu.FederatedCredential{
 			{Name: "apps-puller", Issuer: iss.URL(), Subject: "system:serviceaccount:" + namespace + ":puller"},
@@ -108,11 +91,7 @@ func startEmulator(t *testing.T) (*azemu.Emulator, *oidctest.Issuer) {
 				secret("bundle", `{"db":"x","registry":`+mirrorCred+`}`),
 			},
 		}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
+	})
 	return emu, iss
 }
 

@@ -64,6 +64,9 @@ func (a *Agent) run(ctx context.Context) error {
 			return a.report([]keyvault.Problem{wrapperProblem(o.ExecWrapper, o.BinDir, err)})
 		}
 	}
+	if problems := a.prepareOnChange(); len(problems) > 0 {
+		return a.report(problems)
+	}
 	res, err := writeSet(o.Dir, files, encodeVersions(ids, results), o.Now())
 	if err != nil {
 		return a.report([]keyvault.Problem{writeProblem(o.Dir, err)})

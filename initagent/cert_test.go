@@ -3,8 +3,6 @@ package initagent
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -51,41 +49,13 @@ func (f *fixtures) make() (err error) {
 	return err
 }
 
-// must returns a value made by a certtest function, failing t on its error.
-func must(t *testing.T) func(string, error) string {
-	return func(s string, err error) string {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-}
-
-func parseCerts(t *testing.T, b []byte) []*x509.Certificate {
-	t.Helper()
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return out
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
-	}
-}
-
 // TestRunCertificate runs the agent on a certificate-backed secret: the
 // key and the full chain land in their files, and a broken bundle is one
 // problem for the secret, naming every file it kept from being written.
 func TestRunCertificate(t *testing.T) {
 	f := fx.get(t)
 	c := f.rsa
-	good := must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
+	good := certtest.Must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
 	files := func() []spec.File {
 		return []spec.File{secretFile("tls.key", "0400", "web-cert#key"), secretFile("tls.crt", "0444", "web-cert#fullchain"),
 			templateFile(t, "both.pem", `{{ secret "web-cert#cert" }}{{ secret "web-cert#key" }}`)}
@@ -110,7 +80,7 @@ func TestRunCertificate(t *testing.T) {
 			}
 			return b
 		}
-		if got := parseCerts(t, read("tls.crt")); len(got) != 2 || !got[0].Equal(c.Leaf.Cert) || !got[1].Equal(c.Intermediate.Cert) {
+		if got := certtest.ParseCerts(t, read("tls.crt")); len(got) != 2 || !got[0].Equal(c.Leaf.Cert) || !got[1].Equal(c.Intermediate.Cert) {
 			t.Errorf("tls.crt is not the leaf then the intermediate")
 		}
 		if !bytes.Contains(read("both.pem"), read("tls.key")) {

@@ -51,9 +51,18 @@ type Options struct {
 	// Dir is where the agent sees the emptyDir; default Spec.MountPath.
 	Dir string
 	// ExecWrapper is the exec wrapper the agent copies into BinDir for a
-	// spec with spec.DeliveryExec; defaults spec.ExecSource and
-	// spec.BinMountPath.
+	// spec with spec.DeliveryExec or kvinject.io/on-change: restart;
+	// defaults spec.ExecSource and spec.BinMountPath.
 	ExecWrapper, BinDir string
+	// StateDir is where the agent and the refresh sidecar see the on-change
+	// volume (kvinject.io/on-change); default spec.OnChangeStateDir.
+	StateDir string
+	// ProcRoot is where the sidecar reads the pod's processes to signal
+	// them; default /proc.
+	ProcRoot string
+	// Boottime reads the boot clock for the change markers; default
+	// CLOCK_BOOTTIME (tests replace it).
+	Boottime func() (time.Duration, error)
 	// Timeout bounds the whole run; default DefaultTimeout.
 	Timeout time.Duration
 	// Concurrency bounds parallel fetches; default DefaultConcurrency.
@@ -113,6 +122,15 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.BinDir == "" {
 		o.BinDir = spec.BinMountPath
+	}
+	if o.StateDir == "" {
+		o.StateDir = spec.OnChangeStateDir
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = "/proc"
+	}
+	if o.Boottime == nil {
+		o.Boottime = bootClock
 	}
 	if !path.IsAbs(o.Dir) {
 		return nil, fmt.Errorf("output directory %q is not absolute", o.Dir)

@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
 	"github.com/kvinject/kvinject/internal/keyvault"
+	"github.com/kvinject/kvinject/internal/residency"
 	"github.com/kvinject/kvinject/internal/spec"
 )
 
@@ -78,6 +79,12 @@ func (a *Agent) Refresh(ctx context.Context, interval time.Duration) error {
 	failures := 0
 	var outage time.Time
 	for {
+		// Asleep until the next refresh: give back the executable's
+		// pages this one touched (mapped back from the page cache when
+		// the next one runs).
+		if _, err := residency.ReleaseExecutable(); err != nil {
+			o.Logger.V(1).Info("cannot release the executable's pages", "error", err.Error())
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -221,10 +228,16 @@ func (r *refresher) once(ctx context.Context) cycleResult {
 		keep() // a new version with the same value, or the agent's own set
 		return cycleResult{}
 	}
+	var ch setChange
+	if a.o.Spec.OnChange != nil {
+		ch = diffSet(a.o.Dir, files, envNames(a.o.Spec))
+	}
 	if _, err := writeSet(a.o.Dir, files, encodeVersions(r.ids, all), a.o.Now()); err != nil {
 		return cycleResult{problems: []keyvault.Problem{writeProblem(a.o.Dir, err)}}
 	}
 	keep()
+	// After the switch: the containers find the new set.
+	a.actOnChange(ch)
 	return cycleResult{wrote: true, changed: changed}
 }
 

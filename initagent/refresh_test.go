@@ -1,7 +1,6 @@
 package initagent
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -20,6 +19,7 @@ import (
 	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 // rotatingVault is a SecretGetter whose secrets get new versions, and that
@@ -69,24 +69,6 @@ func (v *rotatingVault) callsOf(name string) int {
 	return v.calls[name]
 }
 
-// syncBuffer is a bytes.Buffer safe for the refresh goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRefresh runs the refresh loop on a short interval: a new version is
 // written, all files switching together; nothing changes means no write;
 // a pinned secret is read once; an outage keeps the files and is said once,
@@ -101,7 +83,7 @@ func TestRefresh(t *testing.T) {
 		secretFile("password", "0400", "app-pgsql#password"),
 		secretFile("pinned", "0400", "pinned/00000000000000000000000000000001"),
 	)
-	var logs, errs syncBuffer
+	var logs, errs syncbuf.Buffer
 	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
 		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
@@ -211,14 +193,14 @@ func TestRefresh(t *testing.T) {
 func TestRefreshCertificate(t *testing.T) {
 	f := fx.get(t)
 	pfxOf := func(c *certtest.Chain) string {
-		return must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
 	}
 	dir := t.TempDir()
 	vault := &rotatingVault{values: map[string]string{}, versions: map[string]int{}, calls: map[string]int{},
 		types: map[string]string{"web-cert": spec.ContentTypePKCS12}}
 	vault.set("web-cert", pfxOf(f.rsa))
 	s := mustSpec(t, dir, secretFile("tls.key", "0400", "web-cert#key"), secretFile("tls.crt", "0444", "web-cert#fullchain"))
-	var logs, errs syncBuffer
+	var logs, errs syncbuf.Buffer
 	a, err := New(Options{Spec: s, Err: &errs, Logger: testLogger(&logs),
 		NewGetter: func(string) (keyvault.Getter, error) { return vault, nil }})
 	if err != nil {
@@ -235,7 +217,7 @@ func TestRefreshCertificate(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
-		if certs := parseCerts(t, b); len(certs) > 0 && certs[0].Equal(f.ec.Leaf.Cert) {
+		if certs := certtest.ParseCerts(t, b); len(certs) > 0 && certs[0].Equal(f.ec.Leaf.Cert) {
 			break
 		}
 		if time.Now().After(deadline) {

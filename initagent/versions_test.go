@@ -18,6 +18,7 @@ import (
 	"github.com/kvinject/kvinject/internal/cacheapi"
 	"github.com/kvinject/kvinject/internal/keyvault"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 // flappingCache answers as two cache replicas behind one Service do when
@@ -106,7 +107,7 @@ func TestRefreshNeverGoesBack(t *testing.T) {
 			dir := t.TempDir()
 			s := mustSpec(t, dir, secretFile("password", "0400", "db-password"))
 			s.Cache = cache
-			var logs, errs syncBuffer
+			var logs, errs syncbuf.Buffer
 			a, err := New(Options{Spec: s, Env: env, Err: &errs, Logger: testLogger(&logs),
 				NewGetter: func(string) (keyvault.Getter, error) { return nil, nil }})
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvinject/kvinject/internal/keyvault"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 // stuckVault is a SecretGetter whose reads never return, whatever their
@@ -20,13 +21,13 @@ func (v stuckVault) GetSecret(context.Context, string, string) (keyvault.Secret,
 	return keyvault.Secret{}, errors.New("released")
 }
 
-func newStuckAgent(t *testing.T, errs *syncBuffer) *Agent {
+func newStuckAgent(t *testing.T, errs *syncbuf.Buffer) *Agent {
 	t.Helper()
 	dir := t.TempDir()
 	v := stuckVault{release: make(chan struct{})}
 	t.Cleanup(func() { close(v.release) })
 	a, err := New(Options{Spec: mustSpec(t, dir, secretFile("username", "0400", "app-pgsql#username")), Err: errs,
-		Logger: testLogger(&syncBuffer{}), Timeout: 500 * time.Millisecond,
+		Logger: testLogger(&syncbuf.Buffer{}), Timeout: 500 * time.Millisecond,
 		NewGetter: func(string) (keyvault.Getter, error) { return v, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ func newStuckAgent(t *testing.T, errs *syncBuffer) *Agent {
 // time limit (plus the grace a step has to return on its own), with one
 // problem line naming the step, and nothing written.
 func TestRunStuckStep(t *testing.T) {
-	var errs syncBuffer
+	var errs syncbuf.Buffer
 	a := newStuckAgent(t, &errs)
 	done := make(chan error, 1)
 	start := time.Now()
@@ -68,7 +69,7 @@ func TestRunStuckStep(t *testing.T) {
 // process exits and the kubelet restarts the sidecar), rather than leave
 // the step spinning beside the next cycles.
 func TestRefreshStuckStep(t *testing.T) {
-	var errs syncBuffer
+	var errs syncbuf.Buffer
 	a := newStuckAgent(t, &errs)
 	done := make(chan error, 1)
 	go func() { done <- a.Refresh(context.Background(), time.Second) }()

@@ -278,11 +278,14 @@ func TestWithCache(t *testing.T) {
 }
 
 // checkCacheDeployment checks the cache's Deployment: a kvinject server (checkServer) running
-// `kvinject cache` whose only volume is its certificate, read-only.
+// /kvinject-cache whose only volume is its certificate, read-only.
 func checkCacheDeployment(t *testing.T, d *appsv1.Deployment) {
 	t.Helper()
 	c := checkServer(t, d, "kvinject-cache", "cache")
-	want := []string{"cache", "--cert-dir=/var/run/kvinject/serving-certs", "--port=9443", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"}
+	if diff := cmp.Diff([]string{"/kvinject-cache"}, c.Command); diff != "" {
+		t.Errorf("cache command (-want +got):\n%s", diff)
+	}
+	want := []string{"--cert-dir=/var/run/kvinject/serving-certs", "--port=9443", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"}
 	if diff := cmp.Diff(want, c.Args); diff != "" {
 		t.Errorf("cache args (-want +got):\n%s", diff)
 	}

@@ -11,6 +11,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/utils/ptr"
 )
 
 // additions is everything kvinject puts into one pod, computed from the pod
@@ -34,11 +35,20 @@ type additions struct {
 	env        map[string][]corev1.EnvVar
 	wrapMounts []corev1.VolumeMount
 	edits      map[string][]commandEdit
+	// kvinject.io/on-change: extraMounts go into the containers they name;
+	// probes are liveness probes for containers that have none; checkEdits
+	// set a container's liveness probe command; shareProcessNamespace is set
+	// on the pod.
+	extraMounts           map[string][]corev1.VolumeMount
+	probes                map[string]*corev1.Probe
+	checkEdits            map[string]commandEdit
+	shareProcessNamespace bool
 }
 
 // touches says whether container name gets anything.
 func (a *additions) touches(name string) bool {
-	return a.targets[name] || len(a.env[name]) > 0 || len(a.edits[name]) > 0
+	_, check := a.checkEdits[name]
+	return a.targets[name] || len(a.env[name]) > 0 || len(a.edits[name]) > 0 || len(a.extraMounts[name]) > 0 || a.probes[name] != nil || check
 }
 
 // mountsFor are the mounts container name gets, each volume once.
@@ -47,11 +57,13 @@ func (a *additions) mountsFor(name string) []corev1.VolumeMount {
 	if a.targets[name] {
 		ms = append(ms, a.mounts...)
 	}
+	var more []corev1.VolumeMount
 	if len(a.edits[name]) > 0 {
-		for _, m := range a.wrapMounts {
-			if indexOf(ms, m.Name, mountName) < 0 {
-				ms = append(ms, m)
-			}
+		more = a.wrapMounts
+	}
+	for _, m := range slices.Concat(more, a.extraMounts[name]) {
+		if indexOf(ms, m.Name, mountName) < 0 {
+			ms = append(ms, m)
 		}
 	}
 	return ms
@@ -67,6 +79,9 @@ func (a *additions) apply(pod *corev1.Pod) {
 	}
 	for _, v := range a.volumes {
 		upsertVolume(&pod.Spec.Volumes, v)
+	}
+	if a.shareProcessNamespace {
+		pod.Spec.ShareProcessNamespace = ptr.To(true)
 	}
 	for i := range pod.Spec.InitContainers {
 		if !a.ownsInitContainer(pod.Spec.InitContainers[i].Name) {
@@ -103,6 +118,12 @@ func (a *additions) applyMounts(c *corev1.Container) {
 	for _, e := range a.edits[c.Name] {
 		e.apply(c)
 	}
+	if p := a.probes[c.Name]; p != nil && c.LivenessProbe == nil {
+		c.LivenessProbe = p.DeepCopy()
+	}
+	if e, ok := a.checkEdits[c.Name]; ok {
+		e.apply(c)
+	}
 }
 
 func (a *additions) ownsInitContainer(name string) bool {
@@ -124,6 +145,9 @@ func (a *additions) patch(pod *corev1.Pod) []jsonpatch.Operation {
 	var ops []jsonpatch.Operation
 	ops = append(ops, a.annotationOps(pod.Annotations)...)
 	ops = append(ops, upsertOps("/spec/volumes", pod.Spec.Volumes, a.volumes, volumeName)...)
+	if a.shareProcessNamespace && !ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
+		ops = append(ops, add("/spec/shareProcessNamespace", true))
+	}
 	for i, c := range pod.Spec.InitContainers {
 		if a.touches(c.Name) && !a.ownsInitContainer(c.Name) {
 			ops = append(ops, a.targetOps(containerPath("initContainers", i), &c)...)
@@ -146,6 +170,12 @@ func (a *additions) targetOps(path string, c *corev1.Container) []jsonpatch.Oper
 		if !slices.Equal(e.current(c), e.value) {
 			ops = append(ops, add(path+e.ptr, e.value))
 		}
+	}
+	if p := a.probes[c.Name]; p != nil && c.LivenessProbe == nil {
+		ops = append(ops, add(path+"/livenessProbe", p))
+	}
+	if e, ok := a.checkEdits[c.Name]; ok && !slices.Equal(e.current(c), e.value) {
+		ops = append(ops, add(path+e.ptr, e.value))
 	}
 	return ops
 }

@@ -76,7 +76,7 @@ func (d *Denial) err() error {
 var singleAnnotations = []string{
 	spec.AnnotationVault, spec.AnnotationClientID, spec.AnnotationTenantID,
 	spec.AnnotationTokenExpiration, spec.AnnotationMountPath, spec.AnnotationContainers,
-	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationStatus, spec.AnnotationStatusEnv,
+	spec.AnnotationRefresh, spec.AnnotationCache, spec.AnnotationOnChange, spec.AnnotationStatus, spec.AnnotationStatusEnv,
 }
 
 // ownContainers are the init containers kvinject adds: a pod's own
@@ -106,8 +106,11 @@ type injection struct {
 	delivery string
 	edits    map[string][]commandEdit
 	// warnings are for the creator of an admitted pod: annotations that ask
-	// for what this cluster does not run.
+	// for what this cluster does not run, or that change the pod beyond
+	// kvinject's own parts.
 	warnings []string
+	// onChange is what kvinject.io/on-change adds; nil: nothing.
+	onChange *onChangePlan
 }
 
 // parse validates the pod's annotations and builds the spec, reporting every
@@ -157,6 +160,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	}
 	var cacheWarning string
 	s.Cache, cacheWarning = parseCache(ann, o, d)
+	planOnChange(pod, in, d)
 	in.agentResources, in.refreshResources = parseResources(ann, o, d)
 
 	if err := d.err(); err != nil {
@@ -168,6 +172,9 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	}
 	if cacheWarning != "" {
 		in.warnings = append(in.warnings, cacheWarning)
+	}
+	if w := onChangeWarning(pod); w != "" {
+		in.warnings = append(in.warnings, w)
 	}
 	if len(envNames) > 0 && in.delivery == spec.DeliveryExec {
 		in.warnings = append(in.warnings, fmt.Sprintf("%s<VAR>: delivered through the exec wrapper %s, which becomes the command of the containers that get them and execs their program (the webhook's --env-delivery %s; this cluster cannot be shown to keep fileKeyRef): a shell opened with kubectl exec does not have their values",

@@ -76,7 +76,7 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"},
 	}, {
 		name: "unknown annotation, typo of the cache's",
 		ann:  map[string]string{"kvinject.io/cahce": "true", "kvinject.io/secret-x": "db"},

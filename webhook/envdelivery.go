@@ -159,6 +159,9 @@ func unwrap(cmd []string) ([]string, bool) {
 		return nil, false
 	}
 	_, program, ok := execwrap.SplitFlags(cmd[1:])
+	if !ok && slices.ContainsFunc(cmd[1:], execwrap.IsCheckChangedFlag) {
+		return nil, true // kvinject.io/on-change's check alone: no program
+	}
 	return program, ok
 }
 
@@ -171,6 +174,9 @@ func wrapHandler(exec *corev1.ExecAction, cfg execwrap.Config, expanded bool) []
 	orig, ok := unwrap(exec.Command)
 	if !ok {
 		orig = exec.Command
+	}
+	if ok && len(orig) == 0 {
+		return nil // kvinject.io/on-change's check alone, which needs no variable
 	}
 	return append(append([]string{spec.ExecCommand}, cfg.Flags(expanded)...), orig...)
 }

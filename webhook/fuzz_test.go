@@ -24,6 +24,9 @@ func FuzzMutate(f *testing.F) {
 	f.Add("secret-db", "app-pgsql", "cache", "false", "cache", "yes")
 	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app","$(X)"]`, "vault", "homelab-kv")
 	f.Add("env-PASSWORDS", "app-pgsql#password", "entrypoint-app", `["/app",1]`, "containers", "setup")
+	f.Add("refresh", "1m", "on-change", "restart", "secret-db", "app-pgsql")
+	f.Add("refresh", "1m", "on-change", "signal:SIGHUP", "env-PASSWORD", "app-pgsql")
+	f.Add("refresh", "1m", "on-change", "signal:hup", "containers", "setup")
 	f.Add("secret-db", "app-pgsql", "agent-cpu-request", "100m", "refresh-memory-limit", "128Mi")
 	f.Add("secret-db", "app-pgsql", "agent-memory-limit", "2Gi", "agent-memory-request", "1.5Gi")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {

@@ -106,6 +106,13 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, []string,
 			{Name: spec.BinVolumeName, MountPath: spec.BinMountPath, ReadOnly: true},
 		}
 	}
+	if oc := in.onChange; oc != nil {
+		a.volumes = append(a.volumes, onChangeVolume())
+		if in.spec.OnChange.Action == spec.OnChangeRestart && indexOf(a.volumes, spec.BinVolumeName, volumeName) < 0 {
+			a.volumes = append(a.volumes, binVolume())
+		}
+		a.extraMounts, a.probes, a.checkEdits, a.shareProcessNamespace = oc.mounts, oc.probes, oc.checkEdits, oc.shareProcessNamespace
+	}
 	if in.refresh > 0 {
 		a.initContainers = append(a.initContainers, refreshContainer(agent, in))
 	}
@@ -149,8 +156,12 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 		// changing the pod after the webhook, which would call it again.
 		{Name: spec.TokenVolumeName, MountPath: spec.APITokenMountPath, ReadOnly: true},
 	}
-	if in.spec.EnvDelivery == spec.DeliveryExec {
+	oc := in.spec.OnChange
+	if in.spec.EnvDelivery == spec.DeliveryExec || oc != nil && oc.Action == spec.OnChangeRestart {
 		mounts = append(mounts, corev1.VolumeMount{Name: spec.BinVolumeName, MountPath: spec.BinMountPath})
+	}
+	if oc != nil {
+		mounts = append(mounts, corev1.VolumeMount{Name: spec.OnChangeVolumeName, MountPath: spec.OnChangeStateDir})
 	}
 	if o.AgentHTTPSProxy != "" {
 		env = append(env, corev1.EnvVar{Name: envHTTPSProxy, Value: o.AgentHTTPSProxy})

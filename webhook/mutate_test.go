@@ -50,9 +50,10 @@ func testCacheCA(t testing.TB) []byte {
 
 // goldenOptions change testOptions for the golden cases named.
 var goldenOptions = map[string]func(*Options){
-	"cache-by-default": func(o *Options) { o.CacheByDefault = true },
-	"cache-off":        func(o *Options) { o.CacheByDefault = true },
-	"env-exec":         func(o *Options) { o.EnvDelivery = spec.DeliveryExec },
+	"cache-by-default":      func(o *Options) { o.CacheByDefault = true },
+	"cache-off":             func(o *Options) { o.CacheByDefault = true },
+	"env-exec":              func(o *Options) { o.EnvDelivery = spec.DeliveryExec },
+	"onchange-restart-exec": func(o *Options) { o.EnvDelivery = spec.DeliveryExec },
 	"resources": func(o *Options) {
 		o.MaxInjectedCPU, o.MaxInjectedMemory = resource.MustParse("1"), resource.MustParse("256Mi")
 	},

@@ -60,6 +60,10 @@ func checkRawPatch(t testing.TB, raw []byte, sa ServiceAccount, o *Options) []by
 				t.Errorf("operation %s %s sets a command that is not the exec wrapper: %v", op.Operation, op.Path, op.Value)
 			}
 		}
+		// A probe or the process namespace is kvinject's only with kvinject.io/on-change.
+		if (strings.HasSuffix(op.Path, "/livenessProbe") || op.Path == "/spec/shareProcessNamespace") && pod.Annotations[spec.AnnotationOnChange] == "" {
+			t.Errorf("operation %s %s without %s", op.Operation, op.Path, spec.AnnotationOnChange)
+		}
 		// An env entry is kvinject's only when the pod's annotations hand
 		// its variable over (kvinject.io/env-<VAR>).
 		if strings.Contains(op.Path, "/env") {
@@ -118,7 +122,9 @@ func ownedPath(op, path string) bool {
 			strings.HasSuffix(path, "/volumeMounts") || strings.HasSuffix(path, "/volumeMounts/-") ||
 			strings.HasSuffix(path, "/env") || strings.HasSuffix(path, "/env/-") ||
 			// a command the exec wrapper takes over (checked by checkRawPatch)
-			strings.HasSuffix(path, "/command")
+			strings.HasSuffix(path, "/command") ||
+			// kvinject.io/on-change (checked by checkRawPatch)
+			strings.HasSuffix(path, "/livenessProbe") || path == "/spec/shareProcessNamespace"
 	case "replace":
 		return strings.HasPrefix(path, "/spec/volumes/") || strings.HasPrefix(path, "/spec/initContainers/") ||
 			strings.Contains(path, "/volumeMounts/") || strings.Contains(path, "/env/")

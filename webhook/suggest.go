@@ -26,7 +26,7 @@ func suggestAnnotation(unknown string) string {
 	// Only suggest what is plausibly a typo.
 	best, ok := suggest.Closest(unknown, candidates, max(3, len(strings.TrimPrefix(unknown, spec.Prefix))/3))
 	if !ok {
-		return ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"
+		return ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"
 	}
 	return ", did you mean " + best + "?"
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/kvinject/kvinject/internal/testkit/cachetest"
 	"github.com/kvinject/kvinject/internal/testkit/certtest"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 // cacheFixture is a kvinject cache serving on loopback with its own clock.
@@ -309,7 +310,7 @@ func TestRefreshThroughCache(t *testing.T) {
 	for k, v := range h.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
@@ -352,24 +353,6 @@ func TestRefreshThroughCache(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer a running process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRefreshNoFlapAfterDirectRead: the agent read a new version from Key
 // Vault directly while the cache still holds the one before it; the
 // sidecar, asking the cache, keeps the new version on disk rather than
@@ -407,7 +390,7 @@ func TestRefreshNoFlapAfterDirectRead(t *testing.T) {
 	for k, v := range h.env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second

@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/internal/testkit/certtest"
+	"github.com/kvinject/kvinject/internal/testkit/emutest"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
 )
 
@@ -64,27 +64,8 @@ func TestMain(m *testing.M) {
 		return
 	}
 	code := m.Run()
-	if issuer != nil {
-		_ = issuer.Close()
-	}
+	emutest.CloseIssuer()
 	os.Exit(code)
-}
-
-var (
-	issuerOnce sync.Once
-	issuer     *oidctest.Issuer
-	issuerErr  error
-)
-
-// sharedIssuer is one fake cluster issuer for all tests: RSA key
-// generation is slow under -race.
-func sharedIssuer(t testing.TB) *oidctest.Issuer {
-	t.Helper()
-	issuerOnce.Do(func() { issuer, issuerErr = oidctest.New(oidctest.Options{}) })
-	if issuerErr != nil {
-		t.Fatal(issuerErr)
-	}
-	return issuer
 }
 
 func baseConfig(iss string) azemu.Config {
@@ -129,16 +110,12 @@ type harness struct {
 
 func newHarness(t testing.TB, mutate ...func(*azemu.Config)) *harness {
 	t.Helper()
-	iss := sharedIssuer(t)
+	iss := emutest.Issuer(t)
 	cfg := baseConfig(iss.URL())
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	emu, err := azemu.Start(azemu.Options{Config: cfg, IssuerCAPEM: iss.CAPEM(), Seed: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = emu.Close() })
+	emu := emutest.Start(t, cfg)
 	tmp := t.TempDir()
 	h := &harness{t: t, emu: emu, iss: iss, dir: memoryDir(t), tokenFile: filepath.Join(tmp, "token"), termLog: filepath.Join(tmp, "termination-log")}
 	h.writeToken(oidctest.Claims{Namespace: namespace, ServiceAccount: saName})
@@ -485,7 +462,7 @@ func TestAgentDiagnostics(t *testing.T) {
 	exp := func(c oidctest.Claims) string { return c.Expiry.UTC().Format(time.RFC3339) }
 	fresh := oidctest.Claims{Namespace: namespace, ServiceAccount: saName, IssuedAt: now, Expiry: now.Add(time.Hour)}
 	where := "error: vault homelab-kv.vault.azure.net, secret app-pgsql: "
-	iss := sharedIssuer(t).URL()
+	iss := emutest.Issuer(t).URL()
 	claims := func(c oidctest.Claims) string {
 		if c.Issuer == "" {
 			c.Issuer = iss

@@ -6,6 +6,11 @@
 // place (same PID, signals go to the program, its exit status is the
 // container's). It does one file read: no network, no Kubernetes or Azure
 // code (internal/execwrap).
+//
+// With --check-changed=FILE it is first the liveness check of
+// kvinject.io/on-change: restart (internal/onchange): it fails when FILE
+// records a change of what the container reads after its main process
+// started, and otherwise runs the probe's own command after "--", if any.
 package main
 
 import (
@@ -13,6 +18,7 @@ import (
 	"syscall"
 
 	"github.com/kvinject/kvinject/internal/execwrap"
+	"github.com/kvinject/kvinject/internal/onchange"
 )
 
 func main() {
@@ -20,12 +26,33 @@ func main() {
 	if err != nil {
 		fail(c.TerminationLog, &execwrap.Problem{Line: err.Error(), Code: 1})
 	}
+	if c.CheckChanged != "" {
+		check(c)
+	}
 	plan, p := execwrap.Prepare(c, os.Environ())
 	if p != nil {
 		fail(c.TerminationLog, p)
 	}
 	err = syscall.Exec(plan.Path, plan.Argv, plan.Env)
 	fail(c.TerminationLog, execwrap.CannotExecute(c.Args[0], err))
+}
+
+// check is the liveness check of kvinject.io/on-change: restart. It fails
+// the probe when the container must restart to read a change; when it
+// cannot tell (no /proc, a marker that does not parse), it says why on
+// stderr and lets the probe pass: the container keeps running. With no
+// program after it, it is the whole probe.
+func check(c execwrap.Config) {
+	msg, err := onchange.Check("/proc", c.CheckChanged)
+	switch {
+	case err != nil:
+		os.Stderr.WriteString("kvinject-exec: cannot check for a change to restart for: " + err.Error() + "\n")
+	case msg != "":
+		fail("", &execwrap.Problem{Line: msg, Code: 1})
+	}
+	if len(c.Args) == 0 {
+		os.Exit(0)
+	}
 }
 
 // fail writes the problem's line to stderr (the container's log) and to

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/kvinject/kvinject/internal/execwrap"
+	"github.com/kvinject/kvinject/internal/onchange"
 )
 
 var build = sync.OnceValues(func() (string, error) {
@@ -117,6 +118,63 @@ func TestRun(t *testing.T) {
 			}
 			if strings.Contains(out, "ü") {
 				t.Errorf("the line quotes the value: %q", out)
+			}
+		})
+	}
+}
+
+// TestCheckChanged: the liveness check of kvinject.io/on-change: restart,
+// against this machine's own /proc: it fails when the marker is not older
+// than the main process of the caller's mount namespace, and otherwise
+// passes, or runs the probe's own command and takes its status.
+func TestCheckChanged(t *testing.T) {
+	bin := wrapper(t)
+	main, err := onchange.MainInMountNamespace("/proc")
+	if err != nil {
+		t.Skipf("no /proc to check against: %v", err)
+	}
+	marker := filepath.Join(t.TempDir(), "changed")
+	for _, tc := range []struct {
+		name     string
+		ticks    int64 // relative to the main process's start; none: no marker
+		program  []string
+		wantCode int
+		want     string
+	}{
+		{name: "no marker", ticks: -1 << 62, wantCode: 0},
+		{name: "no marker, the probe's command runs", ticks: -1 << 62, program: []string{"sh", "-c", "exit 3"}, wantCode: 3},
+		{name: "a change before the start", ticks: -int64(onchange.DurationTicks(onchange.StartMargin)) - 1, wantCode: 0},
+		{name: "a change after the start", ticks: 1, wantCode: 1, want: "kvinject-exec: secret app-pgsql changed at "},
+		{name: "a change before the start, the probe's command runs", ticks: -int64(onchange.DurationTicks(onchange.StartMargin)) - 1, program: []string{"sh", "-c", "exit 3"}, wantCode: 3},
+		{name: "a change after the start, the probe's command does not run", ticks: 1, program: []string{"sh", "-c", "echo ran; exit 3"}, wantCode: 1, want: "restarting it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_ = os.Remove(marker)
+			if tc.ticks < 0 && tc.ticks != -1<<62 && int64(main.Start)+tc.ticks < 0 {
+				t.Skipf("the main process of this mount namespace started %d ticks after boot: no time before it", main.Start)
+			}
+			if tc.ticks != -1<<62 {
+				m := onchange.Marker{Ticks: uint64(int64(main.Start) + tc.ticks), Secrets: []string{"app-pgsql"}}
+				if err := os.WriteFile(marker, m.Encode(), 0o444); err != nil {
+					t.Fatal(err)
+				}
+			}
+			argv := []string{execwrap.CheckChangedFlag(marker)}
+			if tc.program != nil {
+				argv = append(append(argv, "--"), tc.program...)
+			}
+			cmd := exec.Command(bin, argv...)
+			cmd.Env = []string{"PATH=/usr/bin:/bin"}
+			out, err := cmd.CombinedOutput()
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.wantCode || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "ran") {
+				t.Errorf("exit %d, output %q: want exit %d and %q", code, out, tc.wantCode, tc.want)
 			}
 		})
 	}

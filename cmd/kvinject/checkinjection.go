@@ -13,8 +13,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/kvinject/kvinject/internal/serving"
 	"github.com/kvinject/kvinject/internal/spec"
-	"github.com/kvinject/kvinject/internal/webhookserver"
 )
 
 // checkIdentity is the made-up identity of the checked pod: admission
@@ -33,7 +33,7 @@ func runCheckInjection(ctx context.Context, args []string, io stdio) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := webhookserver.RestConfig(*kubeconfig)
+	cfg, err := serving.RestConfig(*kubeconfig)
 	if err != nil {
 		fmt.Fprintln(io.err, "kvinject check-injection:", err)
 		return 1

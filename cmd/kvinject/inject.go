@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/preview"
 	"github.com/kvinject/kvinject/internal/spec"
+	"github.com/kvinject/kvinject/internal/webhookserver"
 	"github.com/kvinject/kvinject/webhook"
 )
 
@@ -21,7 +22,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fmt.Fprintln(io.err, "Usage: kvinject inject -f FILE|- [flags]\n\nPrints Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)\nas the webhook would admit them, or the webhook's denial.")
 		fs.PrintDefaults()
 	}
-	cacheCAFile := mutationFlags(fs, &o)
+	cacheCAFile := webhookserver.MutationFlags(fs, &o)
 	file := fs.String("f", "", "YAML file to read, - for standard input")
 	ns := fs.String("namespace", "default", "namespace of objects that name none")
 	saClientID := fs.String("sa-client-id", "", "stands in for the ServiceAccount annotation "+spec.SAAnnotationClientID)
@@ -34,7 +35,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fs.Usage()
 		return 2
 	}
-	err := loadCacheCA(*cacheCAFile, &o)
+	err := webhookserver.LoadCacheCA(*cacheCAFile, &o)
 	if err == nil {
 		err = o.Validate()
 	}

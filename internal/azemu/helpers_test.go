@@ -1,13 +1,11 @@
 package azemu_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/azemu"
 	"github.com/kvinject/kvinject/internal/testkit/oidctest"
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 )
 
 const (
@@ -34,28 +33,10 @@ const (
 	pgSecret   = "app-pgsql"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type fixture struct {
 	emu    *azemu.Emulator
 	iss    *oidctest.Issuer
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	dir    string
 	tokenF string // token file for namespace/saName
 }
@@ -104,7 +85,7 @@ func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = iss.Close() })
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	o := azemu.Options{
 		Config:      baseConfig(iss.URL()),
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -14,8 +14,18 @@ const (
 	flagEnv            = "--env="
 	flagTerminationLog = "--termination-log="
 	flagProbe          = "--probe"
+	flagCheckChanged   = "--check-changed="
 	endOfFlags         = "--"
 )
+
+// CheckChangedFlag is the flag that makes the wrapper a liveness check
+// first (kvinject.io/on-change: restart): it fails when the change marker
+// file says the container's reads changed after its main process started
+// (internal/onchange), and otherwise runs the program after "--", if any.
+func CheckChangedFlag(markerFile string) string { return flagCheckChanged + markerFile }
+
+// IsCheckChangedFlag says whether f is a CheckChangedFlag.
+func IsCheckChangedFlag(f string) bool { return strings.HasPrefix(f, flagCheckChanged) }
 
 // placeholderPrefix and placeholderSuffix surround a variable's name in
 // Placeholder: text no command, arg or env value of a pod spec holds (the
@@ -55,6 +65,9 @@ type Config struct {
 	// with static env values only, so a delivered variable stands for the
 	// empty string there, as for any valueFrom variable.
 	Probe bool
+	// CheckChanged is the change marker of a liveness check
+	// (CheckChangedFlag); empty: none.
+	CheckChanged string
 	// Args is the program and its arguments, as the kubelet expanded them.
 	Args []string
 }
@@ -104,7 +117,8 @@ func ParseArgs(argv []string) (Config, error) {
 	var c Config
 	flags, program, ok := SplitFlags(argv)
 	if !ok {
-		return c, errors.New("no \"--\" before the program: kvinject-exec is run as the webhook writes it into a container's command")
+		// A liveness check alone has no program, and no "--".
+		flags, program = argv, nil
 	}
 	var problems []string
 	for _, f := range flags {
@@ -117,16 +131,23 @@ func ParseArgs(argv []string) (Config, error) {
 			c.TerminationLog = f[len(flagTerminationLog):]
 		case f == flagProbe:
 			c.Probe = true
+		case strings.HasPrefix(f, flagCheckChanged) && len(f) > len(flagCheckChanged):
+			c.CheckChanged = f[len(flagCheckChanged):]
 		default:
 			problems = append(problems, "unknown flag "+quote(f))
 		}
 	}
 	c.Args = program
-	if c.EnvFile == "" {
-		problems = append(problems, "no "+flagEnvFile+"PATH")
-	}
-	if len(program) == 0 || program[0] == "" {
+	switch {
+	case !ok && c.CheckChanged == "":
+		problems = append(problems, "no \"--\" before the program: kvinject-exec is run as the webhook writes it into a container's command")
+	case !ok && (c.EnvFile != "" || len(c.Names) > 0):
+		problems = append(problems, "no \"--\" before the program: the env variables are for a program")
+	case ok && (len(program) == 0 || program[0] == ""):
 		problems = append(problems, "no program after \"--\"")
+	}
+	if ok && c.EnvFile == "" && (c.CheckChanged == "" || len(c.Names) > 0) {
+		problems = append(problems, "no "+flagEnvFile+"PATH")
 	}
 	if len(problems) > 0 {
 		return c, errors.New(strings.Join(problems, "; "))
@@ -156,6 +177,14 @@ type Plan struct {
 // and environment: environ with every placeholder of c.Names replaced by
 // the value, and each of c.Names set.
 func Prepare(c Config, environ []string) (*Plan, *Problem) {
+	if c.EnvFile == "" {
+		// A liveness check's program: the container's environment as it is.
+		path, p := lookPath(c.Args[0], c.Args[0], getenv(environ, "PATH"))
+		if p != nil {
+			return nil, p
+		}
+		return &Plan{Path: path, Argv: c.Args, Env: environ}, nil
+	}
 	data, err := readBounded(c.EnvFile)
 	if err != nil {
 		return nil, &Problem{Line: "cannot read the env file " + c.EnvFile + " (" + errText(err) + "): the kvinject-agent init container writes it; check that it ran in this pod", Code: 1}

@@ -198,7 +198,26 @@ func TestParseArgs(t *testing.T) {
 	if diff := cmp.Diff(c, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	for _, bad := range [][]string{{"/app"}, {"--env-file=/f", "--"}, {"--bogus", "--env-file=/f", "--", "/app"}, {"--", "/app"}} {
+	checks := []struct {
+		argv []string
+		want Config
+	}{
+		{[]string{"--check-changed=/c"}, Config{CheckChanged: "/c"}},
+		{[]string{"--check-changed=/c", "--", "/probe", "x"}, Config{CheckChanged: "/c", Args: []string{"/probe", "x"}}},
+		{[]string{"--check-changed=/c", "--env-file=/f", "--env=A", "--probe", "--", "/probe"},
+			Config{CheckChanged: "/c", EnvFile: "/f", Names: []string{"A"}, Probe: true, Args: []string{"/probe"}}},
+	}
+	for _, tc := range checks {
+		got, err := ParseArgs(tc.argv)
+		if err != nil {
+			t.Errorf("ParseArgs(%q): %v", tc.argv, err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("ParseArgs(%q) (-want +got):\n%s", tc.argv, diff)
+		}
+	}
+	for _, bad := range [][]string{{"/app"}, {"--env-file=/f", "--"}, {"--bogus", "--env-file=/f", "--", "/app"}, {"--", "/app"},
+		{"--check-changed="}, {"--check-changed=/c", "--env-file=/f"}, {"--check-changed=/c", "--env=A", "--", "/app"}, {"--check-changed=/c", "--"}} {
 		if _, err := ParseArgs(bad); err == nil {
 			t.Errorf("ParseArgs(%q): no error", bad)
 		}

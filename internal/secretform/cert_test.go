@@ -107,44 +107,33 @@ func (f *fixtures) make() (err error) {
 	return nil
 }
 
-// must returns a value made by a certtest function, failing t on its error.
-func must(t *testing.T) func(string, error) string {
-	return func(s string, err error) string {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-}
-
 var bundleCases = []bundleCase{
 	{name: "pfx-rsa-modern-chain-root", contentType: spec.ContentTypePKCS12, root: true, make: func(t *testing.T, f *fixtures) string {
 		c := f.rsa
-		return must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert, c.Root.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert, c.Root.Cert))
 	}},
 	{name: "pfx-ec-legacy3des-chain", contentType: spec.ContentTypePKCS12, make: func(t *testing.T, f *fixtures) string {
 		c := f.ec
-		return must(t)(certtest.PFX(pkcs12.LegacyDES, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.LegacyDES, "", c.Leaf.Key, c.Leaf.Cert, c.Intermediate.Cert))
 	}},
 	{name: "pfx-rsa-legacyrc2-selfsigned", contentType: spec.ContentTypePKCS12, root: true, make: func(t *testing.T, f *fixtures) string {
-		return must(t)(certtest.PFX(pkcs12.LegacyRC2, "", f.selfRSA.Key, f.selfRSA.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.LegacyRC2, "", f.selfRSA.Key, f.selfRSA.Cert))
 	}},
 	{name: "pfx-ec-modern-leaf-not-first", contentType: spec.ContentTypePKCS12, root: true, make: func(t *testing.T, f *fixtures) string {
 		c := f.ec
-		return must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Root.Cert, c.Intermediate.Cert, c.Leaf.Cert))
+		return certtest.Must(t)(certtest.PFX(pkcs12.Modern2023, "", c.Leaf.Key, c.Root.Cert, c.Intermediate.Cert, c.Leaf.Cert))
 	}},
 	{name: "pem-rsa-keyvault-order", contentType: spec.ContentTypePEM, make: func(t *testing.T, f *fixtures) string {
 		c := f.rsa
-		return must(t)(certtest.PEM(certtest.PKCS8Block(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert), certtest.CertBlock(c.Intermediate.Cert)))
+		return certtest.Must(t)(certtest.PEM(certtest.PKCS8Block(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert), certtest.CertBlock(c.Intermediate.Cert)))
 	}},
 	{name: "pem-ec-sec1-shuffled-root", contentType: spec.ContentTypePEM, root: true, make: func(t *testing.T, f *fixtures) string {
 		c := f.ec
-		return must(t)(certtest.PEM(certtest.CertBlock(c.Intermediate.Cert), certtest.CertBlock(c.Root.Cert), certtest.LegacyKeyBlock(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert)))
+		return certtest.Must(t)(certtest.PEM(certtest.CertBlock(c.Intermediate.Cert), certtest.CertBlock(c.Root.Cert), certtest.LegacyKeyBlock(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert)))
 	}},
 	{name: "pem-rsa-pkcs1-no-content-type", contentType: "", make: func(t *testing.T, f *fixtures) string {
 		c := f.rsa
-		return must(t)(certtest.PEM(certtest.LegacyKeyBlock(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert), certtest.CertBlock(c.Intermediate.Cert)))
+		return certtest.Must(t)(certtest.PEM(certtest.LegacyKeyBlock(c.Leaf.Key), certtest.CertBlock(c.Leaf.Cert), certtest.CertBlock(c.Intermediate.Cert)))
 	}},
 	{name: "pem-ec-no-key", contentType: spec.ContentTypePEM, noKey: true, make: func(t *testing.T, f *fixtures) string {
 		c := f.ec
@@ -243,7 +232,7 @@ func TestCertForms(t *testing.T) {
 					t.Fatalf("#%s: %v", form, errs[form])
 				}
 			}
-			leaf := parseCerts(t, forms[spec.CertFormCert])
+			leaf := certtest.ParseCerts(t, forms[spec.CertFormCert])
 			if len(leaf) != 1 {
 				t.Fatalf("#cert holds %d certificates, want 1", len(leaf))
 			}
@@ -289,33 +278,16 @@ func TestCertForms(t *testing.T) {
 				t.Fatalf("#ca: %v", errs[spec.CertFormCA])
 			}
 			roots, inters := x509.NewCertPool(), x509.NewCertPool()
-			for _, c := range parseCerts(t, forms[spec.CertFormCA]) {
+			for _, c := range certtest.ParseCerts(t, forms[spec.CertFormCA]) {
 				roots.AddCert(c)
 			}
-			for _, c := range parseCerts(t, forms[spec.CertFormChain]) {
+			for _, c := range certtest.ParseCerts(t, forms[spec.CertFormChain]) {
 				inters.AddCert(c)
 			}
 			if _, err := leaf[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, DNSName: leaf[0].DNSNames[0]}); err != nil {
 				t.Errorf("#cert does not verify through #chain to #ca: %v", err)
 			}
 		})
-	}
-}
-
-func parseCerts(t *testing.T, b []byte) []*x509.Certificate {
-	t.Helper()
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return out
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, c)
 	}
 }
 

@@ -24,9 +24,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
@@ -83,7 +83,7 @@ func (r *Runnable) NeedLeaderElection() bool { return false }
 // files when it starts. The cache's certificate is tried once; if that fails, the webhook starts
 // all the same and Start keeps trying.
 func (r *Runnable) EnsureCertificate(ctx context.Context) error {
-	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
+	log := ctrllog.FromContext(ctx).WithName("selfcert")
 	delay := 500 * time.Millisecond
 	for {
 		st, err := r.webhookPass(ctx)
@@ -105,7 +105,7 @@ func (r *Runnable) EnsureCertificate(ctx context.Context) error {
 
 // Start keeps the certificate current until ctx ends.
 func (r *Runnable) Start(ctx context.Context) error {
-	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
+	log := ctrllog.FromContext(ctx).WithName("selfcert")
 	backoff := time.Duration(0)
 	for {
 		if err := r.pass(ctx); err != nil {
@@ -203,7 +203,7 @@ func (r *Runnable) cachePass(ctx context.Context, st *state) error {
 		return err
 	}
 	if len(w.reasons) != 0 {
-		ctrl.LoggerFrom(ctx).WithName("selfcert").Info("wrote the cache's certificate secret", "secret", r.o.Namespace+"/"+r.o.CacheSecretName,
+		ctrllog.FromContext(ctx).WithName("selfcert").Info("wrote the cache's certificate secret", "secret", r.o.Namespace+"/"+r.o.CacheSecretName,
 			"reasons", strings.Join(w.reasons, "; "), "certNotAfter", cs.serving.cert.NotAfter)
 	}
 	r.mu.Lock()
@@ -228,7 +228,7 @@ func (r *Runnable) ensureSecret(ctx context.Context) (*state, error) {
 		return nil, err
 	}
 	if len(w.reasons) != 0 {
-		ctrl.LoggerFrom(ctx).WithName("selfcert").Info("wrote the self-signed certificate secret", "secret", r.o.Namespace+"/"+r.o.SecretName,
+		ctrllog.FromContext(ctx).WithName("selfcert").Info("wrote the self-signed certificate secret", "secret", r.o.Namespace+"/"+r.o.SecretName,
 			"reasons", strings.Join(w.reasons, "; "), "caNotAfter", st.ca.cert.NotAfter, "certNotAfter", st.serving.cert.NotAfter)
 	}
 	r.setSecretRV(w.rv)
@@ -249,7 +249,7 @@ type secretWrite struct {
 // with Conflict for all but one; they re-read and use the winner's.
 func (r *Runnable) ensureManagedSecret(ctx context.Context, name, component, flagName string,
 	want func(data map[string][]byte) (map[string][]byte, []string, error)) (secretWrite, error) {
-	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
+	log := ctrllog.FromContext(ctx).WithName("selfcert")
 	key := types.NamespacedName{Namespace: r.o.Namespace, Name: name}
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
@@ -302,7 +302,7 @@ func (r *Runnable) ensureManagedSecret(ctx context.Context, name, component, fla
 // ensureCABundle patches every webhook of the configuration whose caBundle differs from the
 // wanted one, with the resourceVersion just read as a precondition.
 func (r *Runnable) ensureCABundle(ctx context.Context, ours []*x509.Certificate) error {
-	log := ctrl.LoggerFrom(ctx).WithName("selfcert")
+	log := ctrllog.FromContext(ctx).WithName("selfcert")
 	for attempt := 0; ; attempt++ {
 		if attempt == 5 {
 			return fmt.Errorf("mutatingwebhookconfiguration %s keeps changing under us", r.o.WebhookConfigName)
@@ -435,7 +435,7 @@ func (r *Runnable) watch(ctx context.Context, list client.ObjectList, namespace,
 	opts = append(opts, &client.ListOptions{Raw: raw})
 	w, err := r.c.Watch(ctx, list, opts...)
 	if err != nil {
-		ctrl.LoggerFrom(ctx).WithName("selfcert").V(1).Info("watch failed; relying on resync", "name", name, "error", err.Error())
+		ctrllog.FromContext(ctx).WithName("selfcert").V(1).Info("watch failed; relying on resync", "name", name, "error", err.Error())
 		return watch.NewFake() // never fires
 	}
 	return w

@@ -6,13 +6,20 @@
 package serving
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 )
@@ -46,11 +53,35 @@ func ManagerOptions(a Addresses, scheme *runtime.Scheme) manager.Options {
 		Metrics: metricsserver.Options{
 			BindAddress:    a.MetricsAddr,
 			SecureServing:  true,
-			FilterProvider: filters.WithAuthenticationAndAuthorization,
+			FilterProvider: MetricsAuth,
 			CertDir:        a.CertDir, CertName: "tls.crt", KeyName: "tls.key",
 			TLSOpts: []func(*tls.Config){MinTLS},
 		},
 		HealthProbeBindAddress:  a.ProbeAddr,
 		GracefulShutdownTimeout: ptr.To(25 * time.Second),
 	}
+}
+
+// Logger is the JSON logger of the in-cluster servers on w, debug when
+// verbose, set for controller-runtime and carried by the returned context.
+func Logger(ctx context.Context, w io.Writer, verbose bool) (context.Context, logr.Logger) {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	log := logr.FromSlogHandler(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	ctrllog.SetLogger(log)
+	return logr.NewContext(ctx, log), log
+}
+
+// RestConfig finds the API server: the kubeconfig file named, else
+// KUBECONFIG, else the in-cluster config.
+func RestConfig(kubeconfig string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("find the API server (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
+	}
+	return cfg, nil
 }

@@ -41,6 +41,9 @@ type Spec struct {
 	EnvFileMode string `json:"envFileMode,omitempty"`
 	// Cache, when set, is asked before Azure.
 	Cache *Cache `json:"cache,omitempty"`
+	// OnChange, when set, is what the kvinject-refresh sidecar does to the
+	// containers a refresh changed (AnnotationOnChange).
+	OnChange *OnChange `json:"onChange,omitempty"`
 }
 
 // validateDelivery checks EnvDelivery and EnvFileMode.
@@ -235,6 +238,11 @@ func (s *Spec) Validate() error {
 	}
 	if err := s.validateDelivery(); err != nil {
 		return err
+	}
+	if s.OnChange != nil {
+		if err := s.OnChange.validate(s); err != nil {
+			return fmt.Errorf("onChange: %w", err)
+		}
 	}
 	if err := s.validateEnv(); err != nil {
 		return err

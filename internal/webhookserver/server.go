@@ -12,14 +12,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kvinject/kvinject/internal/selfcert"
@@ -85,18 +84,6 @@ func (o *ServerOptions) Validate() error {
 	return errors.Join(errs...)
 }
 
-// RestConfig finds the API server: --kubeconfig, else KUBECONFIG, else the
-// in-cluster config.
-func RestConfig(kubeconfig string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("find the API server (--kubeconfig, KUBECONFIG or in-cluster): %w", err)
-	}
-	return cfg, nil
-}
-
 // ServerVersion asks the API server for its version ("v1.33.5").
 func ServerVersion(cfg *rest.Config) (string, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
@@ -132,8 +119,9 @@ func EnsureSelfSigned(ctx context.Context, o ServerOptions, cfg *rest.Config) er
 
 // Serve runs the webhook server until ctx ends.
 func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
+	// The types the webhook reads: ServiceAccounts' metadata and Nodes.
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+	if err := corev1.AddToScheme(scheme); err != nil {
 		return fmt.Errorf("build scheme: %w", err)
 	}
 	saMeta := newServiceAccountMetadata()
@@ -149,7 +137,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 			&corev1.Node{}: {Transform: stripNode},
 		},
 	}
-	mgr, err := ctrl.NewManager(cfg, mo)
+	mgr, err := manager.New(cfg, mo)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
@@ -188,7 +176,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		Options:         options,
 		ServiceAccounts: ClusterServiceAccounts{Cache: mgr.GetClient(), Live: mgr.GetAPIReader()},
 		Counter:         counter,
-		Log:             ctrl.LoggerFrom(ctx).WithName("admission"),
+		Log:             ctrllog.FromContext(ctx).WithName("admission"),
 	})
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
@@ -221,10 +209,10 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 			return fmt.Errorf("add readyz check: %w", err)
 		}
 	}
-	ctrl.LoggerFrom(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
+	ctrllog.FromContext(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
 		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
 	if o.CacheCAFile != "" {
-		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrl.LoggerFrom(ctx).WithName("cache-ca")))
+		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrllog.FromContext(ctx).WithName("cache-ca")))
 		defer stop()
 		go watchCacheCA(watchCtx, o.CacheCAFile, CacheCAInterval, options)
 	}

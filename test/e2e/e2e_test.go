@@ -69,6 +69,8 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-pull", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-cache", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-cache-refusals", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-onchange-restart", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-onchange-signal", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {

@@ -75,9 +75,9 @@ func isKubernetes(dep string) bool {
 }
 
 type listed struct {
-	ImportPath                        string
+	ImportPath                         string
 	Imports, TestImports, XTestImports []string
-	Deps                              []string
+	Deps                               []string
 }
 
 // modulePackages lists the module's packages with go list -json: each

@@ -277,3 +277,26 @@ func procMem(pid int) (hwm, anon, file int64, err error) {
 	}
 	return hwm, anon, file, nil
 }
+
+// procRSS returns a process's current resident set (VmRSS) and its
+// anonymous and file-backed parts, in KiB.
+func procRSS(pid int) (rss, anon, file int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	fields := map[string]*int64{"VmRSS:": &rss, "RssAnon:": &anon, "RssFile:": &file}
+	for _, line := range strings.Split(string(b), "\n") {
+		for k, p := range fields {
+			if v, ok := strings.CutPrefix(line, k); ok {
+				if *p, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
+					return 0, 0, 0, err
+				}
+			}
+		}
+	}
+	if rss == 0 {
+		return 0, 0, 0, errors.New("no VmRSS")
+	}
+	return rss, anon, file, nil
+}

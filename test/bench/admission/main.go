@@ -255,8 +255,8 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	logf("building the servers")
-	for name, pkg := range map[string]string{"floor": "./test/bench/floor", "kvinject": "./cmd/kvinject"} {
-		if !slices.Contains(pl.Servers, name) {
+	for name, pkg := range map[string]string{"floor": "./test/bench/floor", "kvinject": "./cmd/kvinject-webhook", "kvinject-cache": "./cmd/kvinject-cache"} {
+		if !slices.Contains(pl.Servers, strings.TrimSuffix(name, "-cache")) {
 			continue
 		}
 		out := filepath.Join(tmp, name)
@@ -448,7 +448,11 @@ func measure(ctx context.Context, c config, pl *plan) error {
 		}
 	}
 
-	section, err := report(c, pl, results)
+	idle, err := b.idle(ctx)
+	if err != nil {
+		return err
+	}
+	section, err := report(c, pl, results, idle)
 	if err != nil {
 		return err
 	}
@@ -498,6 +502,8 @@ var specs = map[string]serverSpec{
 	"kvinject":  {webhookPort, "/mutate-v1-pod", optInKvinject, "kvinject-agent"},
 	"azwi":      {azwiPort, "/mutate-v1-pod", optInAzwi, "azure-identity-token"},
 	"vault-k8s": {webhookPort, "/mutate", optInVault, "vault-agent-init"},
+	// Measured idle only (no load): the cache's server.
+	"kvinject-cache": {port: webhookPort},
 }
 
 // startServer starts one server process, pinned, and waits until it serves.
@@ -530,8 +536,12 @@ func (b *bench) startServer(ctx context.Context, name string) (*proc, error) {
 	case "floor":
 		args = []string{bin, "-addr", net.JoinHostPort("127.0.0.1", strconv.Itoa(webhookPort)), "-cert-dir", b.certDir}
 	case "kvinject":
-		args = []string{bin, "webhook", "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
+		args = []string{bin, "--agent-image=ghcr.io/kvinject/kvinject:bench", "--tenant-id=" + benchTenant,
 			"--port=" + strconv.Itoa(webhookPort), "--cert-dir=" + b.certDir, "--metrics-bind-address=0",
+			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort), "--kubeconfig=" + b.kubeconfig}
+		ready = httpReady("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
+	case "kvinject-cache":
+		args = []string{bin, "--port=" + strconv.Itoa(webhookPort), "--cert-dir=" + b.certDir, "--metrics-bind-address=0",
 			"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(probePort), "--kubeconfig=" + b.kubeconfig}
 		ready = httpReady("http://127.0.0.1:" + strconv.Itoa(probePort) + "/readyz")
 	case "azwi":
@@ -611,6 +621,51 @@ func (p *proc) stop() {
 		<-p.done
 	}
 }
+
+// idleMem is a server's memory once it serves, before any request.
+type idleMem struct {
+	RSSKiB, AnonKiB, FileKiB []int64
+	BinBytes                 int64
+}
+
+// idle measures kvinject's two servers, the webhook and the cache, idle:
+// a fresh process each, read idleSettle after it is ready, every rep.
+func (b *bench) idle(ctx context.Context) (map[string]*idleMem, error) {
+	if !slices.Contains(b.pl.Servers, "kvinject") {
+		return nil, nil
+	}
+	out := map[string]*idleMem{}
+	for rep := 0; rep < b.c.reps; rep++ {
+		for _, name := range []string{"kvinject", "kvinject-cache"} {
+			p, err := b.startServer(ctx, name)
+			if err != nil {
+				return nil, err
+			}
+			time.Sleep(idleSettle)
+			rss, anon, file, err := procRSS(p.cmd.Process.Pid)
+			p.stop()
+			if err != nil {
+				return nil, err
+			}
+			m := out[name]
+			if m == nil {
+				fi, err := os.Stat(b.pl.Bins[name])
+				if err != nil {
+					return nil, err
+				}
+				m = &idleMem{BinBytes: fi.Size()}
+				out[name] = m
+			}
+			m.RSSKiB, m.AnonKiB, m.FileKiB = append(m.RSSKiB, rss), append(m.AnonKiB, anon), append(m.FileKiB, file)
+			logf("idle rep %d %-14s rss %5.1f MB (anon %4.1f file %4.1f)", rep+1, name, float64(rss)/1024, float64(anon)/1024, float64(file)/1024)
+		}
+	}
+	return out, nil
+}
+
+// idleSettle is how long a ready server idles before it is read: its
+// informers' first lists and the first GC cycles are over by then.
+const idleSettle = 3 * time.Second
 
 // cell runs one measurement against a fresh server process.
 func (b *bench) cell(ctx context.Context, server, proto string, conc int) (result, error) {

@@ -75,12 +75,12 @@ func describe(s string, c config, pl *plan) string {
 	case "azwi":
 		return fmt.Sprintf("the Azure Workload Identity mutating webhook %s with its defaults (a controller-runtime manager reading ServiceAccounts through its cache), certificate rotation off; opt-in: the `azure.workload.identity/use` label, the ServiceAccount's `azure.workload.identity/client-id`; injects the AZURE_* variables and a projected token volume%s.", c.azwiVersion, sum)
 	case "kvinject":
-		return "the real `kvinject webhook` binary (manager, ServiceAccount informer, metrics off); opt-in: kvinject's label and annotations (a vault, two secret properties, a template with its mode); injects the agent init container, its volumes and the mounts."
+		return "the real webhook binary, `kvinject-webhook` as the manifests run it (controller-runtime's webhook server and manager, a metadata-only ServiceAccount informer, metrics off); opt-in: kvinject's label and annotations (a vault, two secret properties, a template with its mode); injects the agent init container, its volumes and the mounts."
 	}
 	return ""
 }
 
-func report(c config, pl *plan, results map[cellKey][]result) (string, error) {
+func report(c config, pl *plan, results map[cellKey][]result, idle map[string]*idleMem) (string, error) {
 	model, nproc, goVersion := machine()
 	rev, _ := exec.Command("git", "-C", pl.Root, "describe", "--tags", "--always", "--dirty").Output()
 	var w bytes.Buffer
@@ -174,6 +174,7 @@ func report(c config, pl *plan, results map[cellKey][]result) (string, error) {
 		p("- %s\n", t)
 	}
 	p("%s", rssNote(c, results))
+	p("%s", idleTable(c, idle))
 
 	p("\n### Running it\n\n")
 	p("`make bench-admission` rewrites this section (`go run ./test/bench/admission -reps 2 -duration 3s`; `-out -` prints it instead). It needs the Kubernetes binaries (`make cluster-binaries`). The peers are optional: it runs them from `bin/peers/azwi-webhook` and `bin/peers/vault-k8s`, or from `make bench-admission AZWI=PATH VAULT_K8S=PATH` (`-azwi`, `-vault-k8s`; a `.gz` is decompressed), and only as root with `unshare`, since azwi listens on every address and vault-k8s reads credentials at a fixed path. Build them with `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w'`: azwi from %s, vault-k8s from %s. A missing peer is skipped with a note here; `-servers floor,kvinject` leaves them out.\n",
@@ -205,13 +206,45 @@ func rssNote(c config, results map[cellKey][]result) string {
 		}
 	}
 	note := fmt.Sprintf("\nWhere the resident set goes at c=%d (RssAnon + RssFile, %s): kvinject %.1f + %.1f MB; %s. "+
-		"RssFile is pages of the executable mapped from the page cache, shared and reclaimable; kvinject's webhook binary holds "+
-		"controller-runtime and client-go (its ServiceAccount cache, certificate reload and graceful shutdown), whose package "+
-		"initialisers run at start, as in both peers.", targetConc, c.protos[0], kvAnon, kvFile, strings.Join(others, ", "))
+		"RssFile is pages of the executable mapped from the page cache, shared and reclaimable; kvinject's webhook binary "+
+		"(`kvinject-webhook`) holds controller-runtime's webhook server and manager and client-go (its ServiceAccount cache, "+
+		"certificate reload and graceful shutdown), whose package initialisers run at start, as in both peers, and none of "+
+		"the user commands' packages nor k8s.io/apiserver.", targetConc, c.protos[0], kvAnon, kvFile, strings.Join(others, ", "))
 	if kvFile > targetRSSMB {
 		note += fmt.Sprintf(" The file-backed part alone is above %.0f MB, so no change to the admission path meets the target; it would take a webhook without controller-runtime and client-go.", targetRSSMB)
 	}
 	return note + "\n"
+}
+
+// idleTable shows kvinject's two servers idle: the webhook and the cache
+// replica, each a fresh process read after it is ready.
+func idleTable(c config, idle map[string]*idleMem) string {
+	wh, cache := idle["kvinject"], idle["kvinject-cache"]
+	if wh == nil || cache == nil {
+		return ""
+	}
+	med := func(xs []int64) float64 {
+		fs := make([]float64, len(xs))
+		for i, x := range xs {
+			fs[i] = float64(x) / 1024
+		}
+		return median(fs)
+	}
+	var w strings.Builder
+	fmt.Fprintf(&w, "\n### kvinject's servers idle\n\nEach a fresh process against the same envtest, read %s after its /readyz answers, before any request, %s (medians): VmRSS and its parts.\n\n", idleSettle, times(c.reps))
+	w.WriteString("| server | binary | VmRSS MB | RssAnon MB | RssFile MB |\n|---|---:|---:|---:|---:|\n")
+	for _, r := range []struct {
+		name string
+		m    *idleMem
+	}{{"webhook (`kvinject-webhook`)", wh}, {"cache replica (`kvinject-cache`)", cache}} {
+		fmt.Fprintf(&w, "| %s | %.1f MB | %.1f | %.1f | %.1f |\n", r.name, float64(r.m.BinBytes)/1e6, med(r.m.RSSKiB), med(r.m.AnonKiB), med(r.m.FileKiB))
+	}
+	verdict := "**met**"
+	if med(cache.RSSKiB) > med(wh.RSSKiB) {
+		verdict = "**missed**"
+	}
+	fmt.Fprintf(&w, "\n- The cache replica's idle resident set at most the webhook's: %.1f MB against %.1f MB: %s.\n", med(cache.RSSKiB), med(wh.RSSKiB), verdict)
+	return w.String()
 }
 
 // targets returns the targets with their verdicts.

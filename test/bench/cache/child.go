@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -10,10 +9,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/kvinject/kvinject/internal/testkit/syncbuf"
 	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
@@ -22,7 +21,7 @@ import (
 type child struct {
 	cmd    *exec.Cmd
 	url    string // https://127.0.0.1:PORT
-	logs   *lockedBuffer
+	logs   *syncbuf.Buffer
 	done   chan struct{}
 	exited error
 }
@@ -41,7 +40,7 @@ func (b *bench) startChild(extra ...string) (*child, error) {
 	}
 	args := append([]string{"-port", strconv.Itoa(port), "-cert-dir", b.certDir,
 		"-health-probe-bind-address", "127.0.0.1:" + strconv.Itoa(probe), "-kubeconfig", b.api.kubeconfig}, extra...)
-	c := &child{url: "https://127.0.0.1:" + strconv.Itoa(port), logs: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{url: "https://127.0.0.1:" + strconv.Itoa(port), logs: &syncbuf.Buffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(b.childBin, args...)
 	c.cmd.Env = []string{"HTTPS_PROXY=" + b.Emulator.ProxyURL(), "SSL_CERT_FILE=" + b.Emulator.CAFile(), "HOME=" + b.tmp}
 	c.cmd.Stdout, c.cmd.Stderr = c.logs, c.logs
@@ -138,22 +137,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

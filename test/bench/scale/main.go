@@ -39,10 +39,15 @@ const (
 func main() {
 	replicas := flag.Int("replicas", 50, "replicas to scale to")
 	rounds := flag.Int("rounds", 2, "rounds of each mode, interleaved")
-	out := flag.String("o", "docs/benchmarks.md", "file whose scale section is rewritten")
+	out := flag.String("o", "docs/benchmarks.md", "file whose scale (or storm) section is rewritten")
+	storm := flag.Bool("storm", false, "run the storm instead: -storm-replicas pods through the cache, a webhook and a cache replica killed mid-rollout, beside the no-op init control")
+	stormReplicas := flag.Int("storm-replicas", 100, "replicas of the storm (fewer when the node has no room for them)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
 	defer cancel()
+	if *storm {
+		*replicas, *rounds = *stormReplicas, 0
+	}
 	if err := run(ctx, *replicas, *rounds, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "scale:", err)
 		os.Exit(1)
@@ -85,6 +90,15 @@ func run(ctx context.Context, replicas, rounds int, out string) error {
 		Annotations: map[string]string{spec.SAAnnotationClientID: harness.ClientID}}}
 	if _, err := c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
+	}
+	if rounds == 0 { // the storm
+		res, err := runStorm(ctx, env, replicas)
+		if err != nil {
+			return err
+		}
+		section := stormSection(res)
+		fmt.Print(section)
+		return replaceSection(filepath.Join(root, out), "storm", section)
 	}
 	var results []result
 	for r := 0; r < rounds; r++ {
@@ -193,7 +207,9 @@ func scaleOnce(ctx context.Context, c *harness.Cluster, image, mode string, n in
 
 // waitPods waits until exactly n pods of the app exist and all run ready.
 func waitPods(ctx context.Context, c *harness.Cluster, app string, n int) error {
-	deadline := time.Now().Add(5 * time.Minute)
+	// 5 minutes, or 5 s a pod for larger scales (the storm's control on a busy node).
+	limit := max(5*time.Minute, time.Duration(n)*5*time.Second)
+	deadline := time.Now().Add(limit)
 	for {
 		list, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
@@ -209,7 +225,7 @@ func waitPods(ctx context.Context, c *harness.Cluster, app string, n int) error 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: %d pods, %d running after 5m, want %d", app, len(list.Items), running, n)
+			return fmt.Errorf("%s: %d pods, %d running after %s, want %d", app, len(list.Items), running, limit, n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

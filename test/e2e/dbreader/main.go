@@ -23,6 +23,7 @@ func main() {
 	once := flag.Bool("once", false, "exit after reading")
 	envNames := flag.String("env", os.Getenv("DBREADER_ENV"), "comma-separated environment variables to read, as an app configured by env does (default $DBREADER_ENV)")
 	watch := flag.Duration("watch", 0, "read the files again this often and print each one that changed, as an app that follows rotation does")
+	onHUP := flag.Bool("reload-on-sighup", false, "on SIGHUP, say so (counted) and read the files again, as an app that reloads on a signal does")
 	flag.Parse()
 	// As the reference setup's app: with USERNAME and PASSWORD in its
 	// environment (from ESO's Secret, or from kvinject.io/env- annotations)
@@ -79,6 +80,11 @@ func main() {
 	fmt.Println("dbreader: connected to the database with these credentials (demo); running")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+	hup := make(chan os.Signal, 1)
+	if *onHUP {
+		signal.Notify(hup, syscall.SIGHUP)
+	}
+	hups := 0
 	var tick <-chan time.Time
 	if *watch > 0 {
 		t := time.NewTicker(*watch)
@@ -92,6 +98,19 @@ func main() {
 			return
 		case <-time.After(24 * time.Hour):
 			return
+		case <-hup:
+			hups++
+			fmt.Printf("dbreader: SIGHUP %d: reading the files again\n", hups)
+			for name := range seen {
+				b, err := os.ReadFile(filepath.Join(*dir, name))
+				if err != nil {
+					fmt.Printf("dbreader: cannot read %s: %v\n", name, err)
+					continue
+				}
+				seen[name] = string(b)
+				sum := sha256.Sum256(b)
+				fmt.Printf("dbreader: %s = %s (%d bytes, sha256 %s...)\n", name, mask(string(b)), len(b), hex.EncodeToString(sum[:])[:12])
+			}
 		case <-tick:
 			for name, old := range seen {
 				b, err := os.ReadFile(filepath.Join(*dir, name))

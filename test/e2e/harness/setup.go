@@ -90,8 +90,9 @@ func (c *Cluster) BuildImages(ctx context.Context, tag string, log *os.File) (kv
 	bin := filepath.Join(c.Root, "bin")
 	kvinject, app = ImageRepo+":"+tag, AppImageRepo+":"+tag
 	steps := [][]string{
-		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", bin + "/", "./cmd/kvinject", "./cmd/kvinject-agent", "./cmd/kvinject-exec"},
+		{"go", "build", "-trimpath", "-ldflags", "-s -w -X main.version=" + tag, "-o", bin + "/", "./cmd/kvinject", "./cmd/kvinject-webhook", "./cmd/kvinject-cache", "./cmd/kvinject-agent", "./cmd/kvinject-exec"},
 		{filepath.Join(bin, "cluster-tools/mkimage"), "-o", filepath.Join(bin, "kvinject-image.tar"), "-binary", filepath.Join(bin, "kvinject"),
+			"-file", filepath.Join(bin, "kvinject-webhook") + ":/kvinject-webhook:0755", "-file", filepath.Join(bin, "kvinject-cache") + ":/kvinject-cache:0755",
 			"-file", filepath.Join(bin, "kvinject-agent") + ":/kvinject-agent:0755", "-file", filepath.Join(bin, "kvinject-exec") + ":/kvinject-exec:0755", "-ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "-tag", kvinject},
 		{"test/cluster/load-image.sh", filepath.Join(bin, "kvinject-image.tar")},
 	}
