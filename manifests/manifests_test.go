@@ -39,23 +39,30 @@ func objects(t *testing.T, dir, tag string) []runtime.Object {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return decode(t, dir, y)
+}
+
+// decode splits multi-document YAML (kustomize's or helm template's) and decodes every object:
+// typed for built-in kinds, unstructured otherwise.
+func decode(t *testing.T, what string, y []byte) []runtime.Object {
+	t.Helper()
 	var out []runtime.Object
-	for _, doc := range strings.Split(string(y), "\n---\n") {
-		if strings.TrimSpace(doc) == "" {
-			continue
+	for _, doc := range strings.Split("\n"+string(y), "\n---\n") {
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if len(u.Object) == 0 {
+			continue // empty, or comments only
 		}
 		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
 		if err != nil {
-			u := &unstructured.Unstructured{}
-			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
-				t.Fatalf("%s: %v", dir, err)
-			}
 			obj = u
 		}
 		out = append(out, obj)
 	}
 	if len(out) == 0 {
-		t.Fatalf("%s renders nothing", dir)
+		t.Fatalf("%s renders nothing", what)
 	}
 	return out
 }

@@ -96,6 +96,9 @@ type injection struct {
 	agentUser, agentGroup *int64
 	// refresh is the kvinject-refresh sidecar's interval; 0: no sidecar.
 	refresh time.Duration
+	// agentResources and refreshResources are the webhook's requirements
+	// with the pod's resource annotations over them.
+	agentResources, refreshResources corev1.ResourceRequirements
 	// envTo names, per container, the env variables it gets; delivery is
 	// how (spec.DeliveryFileKeyRef or spec.DeliveryExec), and edits are,
 	// per container, the commands the exec wrapper takes over.
@@ -158,6 +161,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	var cacheWarning string
 	s.Cache, cacheWarning = parseCache(ann, o, d)
 	planOnChange(pod, in, d)
+	in.agentResources, in.refreshResources = parseResources(ann, o, d)
 
 	if err := d.err(); err != nil {
 		return nil, err
@@ -188,7 +192,7 @@ type fileAnns struct{ secret, template, perms *string }
 func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileAnns, envNames []string) {
 	files = map[string]*fileAnns{}
 	for _, k := range sortedKeys(ann) {
-		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || k == spec.LabelInject {
+		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations(), k) || k == spec.LabelInject {
 			continue
 		}
 		if strings.HasPrefix(k, spec.AnnotationEntrypointPrefix) {

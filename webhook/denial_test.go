@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -47,6 +48,27 @@ func TestDenials(t *testing.T) {
 		name: "unknown annotation suggests the closest",
 		ann:  map[string]string{"kvinject.io/secrets-password": "db#password", "kvinject.io/secret-x": "db"},
 		want: []string{"kvinject.io/secrets-password: unknown annotation, did you mean kvinject.io/secret-password?"},
+	}, {
+		name: "resources without the webhook's bounds",
+		ann:  map[string]string{"kvinject.io/agent-cpu-request": "100m", "kvinject.io/secret-x": "db"},
+		want: []string{"kvinject.io/agent-cpu-request: the webhook allows no per-pod cpu (its --max-injected-cpu is not set): remove the annotation, or ask the cluster's admins"},
+	}, {
+		name: "resources above the webhook's bounds, or not quantities",
+		ann: map[string]string{"kvinject.io/refresh-memory-limit": "1Gi", "kvinject.io/agent-cpu-limit": "lots", "kvinject.io/agent-memory-request": "-1Mi",
+			"kvinject.io/refresh": "15m", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) {
+			o.MaxInjectedCPU, o.MaxInjectedMemory = resource.MustParse("2"), resource.MustParse("256Mi")
+		},
+		want: []string{
+			`kvinject.io/agent-cpu-limit: "lots" is not a positive quantity: use one like 100m (CPU) or 64Mi (memory)`,
+			`kvinject.io/agent-memory-request: "-1Mi" is not a positive quantity: use one like 100m (CPU) or 64Mi (memory)`,
+			`kvinject.io/refresh-memory-limit: "1Gi" is above the most the webhook allows, 256Mi (--max-injected-memory)`,
+		},
+	}, {
+		name: "a resource request above the limit",
+		ann:  map[string]string{"kvinject.io/agent-cpu-request": "1", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) { o.MaxInjectedCPU = resource.MustParse("2") },
+		want: []string{"kvinject.io/agent-cpu-request: 1 is above the cpu limit 500m: set kvinject.io/agent-cpu-limit too"},
 	}, {
 		name: "unknown annotation, typo of a single one",
 		ann:  map[string]string{"kvinject.io/valut": "homelab-kv", "kvinject.io/secret-x": "db"},

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/kvinject/kvinject/internal/spec"
 )
@@ -26,6 +27,8 @@ func FuzzMutate(f *testing.F) {
 	f.Add("refresh", "1m", "on-change", "restart", "secret-db", "app-pgsql")
 	f.Add("refresh", "1m", "on-change", "signal:SIGHUP", "env-PASSWORD", "app-pgsql")
 	f.Add("refresh", "1m", "on-change", "signal:hup", "containers", "setup")
+	f.Add("secret-db", "app-pgsql", "agent-cpu-request", "100m", "refresh-memory-limit", "128Mi")
+	f.Add("secret-db", "app-pgsql", "agent-memory-limit", "2Gi", "agent-memory-request", "1.5Gi")
 	f.Fuzz(func(t *testing.T, k1, v1, k2, v2, k3, v3 string) {
 		ann := map[string]string{"kvinject.io/" + k1: v1, "kvinject.io/" + k2: v2, "kvinject.io/" + k3: v3}
 		pod := podWith(ann)
@@ -33,6 +36,9 @@ func FuzzMutate(f *testing.F) {
 		o := testOptions(t)
 		if len(k1)%2 == 1 { // both env deliveries
 			o.EnvDelivery = spec.DeliveryExec
+		}
+		if len(k2)%2 == 1 { // resource annotations allowed, or not
+			o.MaxInjectedCPU, o.MaxInjectedMemory = resource.MustParse("1"), resource.MustParse("1Gi")
 		}
 		sa := testSA("ns", "app")
 		err := Mutate(pod, sa, o)

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"path"
-	"time"
 
 	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -115,7 +114,7 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, []string,
 		a.extraMounts, a.probes, a.checkEdits, a.shareProcessNamespace = oc.mounts, oc.probes, oc.checkEdits, oc.shareProcessNamespace
 	}
 	if in.refresh > 0 {
-		a.initContainers = append(a.initContainers, refreshContainer(agent, in.refresh, o))
+		a.initContainers = append(a.initContainers, refreshContainer(agent, in))
 	}
 	if o.caConfigMap != "" {
 		a.volumes = append(a.volumes, caVolume(o))
@@ -127,11 +126,11 @@ func plan(pod *corev1.Pod, sa ServiceAccount, o *Options) (*additions, []string,
 // binary, environment, mounts and security context, in refresh mode. It
 // starts after kvinject-agent has written the files and runs as long as the
 // pod.
-func refreshContainer(agent corev1.Container, interval time.Duration, o *Options) corev1.Container {
+func refreshContainer(agent corev1.Container, in *injection) corev1.Container {
 	c := *agent.DeepCopy()
 	c.Name = spec.RefreshContainerName
-	c.Args = append(c.Args, "--refresh="+interval.String())
-	c.Resources = *o.RefreshResources.DeepCopy()
+	c.Args = append(c.Args, "--refresh="+in.refresh.String())
+	c.Resources = *in.refreshResources.DeepCopy()
 	c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 	return c
 }
@@ -192,7 +191,7 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 		Env:     env,
 		// Every field the API server would default is set here, so that
 		// mutating an admitted pod again finds nothing to change.
-		Resources:                *o.AgentResources.DeepCopy(),
+		Resources:                *in.agentResources.DeepCopy(),
 		VolumeMounts:             mounts,
 		TerminationMessagePath:   corev1.TerminationMessagePathDefault,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kvinject/kvinject/internal/spec"
@@ -53,6 +54,9 @@ var goldenOptions = map[string]func(*Options){
 	"cache-off":             func(o *Options) { o.CacheByDefault = true },
 	"env-exec":              func(o *Options) { o.EnvDelivery = spec.DeliveryExec },
 	"onchange-restart-exec": func(o *Options) { o.EnvDelivery = spec.DeliveryExec },
+	"resources": func(o *Options) {
+		o.MaxInjectedCPU, o.MaxInjectedMemory = resource.MustParse("1"), resource.MustParse("256Mi")
+	},
 }
 
 // goldenCaseOptions are the options of one golden case.

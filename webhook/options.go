@@ -44,6 +44,10 @@ type Options struct {
 	AgentCABundle string
 	// RefreshResources are the kvinject-refresh sidecar's requests and limits.
 	RefreshResources corev1.ResourceRequirements
+	// MaxInjectedCPU and MaxInjectedMemory bound what a pod may ask for its
+	// agent and refresh sidecar with resource annotations; zero: pods may
+	// not change them.
+	MaxInjectedCPU, MaxInjectedMemory resource.Quantity
 	// KubeVersion is the API server's version ("1.33", "v1.33.5+abcdef"),
 	// which decides what the mutation may use (native sidecars from 1.29).
 	// The webhook asks the API server at start; `kvinject inject` takes
@@ -180,6 +184,7 @@ func (o *Options) Validate() error {
 		}
 		o.caConfigMap, o.caKey = name, key
 	}
+	errs = append(errs, o.validateResources()...)
 	errs = append(errs, o.validateCache()...)
 	return errors.Join(errs...)
 }

@@ -25,15 +25,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"agent":         {"the init container: fetch the pod's Key Vault secrets into files", runAgent},
-		"webhook":       {"the mutating admission webhook server", runWebhook},
-		"cache":         {"the cluster cache: Key Vault values for proven pods, read once per TTL, served through outages", runCache},
-		"inject":        {"preview offline what the webhook does to Pods and workloads", runInject},
-		"emulator":      {"run the Entra ID and Key Vault emulator (local demo and tests)", runEmulator},
-		"convert-eso":   {"print how to move External Secrets Operator setups to kvinject", runConvertESO},
-		"entrypoint":    {"print the kvinject.io/entrypoint- annotation from images' ENTRYPOINT and CMD in their registries", runEntrypoint},
-		"version":       {"print the version", runVersion},
-		"node-identity": {"the kvinject-node-identity DaemonSet's container: keeps the node's token for the credential provider's node mode", runNodeIdentity},
+		"agent":           {"the init container: fetch the pod's Key Vault secrets into files", runAgent},
+		"webhook":         {"the mutating admission webhook server", runWebhook},
+		"cache":           {"the cluster cache: Key Vault values for proven pods, read once per TTL, served through outages", runCache},
+		"inject":          {"preview offline what the webhook does to Pods and workloads", runInject},
+		"emulator":        {"run the Entra ID and Key Vault emulator (local demo and tests)", runEmulator},
+		"convert-eso":     {"print how to move External Secrets Operator setups to kvinject", runConvertESO},
+		"entrypoint":      {"print the kvinject.io/entrypoint- annotation from images' ENTRYPOINT and CMD in their registries", runEntrypoint},
+		"version":         {"print the version", runVersion},
+		"check-injection": {"check that the webhook injects an opted-in pod (server-side dry run; helm test runs it)", runCheckInjection},
+		"node-identity":   {"the kvinject-node-identity DaemonSet's container: keeps the node's token for the credential provider's node mode", runNodeIdentity},
 
 		"credential-provider-config": {"print the kubelet's CredentialProviderConfig for kvinject-credential-provider", runCredentialProviderConfig},
 	}

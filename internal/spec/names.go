@@ -49,6 +49,15 @@ const (
 	// reads from Azure directly and "required" is a denial.
 	AnnotationCache = Prefix + "cache"
 
+	// AnnotationAgentResourcePrefix + RESOURCE + "-" + KIND ("cpu-request",
+	// "memory-limit"...): the kvinject-agent init container's request or
+	// limit of that resource, a Kubernetes quantity; AnnotationRefresh-
+	// ResourcePrefix the same for the kvinject-refresh sidecar. Default: the
+	// webhook's. Allowed only up to the webhook's --max-injected-cpu and
+	// --max-injected-memory; without them, denied.
+	AnnotationAgentResourcePrefix   = Prefix + "agent-"
+	AnnotationRefreshResourcePrefix = Prefix + "refresh-"
+
 	// AnnotationSecretPrefix + FILE: the file holds a secret's value or one
 	// JSON property of it: "NAME[/VERSION][#PATH]" or a full secret URL.
 	AnnotationSecretPrefix = Prefix + "secret-"

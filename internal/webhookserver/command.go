@@ -39,6 +39,9 @@ func MutationFlags(fs *flag.FlagSet, o *webhook.Options) (cacheCAFile *string) {
 	fs.StringVar(&o.CacheURL, "cache-url", o.CacheURL, "https:// URL of the cluster cache (kvinject cache) for pods that opt in with "+spec.AnnotationCache+" (default: no cache)")
 	cacheCAFile = fs.String("cache-ca-file", "", "PEM file of the CAs that sign the cache's certificate, which the agent trusts alone for the cache (required with --cache-url)")
 	fs.StringVar(&o.EnvDelivery, "env-delivery", spec.DeliveryAuto, "how "+spec.AnnotationEnvPrefix+"<VAR> variables reach the containers: "+spec.DeliveryAuto+" (fileKeyRef where the API server keeps it and every kubelet is 1.35 or newer, else the exec wrapper), "+spec.DeliveryFileKeyRef+" or "+spec.DeliveryExec)
+	for _, f := range webhook.ResourceFlags(*o) {
+		fs.Func(f.Name, f.Usage, func(v string) error { return f.Set(o, v) })
+	}
 	fs.BoolVar(&o.CacheByDefault, "cache-by-default", o.CacheByDefault, "pods without "+spec.AnnotationCache+" use the cache as with \"true\" (needs --cache-url)")
 	return cacheCAFile
 }
