@@ -1213,6 +1213,14 @@ func TestCertificateHTTPS(t *testing.T) {
 	}
 }
 
+// TestOnChange: kvinject.io/on-change, restart and signal:SIGHUP side by side
+// (onchange_test.go). Its apps run the image as imported into containerd, so
+// it runs before TestEnvExecDelivery, for the reason given there.
+func TestOnChange(t *testing.T) {
+	t.Run("restart", onChangeRestart)
+	t.Run("signal", onChangeSignal)
+}
+
 // TestEnvExecDelivery: env variables through the exec wrapper
 // (delivery_exec_test.go). It runs here, after the tests that run the app
 // image as imported into containerd: once the kubelet has pulled the same

@@ -90,14 +90,14 @@ func restartCounts(p *corev1.Pod) map[string]int32 {
 	return out
 }
 
-// TestOnChangeRestart: kvinject.io/on-change: restart on the real kubelet.
+// onChangeRestart: kvinject.io/on-change: restart on the real kubelet.
 // An app that reads its password file once at start and one that reads an
 // env variable once both serve the rotated value within the bound, each
 // restarted exactly once per rotation by its kubelet, in the same pod on
 // the same node; the container that reads nothing is never restarted; a
 // quiet spell of more than two refreshes restarts nothing; Pod Security
 // restricted admits the pod.
-func TestOnChangeRestart(t *testing.T) {
+func onChangeRestart(t *testing.T) {
 	t.Parallel()
 	const (
 		ns     = "e2e-onchange-restart"
@@ -162,12 +162,12 @@ func TestOnChangeRestart(t *testing.T) {
 	}
 }
 
-// TestOnChangeSignal: kvinject.io/on-change: signal:SIGHUP on the real
+// onChangeSignal: kvinject.io/on-change: signal:SIGHUP on the real
 // kubelet. The app reads its file again on SIGHUP and serves the rotated
 // value; it gets exactly one SIGHUP per rotation and is never restarted; a
 // container of the pod that is not a target gets none; Pod Security
 // restricted admits the pod, with the process namespace shared.
-func TestOnChangeSignal(t *testing.T) {
+func onChangeSignal(t *testing.T) {
 	t.Parallel()
 	const (
 		ns     = "e2e-onchange-signal"
