@@ -928,6 +928,15 @@ var envValues = map[string]string{
 	"NEWLINES": "line one\nline two\n",
 }
 
+// TestOnChange: kvinject.io/on-change, restart and signal:SIGHUP side by side
+// (onchange_test.go). Its apps run the image as imported into containerd, so
+// it runs before TestReferenceDeployment pulls the same image from the mirror
+// with a credential, for the reason TestEnvExecDelivery gives.
+func TestOnChange(t *testing.T) {
+	t.Run("restart", onChangeRestart)
+	t.Run("signal", onChangeSignal)
+}
+
 // TestEnvFromKeyVault: kvinject.io/env- on the real kubelet (EnvFiles). The
 // reference Deployment's env entries, which read ESO's Secret pgsql-creds
 // (absent here), are replaced in place; more variables carry every value
@@ -1211,14 +1220,6 @@ func TestCertificateHTTPS(t *testing.T) {
 	if want := "secret broken-cert, file tls.crt: the value (18 bytes of PKCS#12) does not decode as one private key with its certificates"; !strings.Contains(msg, want) {
 		t.Errorf("termination message lacks %q:\n%s", want, msg)
 	}
-}
-
-// TestOnChange: kvinject.io/on-change, restart and signal:SIGHUP side by side
-// (onchange_test.go). Its apps run the image as imported into containerd, so
-// it runs before TestEnvExecDelivery, for the reason given there.
-func TestOnChange(t *testing.T) {
-	t.Run("restart", onChangeRestart)
-	t.Run("signal", onChangeSignal)
 }
 
 // TestEnvExecDelivery: env variables through the exec wrapper
