@@ -192,7 +192,7 @@ type fileAnns struct{ secret, template, perms *string }
 func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileAnns, envNames []string) {
 	files = map[string]*fileAnns{}
 	for _, k := range sortedKeys(ann) {
-		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations(), k) || k == spec.LabelInject {
+		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations, k) || k == spec.LabelInject {
 			continue
 		}
 		if strings.HasPrefix(k, spec.AnnotationEntrypointPrefix) {

@@ -48,8 +48,8 @@ func (r resourceSetting) set(req *corev1.ResourceRequirements, q resource.Quanti
 }
 
 // resourceAnnotations are the per-pod resource annotations, all known to
-// parse.
-func resourceAnnotations() []string {
+// parse; built once, as admission reads them for every annotation.
+var resourceAnnotations = func() []string {
 	var names []string
 	for _, prefix := range []string{spec.AnnotationAgentResourcePrefix, spec.AnnotationRefreshResourcePrefix} {
 		for _, r := range resourceSettings {
@@ -57,7 +57,7 @@ func resourceAnnotations() []string {
 		}
 	}
 	return names
-}
+}()
 
 // ResourceFlag is the flag setting one of the injected containers' requests
 // or limits: container "agent" or "refresh", resource "cpu" or "memory",
