@@ -76,7 +76,21 @@ func TestDenials(t *testing.T) {
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR>, entrypoint-<container>, agent-<cpu|memory>-<request|limit> and refresh-<cpu|memory>-<request|limit>"},
+	}, {
+		name: "unknown annotation, typo of a resource one",
+		ann:  map[string]string{"kvinject.io/agent-cpu-requests": "100m", "kvinject.io/refresh-memroy-limit": "64Mi", "kvinject.io/secret-x": "db"},
+		want: []string{
+			"kvinject.io/agent-cpu-requests: unknown annotation, did you mean kvinject.io/agent-cpu-request?",
+			"kvinject.io/refresh-memroy-limit: unknown annotation, did you mean kvinject.io/refresh-memory-limit?",
+		},
+	}, {
+		name: "unknown annotation, a resource one as the Vault Agent Injector spells it",
+		ann:  map[string]string{"kvinject.io/agent-requests-cpu": "100m", "kvinject.io/refresh-limits-mem": "64Mi", "kvinject.io/secret-x": "db"},
+		want: []string{
+			"kvinject.io/agent-requests-cpu: unknown annotation, did you mean kvinject.io/agent-cpu-request?",
+			"kvinject.io/refresh-limits-mem: unknown annotation, did you mean kvinject.io/refresh-memory-limit?",
+		},
 	}, {
 		name: "unknown annotation, typo of the cache's",
 		ann:  map[string]string{"kvinject.io/cahce": "true", "kvinject.io/secret-x": "db"},
