@@ -556,23 +556,29 @@ func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
 		if !targets[c.Name] {
 			continue
 		}
-		var u, g *int64
-		if psc := pod.Spec.SecurityContext; psc != nil {
-			u, g = psc.RunAsUser, psc.RunAsGroup
-		}
-		if sc := c.SecurityContext; sc != nil {
-			if sc.RunAsUser != nil {
-				u = sc.RunAsUser
-			}
-			if sc.RunAsGroup != nil {
-				g = sc.RunAsGroup
-			}
-		}
+		u, g := containerUser(pod, c)
 		uids, gids = append(uids, u), append(gids, g)
 	}
 	uid, gid = same(uids), same(gids)
 	if uid != nil && *uid == 0 {
 		uid = nil
+	}
+	return uid, gid
+}
+
+// containerUser is the user and group container c runs as, when known at
+// admission: its own securityContext's, else the pod's.
+func containerUser(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		uid, gid = psc.RunAsUser, psc.RunAsGroup
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
 	}
 	return uid, gid
 }

@@ -163,22 +163,6 @@ func planSignal(pod *corev1.Pod, in *injection, c *corev1.Container, cs spec.Con
 	}
 }
 
-// containerUser is the user and group container c runs as, when known at admission.
-func containerUser(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		uid, gid = psc.RunAsUser, psc.RunAsGroup
-	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = sc.RunAsGroup
-		}
-	}
-	return uid, gid
-}
-
 // restartPolicy is what the kubelet does when container c ends: a sidecar
 // always restarts; a regular container follows its own restartPolicy, else
 // the pod's.
