@@ -173,7 +173,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	if cacheWarning != "" {
 		in.warnings = append(in.warnings, cacheWarning)
 	}
-	if w := onChangeWarning(pod); w != "" {
+	if w := onChangeWarning(pod, s.OnChange); w != "" {
 		in.warnings = append(in.warnings, w)
 	}
 	if len(envNames) > 0 && in.delivery == spec.DeliveryExec {

@@ -238,13 +238,13 @@ func onChangeVolume() corev1.Volume {
 }
 
 // onChangeWarning is the admission warning of a pod whose process namespace
-// kvinject.io/on-change: signal:<NAME> shares.
-func onChangeWarning(pod *corev1.Pod) string {
-	v := pod.Annotations[spec.AnnotationOnChange]
-	action, _, err := spec.ParseOnChange(v)
-	if err != nil || action != spec.OnChangeSignal || ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
+// kvinject.io/on-change: signal:<NAME> shares; oc is what the annotation
+// parsed to (nil: none).
+func onChangeWarning(pod *corev1.Pod, oc *spec.OnChange) string {
+	if oc == nil || oc.Action != spec.OnChangeSignal || ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
 		return ""
 	}
+	v := spec.FormatOnChange(oc.Action, oc.Signal)
 	return fmt.Sprintf("%s: %s sets shareProcessNamespace: true, so that the kvinject-refresh sidecar can signal the app: every container of the pod sees the others' processes and command lines, a container running as the same user can read their environment (env variables included) and files through /proc and signal them, and the app is no longer PID 1 (a signal it does not handle ends it)",
 		spec.AnnotationOnChange, v)
 }
