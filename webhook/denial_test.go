@@ -70,6 +70,16 @@ func TestDenials(t *testing.T) {
 		opts: func(o *Options) { o.MaxInjectedCPU = resource.MustParse("2") },
 		want: []string{"kvinject.io/agent-cpu-request: 1 is above the cpu limit 500m: set kvinject.io/agent-cpu-limit too"},
 	}, {
+		name: "a resource limit below the request",
+		ann:  map[string]string{"kvinject.io/agent-memory-limit": "16Mi", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) { o.MaxInjectedMemory = resource.MustParse("1Gi") },
+		want: []string{"kvinject.io/agent-memory-limit: 16Mi is below the memory request 32Mi: set kvinject.io/agent-memory-request too"},
+	}, {
+		name: "a resource request above the limit, both set",
+		ann:  map[string]string{"kvinject.io/refresh-cpu-request": "200m", "kvinject.io/refresh-cpu-limit": "100m", "kvinject.io/refresh": "15m", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) { o.MaxInjectedCPU = resource.MustParse("1") },
+		want: []string{"kvinject.io/refresh-cpu-request: 200m is above kvinject.io/refresh-cpu-limit, 100m"},
+	}, {
 		name: "unknown annotation, typo of a single one",
 		ann:  map[string]string{"kvinject.io/valut": "homelab-kv", "kvinject.io/secret-x": "db"},
 		want: []string{"kvinject.io/valut: unknown annotation, did you mean kvinject.io/vault?"},
