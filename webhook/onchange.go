@@ -111,12 +111,21 @@ func onChangeConsumers(pod *corev1.Pod, in *injection) ([]spec.Consumer, []*core
 
 // runsBesideRefresh: a regular container, or a sidecar.
 func runsBesideRefresh(pod *corev1.Pod, c *corev1.Container) bool {
-	for i := range pod.Spec.InitContainers {
-		if &pod.Spec.InitContainers[i] == c {
-			return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
-		}
+	if isInitContainer(pod, c) {
+		return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 	}
 	return true
+}
+
+// isInitContainer says whether c, one of the pod's containers as
+// allContainers yields them, is an init container.
+func isInitContainer(pod *corev1.Pod, c *corev1.Container) bool {
+	for i := range pod.Spec.InitContainers {
+		if &pod.Spec.InitContainers[i] == c {
+			return true
+		}
+	}
+	return false
 }
 
 // planRestart gives container c the liveness check: a probe of its own, or
@@ -163,11 +172,11 @@ func planSignal(pod *corev1.Pod, in *injection, c *corev1.Container, cs spec.Con
 	}
 }
 
-// restartPolicy is what the kubelet does when container c ends: a sidecar
-// always restarts; a regular container follows its own restartPolicy, else
-// the pod's.
+// restartPolicy is what the kubelet does when container c (a consumer:
+// a regular container or a sidecar) ends: a sidecar always restarts; a
+// regular container follows its own restartPolicy, else the pod's.
 func restartPolicy(pod *corev1.Pod, c *corev1.Container) corev1.ContainerRestartPolicy {
-	if !slices.ContainsFunc(pod.Spec.Containers, func(x corev1.Container) bool { return x.Name == c.Name }) {
+	if isInitContainer(pod, c) {
 		return corev1.ContainerRestartPolicyAlways
 	}
 	if c.RestartPolicy != nil {
