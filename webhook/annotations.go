@@ -44,7 +44,7 @@ func (d *Denial) Error() string {
 }
 
 func (d *Denial) addf(format string, args ...any) {
-	if len(d.Problems) >= MaxDenialProblems {
+	if d.full() {
 		d.more++
 		return
 	}
@@ -58,6 +58,9 @@ func (d *Denial) addf(format string, args ...any) {
 	}
 	d.Problems = append(d.Problems, p)
 }
+
+// full says whether a further problem is only counted.
+func (d *Denial) full() bool { return len(d.Problems) >= MaxDenialProblems }
 
 // err returns the denial, with a last line counting what was left out, or
 // nil when there is no problem.
@@ -207,7 +210,11 @@ func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileA
 			continue
 		}
 		if !fileAnnotation(files, k, ann[k], d) {
-			d.addf("%s: unknown annotation%s", k, suggestAnnotation(k))
+			hint := "" // only counted once the denial is full: no suggestion to look for
+			if !d.full() {
+				hint = suggestAnnotation(k)
+			}
+			d.addf("%s: unknown annotation%s", k, hint)
 		}
 	}
 	return files, envNames

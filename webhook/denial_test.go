@@ -571,6 +571,17 @@ func TestDenialBounded(t *testing.T) {
 			t.Errorf("problems (-want +got):\n%s", diff)
 		}
 	})
+	t.Run("a 200 KiB annotation name with a dash", func(t *testing.T) {
+		// Its per-file candidates (secret-kkk...) are as long as it: no edit
+		// distance to them, whose cost grows with the square of the length.
+		k := "kvinject.io/a-" + strings.Repeat("k", 200<<10)
+		if got := suggestAnnotation(k); got != annotationList {
+			t.Errorf("hint %.200q, want the list of annotations", got)
+		}
+		if d := denial(t, podWith(map[string]string{"kvinject.io/secret-x": "db", k: "v"})); len(d.Problems) != 1 {
+			t.Errorf("%d problems, want 1", len(d.Problems))
+		}
+	})
 	t.Run("a 200 KiB annotation name", func(t *testing.T) {
 		d := denial(t, podWith(map[string]string{"kvinject.io/secret-x": "db", "kvinject.io/" + strings.Repeat("k", 200<<10): "v"}))
 		if len(d.Problems) != 1 || len(d.Problems[0]) > MaxProblemLength+len("…") {

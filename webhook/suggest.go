@@ -45,9 +45,20 @@ var suggestionCandidates = func() []string {
 	return append(candidates, sortedKeys(resourceSpellings)...)
 }()
 
+// maxSuggestedKey is the longest annotation key under kvinject.io/ the API
+// server stores (a name of at most 63 characters). A longer one, which
+// admission sees before validation, is no typo of a valid key, and the edit
+// distance to a per-file candidate as long as it grows with its square.
+const maxSuggestedKey = len(spec.Prefix) + 63
+
+const annotationList = ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR>, entrypoint-<container>, agent-<cpu|memory>-<request|limit> and refresh-<cpu|memory>-<request|limit>"
+
 // suggestAnnotation names the valid annotation closest to an unknown one, so that
 // `kvinject.io/secrets-db` is answered with `kvinject.io/secret-db`.
 func suggestAnnotation(unknown string) string {
+	if len(unknown) > maxSuggestedKey {
+		return annotationList
+	}
 	candidates := suggestionCandidates
 	// A per-file annotation with a mistyped prefix keeps its file name.
 	if i := strings.IndexByte(strings.TrimPrefix(unknown, spec.Prefix), '-'); i >= 0 {
@@ -61,7 +72,7 @@ func suggestAnnotation(unknown string) string {
 	// Only suggest what is plausibly a typo.
 	best, ok := suggest.Closest(unknown, candidates, max(3, len(strings.TrimPrefix(unknown, spec.Prefix))/3))
 	if !ok {
-		return ": kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR>, entrypoint-<container>, agent-<cpu|memory>-<request|limit> and refresh-<cpu|memory>-<request|limit>"
+		return annotationList
 	}
 	if name, ok := resourceSpellings[best]; ok {
 		best = name
