@@ -44,7 +44,7 @@ func (d *Denial) Error() string {
 }
 
 func (d *Denial) addf(format string, args ...any) {
-	if len(d.Problems) >= MaxDenialProblems {
+	if d.full() {
 		d.more++
 		return
 	}
@@ -58,6 +58,9 @@ func (d *Denial) addf(format string, args ...any) {
 	}
 	d.Problems = append(d.Problems, p)
 }
+
+// full says whether a further problem is only counted.
+func (d *Denial) full() bool { return len(d.Problems) >= MaxDenialProblems }
 
 // err returns the denial, with a last line counting what was left out, or
 // nil when there is no problem.
@@ -173,7 +176,7 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	if cacheWarning != "" {
 		in.warnings = append(in.warnings, cacheWarning)
 	}
-	if w := onChangeWarning(pod); w != "" {
+	if w := onChangeWarning(pod, s.OnChange); w != "" {
 		in.warnings = append(in.warnings, w)
 	}
 	if len(envNames) > 0 && in.delivery == spec.DeliveryExec {
@@ -192,7 +195,7 @@ type fileAnns struct{ secret, template, perms *string }
 func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileAnns, envNames []string) {
 	files = map[string]*fileAnns{}
 	for _, k := range sortedKeys(ann) {
-		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations(), k) || k == spec.LabelInject {
+		if !strings.HasPrefix(k, spec.Prefix) || contains(singleAnnotations, k) || contains(resourceAnnotations, k) || k == spec.LabelInject {
 			continue
 		}
 		if strings.HasPrefix(k, spec.AnnotationEntrypointPrefix) {
@@ -207,7 +210,11 @@ func splitAnnotations(ann map[string]string, d *Denial) (files map[string]*fileA
 			continue
 		}
 		if !fileAnnotation(files, k, ann[k], d) {
-			d.addf("%s: unknown annotation%s", k, suggestAnnotation(k))
+			hint := "" // only counted once the denial is full: no suggestion to look for
+			if !d.full() {
+				hint = suggestAnnotation(k)
+			}
+			d.addf("%s: unknown annotation%s", k, hint)
 		}
 	}
 	return files, envNames
@@ -556,23 +563,29 @@ func targetUser(pod *corev1.Pod, targets map[string]bool) (uid, gid *int64) {
 		if !targets[c.Name] {
 			continue
 		}
-		var u, g *int64
-		if psc := pod.Spec.SecurityContext; psc != nil {
-			u, g = psc.RunAsUser, psc.RunAsGroup
-		}
-		if sc := c.SecurityContext; sc != nil {
-			if sc.RunAsUser != nil {
-				u = sc.RunAsUser
-			}
-			if sc.RunAsGroup != nil {
-				g = sc.RunAsGroup
-			}
-		}
+		u, g := containerUser(pod, c)
 		uids, gids = append(uids, u), append(gids, g)
 	}
 	uid, gid = same(uids), same(gids)
 	if uid != nil && *uid == 0 {
 		uid = nil
+	}
+	return uid, gid
+}
+
+// containerUser is the user and group container c runs as, when known at
+// admission: its own securityContext's, else the pod's.
+func containerUser(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
+	if psc := pod.Spec.SecurityContext; psc != nil {
+		uid, gid = psc.RunAsUser, psc.RunAsGroup
+	}
+	if sc := c.SecurityContext; sc != nil {
+		if sc.RunAsUser != nil {
+			uid = sc.RunAsUser
+		}
+		if sc.RunAsGroup != nil {
+			gid = sc.RunAsGroup
+		}
 	}
 	return uid, gid
 }

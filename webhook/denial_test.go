@@ -70,13 +70,37 @@ func TestDenials(t *testing.T) {
 		opts: func(o *Options) { o.MaxInjectedCPU = resource.MustParse("2") },
 		want: []string{"kvinject.io/agent-cpu-request: 1 is above the cpu limit 500m: set kvinject.io/agent-cpu-limit too"},
 	}, {
+		name: "a resource limit below the request",
+		ann:  map[string]string{"kvinject.io/agent-memory-limit": "16Mi", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) { o.MaxInjectedMemory = resource.MustParse("1Gi") },
+		want: []string{"kvinject.io/agent-memory-limit: 16Mi is below the memory request 32Mi: set kvinject.io/agent-memory-request too"},
+	}, {
+		name: "a resource request above the limit, both set",
+		ann:  map[string]string{"kvinject.io/refresh-cpu-request": "200m", "kvinject.io/refresh-cpu-limit": "100m", "kvinject.io/refresh": "15m", "kvinject.io/secret-x": "db"},
+		opts: func(o *Options) { o.MaxInjectedCPU = resource.MustParse("1") },
+		want: []string{"kvinject.io/refresh-cpu-request: 200m is above kvinject.io/refresh-cpu-limit, 100m"},
+	}, {
 		name: "unknown annotation, typo of a single one",
 		ann:  map[string]string{"kvinject.io/valut": "homelab-kv", "kvinject.io/secret-x": "db"},
 		want: []string{"kvinject.io/valut: unknown annotation, did you mean kvinject.io/vault?"},
 	}, {
 		name: "unknown annotation far from all",
 		ann:  map[string]string{"kvinject.io/rotation-interval": "1h", "kvinject.io/secret-x": "db"},
-		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR> and entrypoint-<container>"},
+		want: []string{"kvinject.io/rotation-interval: unknown annotation: kvinject.io annotations are vault, client-id, tenant-id, token-expiration, mount-path, containers, refresh, cache, on-change, secret-<file>, template-<file>, perms-<file>, env-<VAR>, entrypoint-<container>, agent-<cpu|memory>-<request|limit> and refresh-<cpu|memory>-<request|limit>"},
+	}, {
+		name: "unknown annotation, typo of a resource one",
+		ann:  map[string]string{"kvinject.io/agent-cpu-requests": "100m", "kvinject.io/refresh-memroy-limit": "64Mi", "kvinject.io/secret-x": "db"},
+		want: []string{
+			"kvinject.io/agent-cpu-requests: unknown annotation, did you mean kvinject.io/agent-cpu-request?",
+			"kvinject.io/refresh-memroy-limit: unknown annotation, did you mean kvinject.io/refresh-memory-limit?",
+		},
+	}, {
+		name: "unknown annotation, a resource one as the Vault Agent Injector spells it",
+		ann:  map[string]string{"kvinject.io/agent-requests-cpu": "100m", "kvinject.io/refresh-limits-mem": "64Mi", "kvinject.io/secret-x": "db"},
+		want: []string{
+			"kvinject.io/agent-requests-cpu: unknown annotation, did you mean kvinject.io/agent-cpu-request?",
+			"kvinject.io/refresh-limits-mem: unknown annotation, did you mean kvinject.io/refresh-memory-limit?",
+		},
 	}, {
 		name: "unknown annotation, typo of the cache's",
 		ann:  map[string]string{"kvinject.io/cahce": "true", "kvinject.io/secret-x": "db"},
@@ -545,6 +569,17 @@ func TestDenialBounded(t *testing.T) {
 		want := `kvinject.io/secret-x: reference ` + quoted + `: secret name ` + quoted + ` is not valid: 1-127 letters, digits and hyphens`
 		if diff := cmp.Diff([]string{want}, d.Problems); diff != "" {
 			t.Errorf("problems (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("a 200 KiB annotation name with a dash", func(t *testing.T) {
+		// Its per-file candidates (secret-kkk...) are as long as it: no edit
+		// distance to them, whose cost grows with the square of the length.
+		k := "kvinject.io/a-" + strings.Repeat("k", 200<<10)
+		if got := suggestAnnotation(k); got != annotationList {
+			t.Errorf("hint %.200q, want the list of annotations", got)
+		}
+		if d := denial(t, podWith(map[string]string{"kvinject.io/secret-x": "db", k: "v"})); len(d.Problems) != 1 {
+			t.Errorf("%d problems, want 1", len(d.Problems))
 		}
 	})
 	t.Run("a 200 KiB annotation name", func(t *testing.T) {

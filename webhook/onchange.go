@@ -111,12 +111,21 @@ func onChangeConsumers(pod *corev1.Pod, in *injection) ([]spec.Consumer, []*core
 
 // runsBesideRefresh: a regular container, or a sidecar.
 func runsBesideRefresh(pod *corev1.Pod, c *corev1.Container) bool {
-	for i := range pod.Spec.InitContainers {
-		if &pod.Spec.InitContainers[i] == c {
-			return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
-		}
+	if isInitContainer(pod, c) {
+		return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 	}
 	return true
+}
+
+// isInitContainer says whether c, one of the pod's containers as
+// allContainers yields them, is an init container.
+func isInitContainer(pod *corev1.Pod, c *corev1.Container) bool {
+	for i := range pod.Spec.InitContainers {
+		if &pod.Spec.InitContainers[i] == c {
+			return true
+		}
+	}
+	return false
 }
 
 // planRestart gives container c the liveness check: a probe of its own, or
@@ -163,27 +172,11 @@ func planSignal(pod *corev1.Pod, in *injection, c *corev1.Container, cs spec.Con
 	}
 }
 
-// containerUser is the user and group container c runs as, when known at admission.
-func containerUser(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64) {
-	if psc := pod.Spec.SecurityContext; psc != nil {
-		uid, gid = psc.RunAsUser, psc.RunAsGroup
-	}
-	if sc := c.SecurityContext; sc != nil {
-		if sc.RunAsUser != nil {
-			uid = sc.RunAsUser
-		}
-		if sc.RunAsGroup != nil {
-			gid = sc.RunAsGroup
-		}
-	}
-	return uid, gid
-}
-
-// restartPolicy is what the kubelet does when container c ends: a sidecar
-// always restarts; a regular container follows its own restartPolicy, else
-// the pod's.
+// restartPolicy is what the kubelet does when container c (a consumer:
+// a regular container or a sidecar) ends: a sidecar always restarts; a
+// regular container follows its own restartPolicy, else the pod's.
 func restartPolicy(pod *corev1.Pod, c *corev1.Container) corev1.ContainerRestartPolicy {
-	if !slices.ContainsFunc(pod.Spec.Containers, func(x corev1.Container) bool { return x.Name == c.Name }) {
+	if isInitContainer(pod, c) {
 		return corev1.ContainerRestartPolicyAlways
 	}
 	if c.RestartPolicy != nil {
@@ -254,13 +247,13 @@ func onChangeVolume() corev1.Volume {
 }
 
 // onChangeWarning is the admission warning of a pod whose process namespace
-// kvinject.io/on-change: signal:<NAME> shares.
-func onChangeWarning(pod *corev1.Pod) string {
-	v := pod.Annotations[spec.AnnotationOnChange]
-	action, _, err := spec.ParseOnChange(v)
-	if err != nil || action != spec.OnChangeSignal || ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
+// kvinject.io/on-change: signal:<NAME> shares; oc is what the annotation
+// parsed to (nil: none).
+func onChangeWarning(pod *corev1.Pod, oc *spec.OnChange) string {
+	if oc == nil || oc.Action != spec.OnChangeSignal || ptr.Deref(pod.Spec.ShareProcessNamespace, false) {
 		return ""
 	}
+	v := spec.FormatOnChange(oc.Action, oc.Signal)
 	return fmt.Sprintf("%s: %s sets shareProcessNamespace: true, so that the kvinject-refresh sidecar can signal the app: every container of the pod sees the others' processes and command lines, a container running as the same user can read their environment (env variables included) and files through /proc and signal them, and the app is no longer PID 1 (a signal it does not handle ends it)",
 		spec.AnnotationOnChange, v)
 }

@@ -48,8 +48,8 @@ func (r resourceSetting) set(req *corev1.ResourceRequirements, q resource.Quanti
 }
 
 // resourceAnnotations are the per-pod resource annotations, all known to
-// parse.
-func resourceAnnotations() []string {
+// parse; built once, as admission reads them for every annotation.
+var resourceAnnotations = func() []string {
 	var names []string
 	for _, prefix := range []string{spec.AnnotationAgentResourcePrefix, spec.AnnotationRefreshResourcePrefix} {
 		for _, r := range resourceSettings {
@@ -57,7 +57,7 @@ func resourceAnnotations() []string {
 		}
 	}
 	return names
-}
+}()
 
 // ResourceFlag is the flag setting one of the injected containers' requests
 // or limits: container "agent" or "refresh", resource "cpu" or "memory",
@@ -166,7 +166,7 @@ func parseResources(ann map[string]string, o *Options, d *Denial) (agent, refres
 		prefix string
 		req    *corev1.ResourceRequirements
 	}{{spec.AnnotationAgentResourcePrefix, &agent}, {spec.AnnotationRefreshResourcePrefix, &refresh}} {
-		set := false
+		set := map[resourceSetting]bool{}
 		for _, r := range resourceSettings {
 			key := c.prefix + r.suffix()
 			v, ok := ann[key]
@@ -192,18 +192,31 @@ func parseResources(ann map[string]string, o *Options, d *Denial) (agent, refres
 				continue
 			}
 			r.set(c.req, q)
-			set = true
+			set[r] = true
 		}
-		if !set {
-			continue
-		}
-		for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			q, hasReq := c.req.Requests[res]
-			l, hasLimit := c.req.Limits[res]
-			if hasReq && hasLimit && q.Cmp(l) > 0 {
-				d.addf("%s%s-request: %s is above the %s limit %s: set %s%s-limit too", c.prefix, res, q.String(), res, l.String(), c.prefix, res)
-			}
-		}
+		checkRequestsWithinLimits(c.prefix, *c.req, set, d)
 	}
 	return agent, refresh
+}
+
+// checkRequestsWithinLimits denies a request above its limit where the pod's
+// annotations (set) made it so, naming the annotation the pod set and the
+// one to set with it.
+func checkRequestsWithinLimits(prefix string, req corev1.ResourceRequirements, set map[resourceSetting]bool, d *Denial) {
+	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		q, hasReq := req.Requests[res]
+		l, hasLimit := req.Limits[res]
+		if !hasReq || !hasLimit || q.Cmp(l) <= 0 {
+			continue
+		}
+		podRequest, podLimit := set[resourceSetting{res, false}], set[resourceSetting{res, true}]
+		switch {
+		case podRequest && podLimit:
+			d.addf("%s%s-request: %s is above %s%s-limit, %s", prefix, res, q.String(), prefix, res, l.String())
+		case podRequest:
+			d.addf("%s%s-request: %s is above the %s limit %s: set %s%s-limit too", prefix, res, q.String(), res, l.String(), prefix, res)
+		case podLimit:
+			d.addf("%s%s-limit: %s is below the %s request %s: set %s%s-request too", prefix, res, l.String(), res, q.String(), prefix, res)
+		}
+	}
 }

@@ -281,3 +281,43 @@ func TestDurationTicks(t *testing.T) {
 		t.Errorf("got %d, want 1234", got)
 	}
 }
+
+// FuzzParseStat: a process names itself (its comm, field 2, holds any
+// bytes but NUL and '/'), so a stat line is the pod's input: it parses or
+// is refused, and the fields after the command are read whatever it holds.
+func FuzzParseStat(f *testing.F) {
+	f.Add(7, "a) b (c", uint64(99))
+	f.Add(1, "pause", uint64(4242))
+	f.Add(2, ") S 3 x", uint64(0))
+	f.Fuzz(func(t *testing.T, pid int, comm string, start uint64) {
+		line := strconv.Itoa(pid) + " (" + comm + ") S 3 1 1 0 -1 4194560 100 0 0 0 1 1 0 0 20 0 1 0 " + strconv.FormatUint(start, 10) + " 1000000 100"
+		got, err := parseStat(pid, line)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if want := (Proc{PID: pid, PPID: 3, Start: start}); got != want {
+			t.Fatalf("%q: got %+v, want %+v", line, got, want)
+		}
+		_, _ = parseStat(pid, comm) // any text: refused or parsed, never a panic
+	})
+}
+
+// FuzzDecodeMarker: a marker decodes to what encodes back to it, or is refused.
+func FuzzDecodeMarker(f *testing.F) {
+	for _, s := range []string{"1\n", "123\napp-pgsql\n", "2\na,b\n", "", "x\n", "\n1\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := DecodeMarker([]byte(s))
+		if err != nil {
+			return
+		}
+		again, err := DecodeMarker(m.Encode())
+		if err != nil {
+			t.Fatalf("%q: its encoding %q does not decode: %v", s, m.Encode(), err)
+		}
+		if diff := cmp.Diff(m, again); diff != "" {
+			t.Fatalf("%q (-decoded +decoded again):\n%s", s, diff)
+		}
+	})
+}
