@@ -125,25 +125,17 @@ type Options struct {
 // Validate fills in the defaults and checks what a command line sets:
 // everything but the Reviewer, which New requires.
 func (o *Options) Validate() error {
-	var errs []error
-	positive := func(name string, d *time.Duration, def time.Duration) {
-		switch {
-		case *d == 0:
-			*d = def
-		case *d < 0:
-			errs = append(errs, fmt.Errorf("%s %v is negative", name, *d))
-		}
-	}
-	positive("TTL", &o.TTL, DefaultTTL)
-	positive("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout)
-	positive("review wait", &o.ReviewWait, DefaultReviewWait)
-	positive("write timeout", &o.WriteTimeout, DefaultWriteTimeout)
-	positive("read timeout", &o.ReadTimeout, DefaultReadTimeout)
-	if o.MaxConcurrentRequests == 0 {
-		o.MaxConcurrentRequests = DefaultMaxConcurrentRequests
-	}
-	if o.MaxConcurrentRequests < 0 {
-		errs = append(errs, fmt.Errorf("max concurrent requests %d is negative", o.MaxConcurrentRequests))
+	errs := []error{
+		orDefault("TTL", &o.TTL, DefaultTTL),
+		orDefault("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout),
+		orDefault("review wait", &o.ReviewWait, DefaultReviewWait),
+		orDefault("write timeout", &o.WriteTimeout, DefaultWriteTimeout),
+		orDefault("read timeout", &o.ReadTimeout, DefaultReadTimeout),
+		orDefault("max concurrent requests", &o.MaxConcurrentRequests, DefaultMaxConcurrentRequests),
+		orDefault("max requests per namespace", &o.MaxRequestsPerNamespace, DefaultMaxRequestsPerNamespace),
+		orDefault("max concurrent reviews", &o.MaxConcurrentReviews, DefaultMaxConcurrentReviews),
+		orDefault("max entries", &o.MaxEntries, DefaultMaxEntries),
+		orDefault("max bytes", &o.MaxBytes, DefaultMaxBytes),
 	}
 	if o.MaxAnswerBytesInFlight == 0 {
 		o.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
@@ -151,35 +143,11 @@ func (o *Options) Validate() error {
 	if o.MaxAnswerBytesInFlight < minAnswerBytesInFlight {
 		errs = append(errs, fmt.Errorf("max answer bytes in flight %d is under %d", o.MaxAnswerBytesInFlight, minAnswerBytesInFlight))
 	}
-	if o.MaxRequestsPerNamespace == 0 {
-		o.MaxRequestsPerNamespace = DefaultMaxRequestsPerNamespace
-	}
-	if o.MaxRequestsPerNamespace < 0 {
-		errs = append(errs, fmt.Errorf("max requests per namespace %d is negative", o.MaxRequestsPerNamespace))
-	}
-	if o.MaxConcurrentReviews == 0 {
-		o.MaxConcurrentReviews = DefaultMaxConcurrentReviews
-	}
-	if o.MaxConcurrentReviews < 0 {
-		errs = append(errs, fmt.Errorf("max concurrent reviews %d is negative", o.MaxConcurrentReviews))
-	}
 	if o.MaxStale == 0 {
 		o.MaxStale = DefaultMaxStale
 	}
 	if o.MaxStale < 0 {
 		o.MaxStale = 0
-	}
-	if o.MaxEntries == 0 {
-		o.MaxEntries = DefaultMaxEntries
-	}
-	if o.MaxEntries < 0 {
-		errs = append(errs, fmt.Errorf("max entries %d is negative", o.MaxEntries))
-	}
-	if o.MaxBytes == 0 {
-		o.MaxBytes = DefaultMaxBytes
-	}
-	if o.MaxBytes < 0 {
-		errs = append(errs, fmt.Errorf("max bytes %d is negative", o.MaxBytes))
 	}
 	if o.RatePerSecond == 0 {
 		o.RatePerSecond = DefaultRatePerSecond
@@ -202,6 +170,18 @@ func (o *Options) Validate() error {
 		o.Now = time.Now
 	}
 	return errors.Join(errs...)
+}
+
+// orDefault sets *v to def when it is zero, and says so when it is
+// negative.
+func orDefault[T ~int | ~int64](name string, v *T, def T) error {
+	switch {
+	case *v == 0:
+		*v = def
+	case *v < 0:
+		return fmt.Errorf("%s %v is negative", name, *v)
+	}
+	return nil
 }
 
 // validate is Validate, with the Reviewer required.

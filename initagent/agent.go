@@ -247,6 +247,7 @@ func (a *Agent) fetchProblems(ids []spec.SecretID, results map[spec.SecretID]*fe
 func (a *Agent) diagContext() keyvault.Diagnoser {
 	tokenFile := a.identity.TokenFile
 	return keyvault.Diagnoser{Identity: a.identity, Timeout: a.o.Timeout, Now: a.o.Now,
+		TimeLimit: "the agent's time limit", RaiseTimeout: "raise --timeout",
 		Claims: func() (keyvault.TokenClaims, error) { return keyvault.ReadTokenClaims(tokenFile) }}
 }
 

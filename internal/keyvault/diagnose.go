@@ -187,11 +187,33 @@ type Diagnoser struct {
 	Identity Identity
 	// Timeout is the caller's time limit, named when it ran out.
 	Timeout time.Duration
+	// TimeLimit names Timeout in a cause, e.g. "the agent's time limit";
+	// empty: "the time limit".
+	TimeLimit string
+	// RaiseTimeout is how a fix says to raise Timeout, e.g. "raise
+	// --timeout"; empty: the fix names none.
+	RaiseTimeout string
 	// Now replaces time.Now (tests); nil: time.Now.
 	Now func() time.Time
 	// Claims reads the claims of the token that was exchanged, lazily;
 	// nil: none are named.
 	Claims func() (TokenClaims, error)
+}
+
+// timeLimit names d.Timeout in a cause.
+func (d Diagnoser) timeLimit() string {
+	if d.TimeLimit == "" {
+		return "the time limit"
+	}
+	return d.TimeLimit
+}
+
+// raiseOr is the fix "RaiseTimeout or alt", or alt alone.
+func (d Diagnoser) raiseOr(alt string) string {
+	if d.RaiseTimeout == "" {
+		return alt
+	}
+	return d.RaiseTimeout + " or " + alt
 }
 
 // entraError is the JSON error body of the token endpoint.
@@ -328,8 +350,8 @@ func (d Diagnoser) Read(id spec.SecretID, err error, at *Attempts) Problem {
 	case errors.As(err, &re):
 		return d.response(p, id, re, at)
 	case errors.Is(err, context.DeadlineExceeded):
-		p.Cause = fmt.Sprintf("gave up when the agent's time limit of %v ran out%s", d.Timeout, at.summary())
-		p.Fix = "if Key Vault is throttling (429) or unavailable, the kubelet retries the init container; raise --timeout or reduce concurrent pod starts; " +
+		p.Cause = fmt.Sprintf("gave up when %s of %v ran out%s", d.timeLimit(), d.Timeout, at.summary())
+		p.Fix = "if Key Vault is throttling (429) or unavailable, the kubelet retries the init container; " + d.raiseOr("reduce concurrent pod starts") + "; " +
 			"if the vault is unreachable, check egress to " + hostOf(id.Vault) + ":443 (network policy, proxy, firewall)"
 		return p
 	case errors.Is(err, context.Canceled):
@@ -428,8 +450,11 @@ func (d Diagnoser) Transport(err error, host string) Problem {
 		return Problem{Cause: fmt.Sprintf("cannot resolve %s (%s)", dnsErr.Name, dnsErr.Err),
 			Fix: "check the vault name or the authority host, and the pod's DNS"}
 	case errors.Is(err, context.DeadlineExceeded):
-		return Problem{Cause: fmt.Sprintf("gave up when the agent's time limit of %v ran out while talking to %s", d.Timeout, host),
-			Fix: "check egress to " + host + ":443 (network policy, proxy, firewall), or raise --timeout"}
+		fix := "check egress to " + host + ":443 (network policy, proxy, firewall)"
+		if d.RaiseTimeout != "" {
+			fix += ", or " + d.RaiseTimeout
+		}
+		return Problem{Cause: fmt.Sprintf("gave up when %s of %v ran out while talking to %s", d.timeLimit(), d.Timeout, host), Fix: fix}
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {

@@ -65,10 +65,35 @@ func testDiag(t *testing.T) Diagnoser {
 		t.Fatal(err)
 	}
 	return Diagnoser{
-		Identity: Identity{ClientID: testClient, TenantID: testTenant, TokenFile: tokenFile, AuthorityHost: "https://login.microsoftonline.com/"},
-		Timeout:  2 * time.Minute,
-		Now:      func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
-		Claims:   func() (TokenClaims, error) { return ReadTokenClaims(tokenFile) },
+		Identity:     Identity{ClientID: testClient, TenantID: testTenant, TokenFile: tokenFile, AuthorityHost: "https://login.microsoftonline.com/"},
+		Timeout:      2 * time.Minute,
+		TimeLimit:    "the agent's time limit",
+		RaiseTimeout: "raise --timeout",
+		Now:          func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Claims:       func() (TokenClaims, error) { return ReadTokenClaims(tokenFile) },
+	}
+}
+
+// TestDiagnoseTimeLimitUnnamed: a Diagnoser whose caller names neither
+// its time limit nor how to raise it (the cache's and the credential
+// provider's readers) names no program and no flag.
+func TestDiagnoseTimeLimitUnnamed(t *testing.T) {
+	id := spec.SecretID{Vault: testVault, Name: "app-pgsql"}
+	d := Diagnoser{Timeout: 30 * time.Second}
+	for _, tc := range []struct {
+		name string
+		got  Problem
+		want string
+	}{
+		{"read", d.Read(id, fmt.Errorf("x: %w", context.DeadlineExceeded), &Attempts{n: 2, lastStatus: 503}),
+			"error: vault homelab-kv.vault.azure.net, secret app-pgsql: gave up when the time limit of 30s ran out after 2 attempts; last answer 503. " +
+				"Fix: if Key Vault is throttling (429) or unavailable, the kubelet retries the init container; reduce concurrent pod starts; if the vault is unreachable, check egress to homelab-kv.vault.azure.net:443 (network policy, proxy, firewall)"},
+		{"transport", d.Transport(context.DeadlineExceeded, "login.microsoftonline.com"),
+			"error: gave up when the time limit of 30s ran out while talking to login.microsoftonline.com. Fix: check egress to login.microsoftonline.com:443 (network policy, proxy, firewall)"},
+	} {
+		if diff := cmp.Diff(tc.want, tc.got.String()); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, diff)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
@@ -106,5 +107,34 @@ func TestMetricsFilterBoundsDecisions(t *testing.T) {
 	}
 	if got := f.tokens.Load(); got != metricsMaxDecisions+10 {
 		t.Errorf("%d TokenReviews, want %d", got, metricsMaxDecisions+10)
+	}
+}
+
+// TestMetricsFilterDecisionsExpire: an allowed caller is reviewed again
+// after metricsAllowTTL, a refused one after metricsDenyTTL, not before.
+func TestMetricsFilterDecisionsExpire(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ttl   time.Duration
+	}{{"reader", metricsAllowTTL}, {"other", metricsDenyTTL}, {"nope", metricsDenyTTL}} {
+		t.Run(tc.token, func(t *testing.T) {
+			f := &fakeReviews{}
+			a := newMetricsAuth(f, logr.Discard())
+			now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			a.now = func() time.Time { return now }
+			h := a.wrap(http.NotFoundHandler())
+			for _, step := range []struct {
+				after time.Duration
+				want  int32
+			}{{0, 1}, {tc.ttl - time.Second, 1}, {time.Second, 2}, {time.Second, 2}} {
+				now = now.Add(step.after)
+				req := httptest.NewRequest("GET", "/metrics", nil)
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+				h.ServeHTTP(httptest.NewRecorder(), req)
+				if got := f.tokens.Load(); got != step.want {
+					t.Fatalf("%v later: %d TokenReviews, want %d", step.after, got, step.want)
+				}
+			}
+		})
 	}
 }
