@@ -129,6 +129,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 				if o.GetObjectKind().GroupVersionKind().Kind == "Namespace" {
 					continue
 				}
+				if _, dup := want[kindName(o)]; dup {
+					t.Errorf("%s renders %s twice", eq.dir, kindName(o))
+				}
 				want[kindName(o)] = o
 			}
 			got := map[string]runtime.Object{}
@@ -145,6 +148,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 					delete(labels, l)
 				}
 				m.SetLabels(labels)
+				if _, dup := got[kindName(o)]; dup {
+					t.Errorf("the chart renders %s twice", kindName(o))
+				}
 				got[kindName(o)] = o
 			}
 			if diff := cmp.Diff(sortedKeys(want), sortedKeys(got)); diff != "" {
