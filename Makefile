@@ -111,7 +111,7 @@ bench-cache:
 bench-scale: cluster-up
 	$(GO) run ./test/bench/scale
 
-## bench-storm: on the local cluster, 0 to 100 pods through the cache while a webhook and a cache replica are killed (SIGKILL) mid-rollout, beside a no-op init control
+## bench-storm: on the local cluster, 0 to 100 pods (fewer when the node has no room) through the cache while a webhook and a cache replica are killed (SIGKILL) mid-rollout, beside a no-op init control
 bench-storm: cluster-up
 	$(GO) run ./test/bench/scale -storm
 

@@ -140,32 +140,6 @@ func withoutCache(d *appsv1.Deployment) *appsv1.Deployment {
 	return d
 }
 
-func deployment(t *testing.T, objs []runtime.Object, name string) *appsv1.Deployment {
-	t.Helper()
-	for _, d := range all[*appsv1.Deployment](objs) {
-		if d.Name == name {
-			return d
-		}
-	}
-	t.Fatalf("no Deployment %s", name)
-	return nil
-}
-
-func named[T interface {
-	runtime.Object
-	GetName() string
-}](t *testing.T, objs []runtime.Object, name string) T {
-	t.Helper()
-	for _, o := range all[T](objs) {
-		if o.GetName() == name {
-			return o
-		}
-	}
-	var zero T
-	t.Fatalf("no %T %s", zero, name)
-	return zero
-}
-
 // The cache as every certificate source installs it: what it may do, who may reach it, how it
 // runs, and the webhook's args that send pods to it.
 func TestWithCache(t *testing.T) {
@@ -173,16 +147,16 @@ func TestWithCache(t *testing.T) {
 		t.Run(src.dir, func(t *testing.T) {
 			objs := objects(t, src.dir, "")
 			checkRBAC(t, objs)
-			d := deployment(t, objs, "kvinject-cache")
+			d := named[*appsv1.Deployment](t, objs, "kvinject-cache")
 			checkCacheDeployment(t, d)
-			webhook := deployment(t, objs, "kvinject-webhook")
+			webhook := named[*appsv1.Deployment](t, objs, "kvinject-webhook")
 			checkDeployment(t, webhook)
 			if c := d.Spec.Template.Spec.Containers[0]; c.Image != webhook.Spec.Template.Spec.Containers[0].Image {
 				t.Errorf("cache image %q is not the webhook's %q", c.Image, webhook.Spec.Template.Spec.Containers[0].Image)
 			}
 
 			// RBAC: the reviews, nothing else, for the cache's ServiceAccount only.
-			cr := clusterRole(t, objs, "kvinject-cache")
+			cr := named[*rbacv1.ClusterRole](t, objs, "kvinject-cache")
 			wantRules := []rbacv1.PolicyRule{
 				{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 				{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
@@ -328,9 +302,9 @@ func TestWithCacheSelfSigned(t *testing.T) {
 	}
 	// The Secret the webhook writes is the one the cache mounts, for the cache's Service; the
 	// CA file is in its own writable cert dir, where it writes ca.crt.
-	webhook := deployment(t, objs, "kvinject-webhook")
+	webhook := named[*appsv1.Deployment](t, objs, "kvinject-webhook")
 	args := webhook.Spec.Template.Spec.Containers[0].Args
-	cache := deployment(t, objs, "kvinject-cache")
+	cache := named[*appsv1.Deployment](t, objs, "kvinject-cache")
 	if secret := cache.Spec.Template.Spec.Volumes[0].Secret.SecretName; !slices.Contains(args, "--self-signed-cache-secret="+secret) {
 		t.Errorf("the webhook does not write the Secret %s the cache mounts", secret)
 	}
@@ -408,11 +382,11 @@ func TestWithCacheCertManager(t *testing.T) {
 	if secretName != "kvinject-cache-cert" || !slices.Contains(dns, "kvinject-cache.kvinject-system.svc") || !slices.Contains(usages, "server auth") {
 		t.Errorf("cache Certificate: secretName %q dnsNames %v usages %v", secretName, dns, usages)
 	}
-	d := deployment(t, objs, "kvinject-cache")
+	d := named[*appsv1.Deployment](t, objs, "kvinject-cache")
 	if got := d.Spec.Template.Spec.Volumes[0].Secret.SecretName; got != secretName {
 		t.Errorf("the cache mounts %s, cert-manager writes %s", got, secretName)
 	}
-	w := deployment(t, objs, "kvinject-webhook")
+	w := named[*appsv1.Deployment](t, objs, "kvinject-webhook")
 	if v := volume(t, w, "serving-cert"); v.Secret == nil || v.Secret.SecretName != "kvinject-webhook-cert" {
 		t.Errorf("the webhook's cert dir %+v is not cert-manager's Secret (whose ca.crt is the CA)", v.VolumeSource)
 	}
@@ -431,7 +405,7 @@ func TestWithCacheOpenShift(t *testing.T) {
 	if cm.Namespace != "kvinject-system" || cm.Annotations["service.beta.openshift.io/inject-cabundle"] != "true" || len(cm.Data) != 0 || len(cm.BinaryData) != 0 {
 		t.Errorf("ConfigMap %s/%s annotations %v, %d keys: want an empty one the service CA operator fills", cm.Namespace, cm.Name, cm.Annotations, len(cm.Data)+len(cm.BinaryData))
 	}
-	w := deployment(t, objs, "kvinject-webhook")
+	w := named[*appsv1.Deployment](t, objs, "kvinject-webhook")
 	v := volume(t, w, "cache-ca")
 	wantVolume := corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: cm.Name},
@@ -443,7 +417,7 @@ func TestWithCacheOpenShift(t *testing.T) {
 	if m := mount(t, w.Spec.Template.Spec.Containers[0], "cache-ca"); !m.ReadOnly || m.MountPath+"/service-ca.crt" != "/var/run/kvinject/cache-ca/service-ca.crt" {
 		t.Errorf("cache-ca mount %+v", m)
 	}
-	if got := deployment(t, objs, "kvinject-cache").Spec.Template.Spec.Volumes[0].Secret.SecretName; got != "kvinject-cache-cert" {
+	if got := named[*appsv1.Deployment](t, objs, "kvinject-cache").Spec.Template.Spec.Volumes[0].Secret.SecretName; got != "kvinject-cache-cert" {
 		t.Errorf("the cache mounts %s", got)
 	}
 	if n := len(all[*unstructured.Unstructured](objs)) + len(all[*rbacv1.Role](objs)); n != 0 {

@@ -129,6 +129,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 				if o.GetObjectKind().GroupVersionKind().Kind == "Namespace" {
 					continue
 				}
+				if _, dup := want[kindName(o)]; dup {
+					t.Errorf("%s renders %s twice", eq.dir, kindName(o))
+				}
 				want[kindName(o)] = o
 			}
 			got := map[string]runtime.Object{}
@@ -145,6 +148,9 @@ func TestChartMatchesKustomize(t *testing.T) {
 					delete(labels, l)
 				}
 				m.SetLabels(labels)
+				if _, dup := got[kindName(o)]; dup {
+					t.Errorf("the chart renders %s twice", kindName(o))
+				}
 				got[kindName(o)] = o
 			}
 			if diff := cmp.Diff(sortedKeys(want), sortedKeys(got)); diff != "" {
@@ -187,18 +193,8 @@ func TestChartValuesFilesCovered(t *testing.T) {
 // What the values beyond the certificate source do, on the full example.
 func TestChartOptions(t *testing.T) {
 	objs := renderChart(t, "full-values.yaml", "--skip-tests")
-	var webhookDeploy, cacheDeploy *appsv1.Deployment
-	for _, d := range all[*appsv1.Deployment](objs) {
-		switch d.Name {
-		case "kvinject-webhook":
-			webhookDeploy = d
-		case "kvinject-cache":
-			cacheDeploy = d
-		}
-	}
-	if webhookDeploy == nil || cacheDeploy == nil {
-		t.Fatal("no webhook or cache Deployment")
-	}
+	webhookDeploy := named[*appsv1.Deployment](t, objs, "kvinject-webhook")
+	cacheDeploy := named[*appsv1.Deployment](t, objs, "kvinject-cache")
 	ps := webhookDeploy.Spec.Template.Spec
 	c := ps.Containers[0]
 	const image = "registry.example.com/platform/kvinject:v0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -263,7 +259,7 @@ func TestChartOptions(t *testing.T) {
 	if diff := cmp.Diff([]string{"kvinject-cache", "kvinject-webhook"}, monitors, cmpSorted); diff != "" {
 		t.Errorf("ServiceMonitors (-want +got):\n%s", diff)
 	}
-	b := clusterRoleBinding(t, objs, "kvinject-metrics-reader")
+	b := named[*rbacv1.ClusterRoleBinding](t, objs, "kvinject-metrics-reader")
 	if b.RoleRef.Name != "kvinject-metrics-reader" || len(b.Subjects) != 1 || b.Subjects[0].Name != "prometheus-k8s" || b.Subjects[0].Namespace != "observability" {
 		t.Errorf("metrics reader binding %+v", b)
 	}
@@ -326,17 +322,6 @@ func TestChartTestHook(t *testing.T) {
 	if role.Namespace != "default" || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, []string{"create"}) || !slices.Equal(role.Rules[0].Resources, []string{"pods"}) {
 		t.Errorf("test Role %s/%s %+v", role.Namespace, role.Name, role.Rules)
 	}
-}
-
-func clusterRoleBinding(t *testing.T, objs []runtime.Object, name string) *rbacv1.ClusterRoleBinding {
-	t.Helper()
-	for _, b := range all[*rbacv1.ClusterRoleBinding](objs) {
-		if b.Name == name {
-			return b
-		}
-	}
-	t.Fatalf("no ClusterRoleBinding %s", name)
-	return nil
 }
 
 // schemaPaths are the dotted paths of every value the schema defines.

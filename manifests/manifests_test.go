@@ -92,15 +92,20 @@ func all[T runtime.Object](objs []runtime.Object) []T {
 	return found
 }
 
-func clusterRole(t *testing.T, objs []runtime.Object, name string) *rbacv1.ClusterRole {
+// named is the object of type T named name (in any namespace); the test fails without one.
+func named[T interface {
+	runtime.Object
+	GetName() string
+}](t *testing.T, objs []runtime.Object, name string) T {
 	t.Helper()
-	for _, cr := range all[*rbacv1.ClusterRole](objs) {
-		if cr.Name == name {
-			return cr
+	for _, o := range all[T](objs) {
+		if o.GetName() == name {
+			return o
 		}
 	}
-	t.Fatalf("no ClusterRole %s", name)
-	return nil
+	var zero T
+	t.Fatalf("no %T %s", zero, name)
+	return zero
 }
 
 func kindsOf(objs []runtime.Object) []string {
@@ -227,7 +232,7 @@ func TestBasePolicy(t *testing.T) {
 
 	// RBAC: get/list/watch on serviceaccounts, the reviews that guard
 	// /metrics, nodes and the API server's /metrics, nothing else, bound to the webhook's ServiceAccount only.
-	cr := clusterRole(t, objs, "kvinject-webhook")
+	cr := named[*rbacv1.ClusterRole](t, objs, "kvinject-webhook")
 	wantRules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
@@ -240,7 +245,7 @@ func TestBasePolicy(t *testing.T) {
 		t.Errorf("ClusterRole rules (-want +got):\n%s", diff)
 	}
 	// The role for whoever scrapes /metrics, bound by the user.
-	reader := clusterRole(t, objs, "kvinject-metrics-reader")
+	reader := named[*rbacv1.ClusterRole](t, objs, "kvinject-metrics-reader")
 	if diff := cmp.Diff([]rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}, reader.Rules); diff != "" {
 		t.Errorf("ClusterRole kvinject-metrics-reader rules (-want +got):\n%s", diff)
 	}

@@ -258,34 +258,23 @@ func procCPU(pid int) (int64, error) {
 // procMem returns a process's peak resident set size (VmHWM) and its
 // current anonymous and file-backed resident sizes, in KiB.
 func procMem(pid int) (hwm, anon, file int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	fields := map[string]*int64{"VmHWM:": &hwm, "RssAnon:": &anon, "RssFile:": &file}
-	for _, line := range strings.Split(string(b), "\n") {
-		for k, p := range fields {
-			if v, ok := strings.CutPrefix(line, k); ok {
-				if *p, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
-					return 0, 0, 0, err
-				}
-			}
-		}
-	}
-	if hwm == 0 {
-		return 0, 0, 0, errors.New("no VmHWM")
-	}
-	return hwm, anon, file, nil
+	return procStatus(pid, "VmHWM")
 }
 
 // procRSS returns a process's current resident set (VmRSS) and its
 // anonymous and file-backed parts, in KiB.
 func procRSS(pid int) (rss, anon, file int64, err error) {
+	return procStatus(pid, "VmRSS")
+}
+
+// procStatus reads the field total (VmHWM or VmRSS), RssAnon and RssFile of
+// /proc/<pid>/status, in KiB; a total of 0 or missing is an error.
+func procStatus(pid int, total string) (tot, anon, file int64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	fields := map[string]*int64{"VmRSS:": &rss, "RssAnon:": &anon, "RssFile:": &file}
+	fields := map[string]*int64{total + ":": &tot, "RssAnon:": &anon, "RssFile:": &file}
 	for _, line := range strings.Split(string(b), "\n") {
 		for k, p := range fields {
 			if v, ok := strings.CutPrefix(line, k); ok {
@@ -295,8 +284,8 @@ func procRSS(pid int) (rss, anon, file int64, err error) {
 			}
 		}
 	}
-	if rss == 0 {
-		return 0, 0, 0, errors.New("no VmRSS")
+	if tot == 0 {
+		return 0, 0, 0, errors.New("no " + total)
 	}
-	return rss, anon, file, nil
+	return tot, anon, file, nil
 }
