@@ -22,4 +22,4 @@ cluster-smoke:
 
 ## cluster-certmanager: cert-manager's own controllers and CA injector (the release pinned in test/cluster/certmanager/go.mod) as one program, bin/certmanager; make e2e builds it when it needs it
 cluster-certmanager:
-	cd $(CLUSTER_DIR)/certmanager && $(GO) build -trimpath -o $(CURDIR)/bin/certmanager .
+	cd $(CLUSTER_DIR)/certmanager && CGO_ENABLED=0 $(GO) build -trimpath -o $(CURDIR)/bin/certmanager .

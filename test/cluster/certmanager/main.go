@@ -100,9 +100,12 @@ func (o *options) validate() error {
 }
 
 func main() {
+	// A FlagSet of its own: controller-runtime registers --kubeconfig on the
+	// global one.
 	var o options
-	o.addFlags(flag.CommandLine)
-	flag.Parse()
+	fs := flag.NewFlagSet("certmanager", flag.ExitOnError)
+	o.addFlags(fs)
+	_ = fs.Parse(os.Args[1:])
 	if err := o.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "certmanager:", err)
 		os.Exit(2)
