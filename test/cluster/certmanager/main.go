@@ -42,6 +42,7 @@ import (
 	controllerpkg "github.com/cert-manager/cert-manager/pkg/controller"
 	"github.com/cert-manager/cert-manager/pkg/controller/cainjector"
 	logf "github.com/cert-manager/cert-manager/pkg/logs"
+	"github.com/cert-manager/cert-manager/pkg/util"
 
 	// Controllers register themselves with controllerpkg in init.
 	_ "github.com/cert-manager/cert-manager/pkg/controller/certificaterequests/approver"
@@ -217,6 +218,8 @@ func injectorManager(kubeconfig string) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", kubeconfig, err)
 	}
+	// The injector's field manager is derived from the user agent.
+	cfg = util.RestConfigWithUserAgent(cfg, "cainjector")
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(cmapi.AddToScheme(scheme))
