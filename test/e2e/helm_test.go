@@ -15,12 +15,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/internal/testkit/helmtool"
 	"github.com/kvinject/kvinject/test/e2e/harness"
 )
 
 const (
+	// pauseImage is the sandbox image the local cluster imports (test/cluster/up.sh).
+	pauseImage    = "kvinject.local/pause:1.0"
 	helmRelease   = "kvinject"
 	helmNamespace = "kvinject-helm"
 	helmAppNS     = "e2e-helm"
@@ -73,7 +76,14 @@ func TestHelmChart(t *testing.T) {
 		return agentCount(*p) == 1, fmt.Errorf("not injected")
 	}, diagnoseRelease)
 
-	create(t, dbreader(helmAppNS, "dbreaderapp", 1))
+	// The app is the node's pause image: after the tests that pull the app
+	// image from the mirror with a credential, the kubelet no longer runs
+	// its imported copy for a pod without one (TestOnChange says more).
+	// Running means the agent wrote the secrets.
+	d := dbreader(helmAppNS, "dbreaderapp", 1)
+	d.Spec.Template.Spec.Containers[0].Image = pauseImage
+	d.Spec.Template.Spec.Containers[0].SecurityContext.RunAsUser = ptr.To(int64(65532))
+	create(t, d)
 	for _, p := range waitRunning(t, helmAppNS, "dbreaderapp", 1) {
 		if n := agentCount(p); n != 1 {
 			t.Errorf("pod %s has %d agents, want 1", p.Name, n)
