@@ -81,7 +81,7 @@ demo:
 
 ## e2e: the end-to-end suite on the local cluster (brings it up; make cluster-down stops it)
 e2e: cluster-up
-	$(GO) test -tags e2e -count=1 -timeout 25m -v ./test/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
 
 ## image: bin/kvinject-image.tar (kvinject:$(IMAGE_TAG): /kvinject, /kvinject-webhook, /kvinject-cache, /kvinject-agent, /kvinject-exec and /kvinject-credential-provider, user 65532) without Docker
 image: build cluster-binaries

@@ -457,3 +457,48 @@ func TestChartServerSideDryRun(t *testing.T) {
 		})
 	}
 }
+
+// The chart's README names values that exist: every backquoted word that starts with one of the
+// schema's top-level keys is a value of the schema.
+func TestChartReadmeValues(t *testing.T) {
+	root := k8stest.RepoRoot(t)
+	b, err := os.ReadFile(filepath.Join(root, helmtool.ChartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(b, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	schemaPaths("", schema, &paths)
+	inSchema, top := map[string]bool{}, map[string]bool{}
+	for _, p := range paths {
+		inSchema[p] = true
+		top[strings.Split(p, ".")[0]] = true
+	}
+	readme, err := os.ReadFile(filepath.Join(root, helmtool.ChartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Code blocks first: their fences would pair the backquotes wrongly.
+	prose := codeBlock.ReplaceAllString(string(readme), "")
+	named := 0
+	for _, m := range backquoted.FindAllStringSubmatch(prose, -1) {
+		v := m[1]
+		if !valuePath.MatchString(v) || !top[strings.Split(v, ".")[0]] {
+			continue
+		}
+		named++
+		if !inSchema[v] {
+			t.Errorf("charts/kvinject/README.md names the value %s, which the schema does not know", v)
+		}
+	}
+	if named < 10 {
+		t.Errorf("charts/kvinject/README.md names %d values; the check reads none of its tables", named)
+	}
+}
+
+var codeBlock = regexp.MustCompile("(?s)```.*?```")
+
+var valuePath = regexp.MustCompile(`^[a-z][A-Za-z]*(\.[a-z][A-Za-z]*)*$`)

@@ -53,8 +53,9 @@ func FuzzParseOnChange(f *testing.F) {
 			if action != "" || signal != "" {
 				t.Fatalf("%q: error %v with a result %q %q", v, err, action, signal)
 			}
-			// The value is quoted bounded, whatever its length.
-			if len(err.Error()) > 400 {
+			// The value is quoted bounded, whatever its length and bytes:
+			// Quote's bound and at most 200 bytes of text around it.
+			if len(err.Error()) > MaxQuotedLen+200 {
 				t.Fatalf("%q: error of %d bytes", v, len(err.Error()))
 			}
 			return

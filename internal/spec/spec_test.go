@@ -362,3 +362,16 @@ func TestQuote(t *testing.T) {
 		}
 	}
 }
+
+// Quote never returns more than MaxQuotedLen bytes, however the value is
+// escaped; invalid UTF-8 is escaped the most (\xNN per byte).
+func FuzzQuote(f *testing.F) {
+	f.Add("db")
+	f.Add(strings.Repeat("\x9e", 4*MaxQuoted))
+	f.Add(strings.Repeat("\U0010FFFF", MaxQuoted))
+	f.Fuzz(func(t *testing.T, s string) {
+		if got := Quote(s); len(got) > MaxQuotedLen {
+			t.Fatalf("Quote(%d bytes) returned %d bytes, more than MaxQuotedLen %d", len(s), len(got), MaxQuotedLen)
+		}
+	})
+}

@@ -20,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/utils/ptr"
 
 	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/internal/testkit/helmtool"
@@ -108,8 +110,16 @@ func proveInstall(t *testing.T, app string, start time.Time) {
 	waitServed(t, "webhook", webhookServerName, webhookCert)
 	waitServed(t, "cache", cacheServerName, cacheCert)
 
-	create(t, dbreader(certManagerNS, app, 1))
-	create(t, cached(certManagerNS, app+"-cache", 1, spec.CacheRequired, cacheIP(t)))
+	// The apps run the node's pause image, as TestHelmChart's does: after
+	// the tests that pull the app image from the mirror with a credential,
+	// the kubelet no longer runs its imported copy for a pod without one.
+	// Running means the agent wrote the secrets (through the cache for the
+	// second, which requires it).
+	for _, d := range []*appsv1.Deployment{dbreader(certManagerNS, app, 1), cached(certManagerNS, app+"-cache", 1, spec.CacheRequired, cacheIP(t))} {
+		d.Spec.Template.Spec.Containers[0].Image = pauseImage
+		d.Spec.Template.Spec.Containers[0].SecurityContext.RunAsUser = ptr.To(int64(65532))
+		create(t, d)
+	}
 	for _, a := range []string{app, app + "-cache"} {
 		for _, p := range waitRunning(t, certManagerNS, a, 1) {
 			if p.Annotations[spec.AnnotationStatus] != spec.StatusInjected || agentCount(p) != 1 {
@@ -420,22 +430,6 @@ func waitNamespaceGone(t *testing.T, ns string) {
 	})
 }
 
-// helm runs the pinned Helm (go tool helm) against the cluster, with its own
-// empty configuration.
-func helmRun(t *testing.T, args ...string) []byte {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	home := t.TempDir()
-	env := []string{"KUBECONFIG=" + cluster.Kubeconfig, "HELM_CACHE_HOME=" + filepath.Join(home, "cache"),
-		"HELM_CONFIG_HOME=" + filepath.Join(home, "config"), "HELM_DATA_HOME=" + filepath.Join(home, "data")}
-	out, err := helmtool.Run(ctx, cluster.Root, cluster.Root, env, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // helmInstall installs the chart as release kvinject with a values file of
 // charts/kvinject/ci and what the local cluster needs (the images built
 // here, the reference tenant, egress through the emulator), the settings
@@ -447,14 +441,19 @@ func helmInstall(t *testing.T, values string) {
 	if err := cluster.AppNamespace(ctx, harness.KvinjectNS, nil, emu); err != nil {
 		t.Fatal(err)
 	}
-	repo, tag, _ := strings.Cut(image, ":")
-	helmRun(t, "install", "kvinject", helmtool.ChartDir, "--namespace", harness.KvinjectNS,
+	repo, tag := splitImage(image)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	_, err := helmRun(ctx, "install", "kvinject", helmtool.ChartDir, "--namespace", harness.KvinjectNS,
 		"--values", filepath.Join(helmtool.ChartDir, "ci", values),
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag,
 		"--set", "config.tenantID="+harness.TenantID,
 		"--set", "egress.httpsProxy="+emu.ProxyURL,
 		"--set", "egress.caBundle.configMap="+harness.EgressCAConfig, "--set", "egress.caBundle.key="+harness.EgressCAKey,
 		"--set-json", `cache.extraArgs=["--ttl=`+harness.CacheTTL.String()+`"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range []string{harness.WebhookDeploy, harness.CacheDeploy} {
 		if _, err := cluster.KubectlOut(ctx, nil, "-n", harness.KvinjectNS, "rollout", "status", "deployment/"+d, "--timeout=180s"); err != nil {
 			t.Fatal(err)
@@ -466,8 +465,11 @@ func helmInstall(t *testing.T, values string) {
 // cert-manager wrote there).
 func helmUninstall(t *testing.T) {
 	t.Helper()
-	ctx := context.Background()
-	helmRun(t, "uninstall", "kvinject", "--namespace", harness.KvinjectNS, "--ignore-not-found")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := helmRun(ctx, "uninstall", "kvinject", "--namespace", harness.KvinjectNS, "--ignore-not-found", "--wait"); err != nil {
+		t.Error(err)
+	}
 	if err := cluster.Client.CoreV1().Namespaces().Delete(ctx, harness.KvinjectNS, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}

@@ -71,6 +71,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-cache-refusals", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-onchange-restart", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-onchange-signal", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-helm", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-certmanager", ServiceAccount: "dbreader"},
 }
 

@@ -1,0 +1,334 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/kvinject/kvinject/internal/testkit/helmtool"
+	"github.com/kvinject/kvinject/test/e2e/harness"
+)
+
+const (
+	// pauseImage is the sandbox image the local cluster imports (test/cluster/up.sh).
+	pauseImage    = "kvinject.local/pause:1.0"
+	helmRelease   = "kvinject"
+	helmNamespace = "kvinject-helm"
+	helmAppNS     = "e2e-helm"
+)
+
+// helmLeftovers are what `helm uninstall` leaves of a self-signed release,
+// as docs/install.md names them: the webhook's run-time certificate Secret.
+var helmLeftovers = []string{"secret/" + harness.WebhookCertSecret}
+
+// TestHelmChart installs kvinject with the chart and the real Helm, as a
+// user does: `helm install` (self-signed certificates), an opted-in pod
+// injected and Running, `helm test`, `helm upgrade` of a value that rolls
+// the webhook while pods are admitted (none refused, none left
+// uninjected), and `helm uninstall` leaving nothing but what the docs
+// name. It replaces the suite's kustomize installation, so it runs after
+// every test that needs that one.
+func TestHelmChart(t *testing.T) {
+	ctx := context.Background()
+	removeSuiteInstallation(t)
+
+	repo, tag := splitImage(image)
+	values := []string{
+		"--set", "image.repository=" + repo, "--set", "image.tag=" + tag,
+		"--set", "config.tenantID=" + harness.TenantID,
+		"--set", "egress.httpsProxy=" + emu.ProxyURL,
+		"--set", "egress.caBundle.configMap=" + harness.EgressCAConfig,
+		"--set", "egress.caBundle.key=" + harness.EgressCAKey,
+		"--set", "tests.namespace=" + helmAppNS,
+	}
+	namespace(t, helmAppNS, nil)
+	start := time.Now()
+	install := append([]string{"install", helmRelease, helmtool.ChartDir, "-n", helmNamespace, "--create-namespace",
+		"--wait", "--timeout", "4m"}, values...)
+	if _, err := helmRun(ctx, install...); err != nil {
+		diagnoseRelease()
+		t.Fatal(err)
+	}
+	t.Logf("helm install --wait: %s", time.Since(start).Round(time.Second))
+	t.Cleanup(func() {
+		helmRun(context.Background(), "uninstall", helmRelease, "-n", helmNamespace, "--ignore-not-found", "--wait")
+	})
+
+	// The webhook writes its CA into the configuration once it has a
+	// certificate: until then a dry run may be refused.
+	waitFor(t, 2*time.Minute, "the chart's webhook to inject a dry-run pod", func() (bool, error) {
+		p, err := dryRunPod(ctx)
+		if err != nil {
+			return false, err
+		}
+		return agentCount(*p) == 1, fmt.Errorf("not injected")
+	}, diagnoseRelease)
+
+	// The app is the node's pause image: after the tests that pull the app
+	// image from the mirror with a credential, the kubelet no longer runs
+	// its imported copy for a pod without one (TestOnChange says more).
+	// Running means the agent wrote the secrets.
+	d := dbreader(helmAppNS, "dbreaderapp", 1)
+	d.Spec.Template.Spec.Containers[0].Image = pauseImage
+	d.Spec.Template.Spec.Containers[0].SecurityContext.RunAsUser = ptr.To(int64(65532))
+	create(t, d)
+	for _, p := range waitRunning(t, helmAppNS, "dbreaderapp", 1) {
+		if n := agentCount(p); n != 1 {
+			t.Errorf("pod %s has %d agents, want 1", p.Name, n)
+		}
+	}
+
+	out, err := helmRun(ctx, "test", helmRelease, "-n", helmNamespace, "--timeout", "2m", "--logs")
+	if err != nil {
+		t.Errorf("helm test: %v\n%s", err, out)
+	}
+
+	helmUpgradeWhileAdmitting(t, values)
+
+	if out, err := helmRun(ctx, "uninstall", helmRelease, "-n", helmNamespace, "--wait", "--timeout", "2m"); err != nil {
+		t.Fatalf("helm uninstall: %v\n%s", err, out)
+	}
+	checkUninstalled(t)
+}
+
+// helmUpgradeWhileAdmitting runs `helm upgrade` with one value changed
+// (the webhook logs its admissions: new arguments, a new rollout) while
+// dry-run pods are created without pause, and fails on any refusal or
+// any pod admitted without the agent.
+func helmUpgradeWhileAdmitting(t *testing.T, values []string) {
+	t.Helper()
+	ctx := context.Background()
+	before := webhookPods(t)
+	var (
+		mu                         sync.Mutex
+		total, refused, uninjected int
+		firstRefusal               error
+	)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			p, err := dryRunPod(ctx)
+			mu.Lock()
+			total++
+			switch {
+			case err != nil:
+				refused++
+				if firstRefusal == nil {
+					firstRefusal = err
+				}
+			case agentCount(*p) != 1:
+				uninjected++
+			}
+			mu.Unlock()
+		}
+	}()
+	start := time.Now()
+	upgrade := append([]string{"upgrade", helmRelease, helmtool.ChartDir, "-n", helmNamespace,
+		"--wait", "--timeout", "4m"}, values...)
+	out, err := helmRun(ctx, append(upgrade, "--set", "config.logAdmissions=true")...)
+	// Keep admitting a few seconds past the rollout: the old replicas'
+	// endpoints leave last.
+	time.Sleep(5 * time.Second)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("helm upgrade: %v\n%s", err, out)
+	}
+	after := webhookPods(t)
+	t.Logf("helm upgrade --wait: %s; webhook pods %v -> %v; %d dry-run pods admitted, %d refused, %d without the agent",
+		time.Since(start).Round(time.Second), before, after, total, refused, uninjected)
+	for _, p := range after {
+		for _, q := range before {
+			if p == q {
+				t.Errorf("webhook pod %s survived the upgrade: the changed value did not roll the webhook", p)
+			}
+		}
+	}
+	if total < 20 {
+		t.Errorf("only %d pods admitted during the upgrade, want at least 20", total)
+	}
+	if refused != 0 || uninjected != 0 {
+		t.Errorf("during helm upgrade %d of %d pods were refused (first: %v) and %d admitted without the agent, want 0 and 0",
+			refused, total, firstRefusal, uninjected)
+	}
+}
+
+// checkUninstalled fails on anything of the release left after
+// `helm uninstall` other than helmLeftovers: the chart's cluster-scoped
+// objects, and every namespaced object in the release's namespace but
+// the namespace's own defaults.
+func checkUninstalled(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, 2*time.Minute, "the release's pods gone", func() (bool, error) {
+		list, err := cluster.Client.CoreV1().Pods(helmNamespace).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		return len(list.Items) == 0, fmt.Errorf("%d pods left", len(list.Items))
+	})
+	nodes, err := cluster.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := map[string]bool{}
+	for _, n := range nodes.Items {
+		node[n.Name] = true // the local node is kvinject-node: its Node and CSINode are not the release's
+	}
+	var left []string
+	for _, scope := range []string{"true", "false"} {
+		kinds := apiResources(t, scope)
+		args := []string{"get", strings.Join(kinds, ","), "-o", "name", "--ignore-not-found"}
+		if scope == "true" {
+			args = append(args, "-n", helmNamespace)
+		}
+		out, err := cluster.KubectlOut(ctx, nil, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range strings.Fields(string(out)) {
+			_, objName, _ := strings.Cut(name, "/")
+			if scope == "false" && (!strings.Contains(name, "kvinject") || node[objName]) {
+				continue
+			}
+			if scope == "false" && name == "namespace/"+helmNamespace {
+				continue
+			}
+			if scope == "true" && namespaceDefault(name) {
+				continue
+			}
+			left = append(left, name)
+		}
+	}
+	sort.Strings(left)
+	want := append([]string(nil), helmLeftovers...)
+	sort.Strings(want)
+	if strings.Join(left, " ") != strings.Join(want, " ") {
+		t.Errorf("after helm uninstall: left %v, want only %v (docs/install.md)", left, want)
+	}
+	if err := cluster.Client.CoreV1().Namespaces().Delete(ctx, helmNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Error(err)
+	}
+}
+
+// namespaceDefault: what every namespace has, kvinject installed or not.
+func namespaceDefault(name string) bool {
+	switch name {
+	case "configmap/kube-root-ca.crt", "serviceaccount/default":
+		return true
+	}
+	return strings.HasPrefix(name, "event.events.k8s.io/") || strings.HasPrefix(name, "event/")
+}
+
+// apiResources lists the listable resource types, namespaced or not.
+func apiResources(t *testing.T, namespaced string) []string {
+	t.Helper()
+	out, err := cluster.KubectlOut(context.Background(), nil, "api-resources", "--verbs=list", "--namespaced="+namespaced, "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, k := range strings.Fields(string(out)) {
+		// Events outlive their objects by design; they are not the release's.
+		if k == "events" || k == "events.events.k8s.io" {
+			continue
+		}
+		kinds = append(kinds, k)
+	}
+	return kinds
+}
+
+// removeSuiteInstallation deletes the kustomize installation the suite
+// runs on (TestMain's harness.Up): the chart installs the same
+// cluster-scoped objects.
+func removeSuiteInstallation(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	dir := filepath.Join(cluster.StateDir, "kvinject-overlay")
+	if _, err := cluster.KubectlOut(ctx, nil, "delete", "-k", dir, "--ignore-not-found", "--wait=false"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Minute, "namespace "+harness.KvinjectNS+" deleted", func() (bool, error) {
+		_, err := cluster.Client.CoreV1().Namespaces().Get(ctx, harness.KvinjectNS, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), err
+	})
+}
+
+// dryRunPod creates an opted-in pod of the reference reader in helmAppNS
+// as a server-side dry run and returns it as admitted.
+func dryRunPod(ctx context.Context) (*corev1.Pod, error) {
+	tmpl := dbreader(helmAppNS, "helm-dry-run", 1).Spec.Template
+	p := &corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}
+	p.GenerateName = "helm-dry-run-"
+	return cluster.Client.CoreV1().Pods(helmAppNS).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+}
+
+// webhookPods names the release's running webhook pods.
+func webhookPods(t *testing.T) []string {
+	t.Helper()
+	list, err := cluster.Client.CoreV1().Pods(helmNamespace).List(context.Background(),
+		metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=webhook"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil {
+			names = append(names, p.Name)
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		t.Fatal("the release runs no webhook pod")
+	}
+	return names
+}
+
+// diagnoseRelease logs the release's pods, their last log lines and the
+// namespace's events.
+func diagnoseRelease() {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"-n", helmNamespace, "get", "pods,deployments,secrets", "-o", "wide"},
+		{"-n", helmNamespace, "logs", "-l", "app.kubernetes.io/component=webhook", "--tail=40", "--prefix"},
+		{"-n", helmNamespace, "get", "events", "--sort-by=.lastTimestamp"},
+	} {
+		out, err := cluster.KubectlOut(ctx, nil, args...)
+		fmt.Printf("kubectl %s:\n%s%v\n", strings.Join(args, " "), out, err)
+	}
+}
+
+// helmRun runs the pinned Helm against the local cluster from the
+// repository's root.
+func helmRun(ctx context.Context, args ...string) ([]byte, error) {
+	return helmtool.Run(ctx, cluster.Root, cluster.Root, []string{"KUBECONFIG=" + cluster.Kubeconfig}, args...)
+}
+
+// splitImage splits a reference into repository and tag.
+func splitImage(ref string) (repo, tag string) {
+	i := strings.LastIndex(ref, ":")
+	if i < 0 || strings.Contains(ref[i:], "/") {
+		return ref, ""
+	}
+	return ref[:i], ref[i+1:]
+}
