@@ -597,10 +597,35 @@ func TestNoFederatedCredential(t *testing.T) {
 			t.Errorf("termination message lacks %q:\n%s", want, msg)
 		}
 	}
-	log := logs(t, ns, p.Name, spec.AgentContainerName, false) + logs(t, ns, p.Name, spec.AgentContainerName, true)
-	if !strings.Contains(log, "AADSTS700213") || !strings.Contains(log, subject) {
-		t.Errorf("agent log lacks the diagnostic:\n%s", log)
-	}
+	agentLogWith(t, ns, p.Name, "AADSTS700213", subject)
+}
+
+// agentLogWith waits until the log of the pod's failing agent, of its
+// current run or the one before, holds every one of wants. The kubelet
+// restarts a failed agent: while it replaces the container, neither log
+// may be readable for a moment.
+func agentLogWith(t *testing.T, ns, pod string, wants ...string) {
+	t.Helper()
+	ctx := context.Background()
+	var log string
+	waitFor(t, time.Minute, "the agent's log of "+ns+"/"+pod+" to hold "+strings.Join(wants, ", "), func() (bool, error) {
+		log = ""
+		var last error
+		for _, previous := range []bool{false, true} {
+			b, err := cluster.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: spec.AgentContainerName, Previous: previous}).DoRaw(ctx)
+			if err != nil {
+				last = err
+				continue
+			}
+			log += string(b)
+		}
+		for _, w := range wants {
+			if !strings.Contains(log, w) {
+				return false, fmt.Errorf("log lacks %q (last error reading it: %v)", w, last)
+			}
+		}
+		return true, nil
+	}, func() { t.Logf("the agent's log:\n%s", log) })
 }
 
 // Scenario 6a: a secret that does not exist: the diagnostic names it.

@@ -54,6 +54,8 @@ func TestHelmChart(t *testing.T) {
 		"--set", "tests.namespace=" + helmAppNS,
 	}
 	namespace(t, helmAppNS, nil)
+	// What other tests left (the credential provider's RBAC) is not the release's.
+	before := clusterScopedKvinject(t)
 	start := time.Now()
 	install := append([]string{"install", helmRelease, helmtool.ChartDir, "-n", helmNamespace, "--create-namespace",
 		"--wait", "--timeout", "4m"}, values...)
@@ -100,7 +102,7 @@ func TestHelmChart(t *testing.T) {
 	if out, err := helmRun(ctx, "uninstall", helmRelease, "-n", helmNamespace, "--wait", "--timeout", "2m"); err != nil {
 		t.Fatalf("helm uninstall: %v\n%s", err, out)
 	}
-	checkUninstalled(t)
+	checkUninstalled(t, before)
 }
 
 // helmUpgradeWhileAdmitting runs `helm upgrade` with one value changed
@@ -174,10 +176,11 @@ func helmUpgradeWhileAdmitting(t *testing.T, values []string) {
 }
 
 // checkUninstalled fails on anything of the release left after
-// `helm uninstall` other than helmLeftovers: the chart's cluster-scoped
-// objects, and every namespaced object in the release's namespace but
-// the namespace's own defaults.
-func checkUninstalled(t *testing.T) {
+// `helm uninstall` other than helmLeftovers: a cluster-scoped object named
+// kvinject that was not there before the install (before), and every
+// namespaced object in the release's namespace but the namespace's own
+// defaults.
+func checkUninstalled(t *testing.T, before map[string]bool) {
 	t.Helper()
 	ctx := context.Background()
 	waitFor(t, 2*time.Minute, "the release's pods gone", func() (bool, error) {
@@ -187,36 +190,18 @@ func checkUninstalled(t *testing.T) {
 		}
 		return len(list.Items) == 0, fmt.Errorf("%d pods left", len(list.Items))
 	})
-	nodes, err := cluster.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	var left []string
+	for name := range clusterScopedKvinject(t) {
+		if !before[name] && name != "namespace/"+helmNamespace {
+			left = append(left, name)
+		}
+	}
+	out, err := cluster.KubectlOut(ctx, nil, "get", strings.Join(apiResources(t, "true"), ","), "-o", "name", "--ignore-not-found", "-n", helmNamespace)
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := map[string]bool{}
-	for _, n := range nodes.Items {
-		node[n.Name] = true // the local node is kvinject-node: its Node and CSINode are not the release's
-	}
-	var left []string
-	for _, scope := range []string{"true", "false"} {
-		kinds := apiResources(t, scope)
-		args := []string{"get", strings.Join(kinds, ","), "-o", "name", "--ignore-not-found"}
-		if scope == "true" {
-			args = append(args, "-n", helmNamespace)
-		}
-		out, err := cluster.KubectlOut(ctx, nil, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, name := range strings.Fields(string(out)) {
-			_, objName, _ := strings.Cut(name, "/")
-			if scope == "false" && (!strings.Contains(name, "kvinject") || node[objName]) {
-				continue
-			}
-			if scope == "false" && name == "namespace/"+helmNamespace {
-				continue
-			}
-			if scope == "true" && namespaceDefault(name) {
-				continue
-			}
+	for _, name := range strings.Fields(string(out)) {
+		if !namespaceDefault(name) {
 			left = append(left, name)
 		}
 	}
@@ -229,6 +214,33 @@ func checkUninstalled(t *testing.T) {
 	if err := cluster.Client.CoreV1().Namespaces().Delete(ctx, helmNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		t.Error(err)
 	}
+}
+
+// clusterScopedKvinject names every cluster-scoped object whose name has
+// kvinject in it (kind/name), the local node's own Node and CSINode
+// (kvinject-node) aside.
+func clusterScopedKvinject(t *testing.T) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	nodes, err := cluster.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := map[string]bool{}
+	for _, n := range nodes.Items {
+		node[n.Name] = true
+	}
+	out, err := cluster.KubectlOut(ctx, nil, "get", strings.Join(apiResources(t, "false"), ","), "-o", "name", "--ignore-not-found")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, name := range strings.Fields(string(out)) {
+		if _, obj, _ := strings.Cut(name, "/"); strings.Contains(obj, "kvinject") && !node[obj] {
+			names[name] = true
+		}
+	}
+	return names
 }
 
 // namespaceDefault: what every namespace has, kvinject installed or not.
