@@ -53,6 +53,7 @@ lint: vet
 	@echo "gocognit -over $(GOCOGNIT_OVER) (the product)"; $(GO) tool gocognit -test=false -over $(GOCOGNIT_OVER) -ignore '^test/' . 2>/dev/null || { echo "functions above the complexity gate: cut them where a name for the part exists"; exit 1; }
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	@cd test/cluster/tools && $(GO) mod tidy -diff || { echo "test/cluster/tools: go.mod/go.sum are not tidy: run go mod tidy there"; exit 1; }
+	@cd test/cluster/certmanager && $(GO) mod tidy -diff || { echo "test/cluster/certmanager: go.mod/go.sum are not tidy: run go mod tidy there"; exit 1; }
 
 # govulncheck against the Go vulnerability database as of a pinned golang.org/x/vulndb commit, built
 # locally from its OSV files (vuln.go.dev is not needed): the same answer on every machine until the pin

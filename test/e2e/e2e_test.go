@@ -72,6 +72,7 @@ var subjects = []harness.Subject{
 	{Namespace: "e2e-onchange-restart", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-onchange-signal", ServiceAccount: "dbreader"},
 	{Namespace: "e2e-helm", ServiceAccount: "dbreader"},
+	{Namespace: "e2e-certmanager", ServiceAccount: "dbreader"},
 }
 
 func TestMain(m *testing.M) {
@@ -1262,6 +1263,12 @@ func TestEnvExecDelivery(t *testing.T) { envExecDelivery(t) }
 // It pulls the app image from the mirror too, so it runs after every test of
 // the imported image, for the reason TestEnvExecDelivery gives.
 func TestNodeModePull(t *testing.T) { nodeModePull(t) }
+
+// TestCertManagerInstalls: the cert-manager installs (kustomize and Helm)
+// with cert-manager's own controllers (certmanager_test.go). It replaces the
+// suite's installation and puts it back, so it runs after every other test
+// of that installation.
+func TestCertManagerInstalls(t *testing.T) { certManagerInstalls(t) }
 
 // Scenario 9, last: no Kubernetes Secret in any test namespace, and no
 // planted secret value in any log of the run.

@@ -129,15 +129,35 @@ func (c *Cluster) run(ctx context.Context, log *os.File, steps [][]string) error
 	return nil
 }
 
-// Deploy installs kvinject from manifests/overlays/self-signed with a local
-// overlay: the images built here, the reference tenant, and egress through
-// the emulator with its CA, the way a cluster behind a proxy is set up.
+// SelfSignedInstall is the suite's installation of kvinject: the webhook's
+// own certificates, with the cluster cache.
+const SelfSignedInstall = "manifests/with-cache/self-signed"
+
+// Deploy installs kvinject from SelfSignedInstall with a local overlay: the
+// images built here, the reference tenant, and egress through the emulator
+// with its CA, the way a cluster behind a proxy is set up.
 func (c *Cluster) Deploy(ctx context.Context, image string, emu *Emulator) error {
-	dir := filepath.Join(c.StateDir, "kvinject-overlay")
+	return c.DeployFrom(ctx, SelfSignedInstall, image, emu)
+}
+
+// OverlayDir is the local overlay DeployFrom writes for install (a
+// kustomize directory of the repository, with the cache): what `kubectl
+// delete -k` takes to remove that installation.
+func (c *Cluster) OverlayDir(install string) string {
+	if install == SelfSignedInstall {
+		return filepath.Join(c.StateDir, "kvinject-overlay")
+	}
+	return filepath.Join(c.StateDir, "kvinject-overlay-"+filepath.Base(install))
+}
+
+// DeployFrom is Deploy from another kustomize directory with the cache
+// (e.g. manifests/with-cache/cert-manager).
+func (c *Cluster) DeployFrom(ctx context.Context, install, image string, emu *Emulator) error {
+	dir := c.OverlayDir(install)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	rel, err := filepath.Rel(dir, filepath.Join(c.Root, "manifests/with-cache/self-signed"))
+	rel, err := filepath.Rel(dir, filepath.Join(c.Root, install))
 	if err != nil {
 		return err
 	}
