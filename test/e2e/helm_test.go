@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -42,7 +41,9 @@ var helmLeftovers = []string{"secret/" + harness.WebhookCertSecret}
 // every test that needs that one.
 func TestHelmChart(t *testing.T) {
 	ctx := context.Background()
-	removeSuiteInstallation(t)
+	// The chart installs the same cluster-scoped objects as the suite's
+	// kustomize installation (TestMain's harness.Up).
+	removeInstall(t, cluster.OverlayDir(harness.SelfSignedInstall))
 
 	repo, tag := splitImage(image)
 	values := []string{
@@ -268,22 +269,6 @@ func apiResources(t *testing.T, namespaced string) []string {
 		kinds = append(kinds, k)
 	}
 	return kinds
-}
-
-// removeSuiteInstallation deletes the kustomize installation the suite
-// runs on (TestMain's harness.Up): the chart installs the same
-// cluster-scoped objects.
-func removeSuiteInstallation(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	dir := filepath.Join(cluster.StateDir, "kvinject-overlay")
-	if _, err := cluster.KubectlOut(ctx, nil, "delete", "-k", dir, "--ignore-not-found", "--wait=false"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 3*time.Minute, "namespace "+harness.KvinjectNS+" deleted", func() (bool, error) {
-		_, err := cluster.Client.CoreV1().Namespaces().Get(ctx, harness.KvinjectNS, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), err
-	})
 }
 
 // dryRunPod creates an opted-in pod of the reference reader in helmAppNS
