@@ -339,10 +339,10 @@ func schemaPaths(prefix string, node map[string]any, out *[]string) {
 	}
 }
 
-// docs/install.md's values table and the schema name the same values: every value of the schema is
-// in a row (itself or its parent), and every value in a row is in the schema.
-func TestChartValuesDocumented(t *testing.T) {
-	root := k8stest.RepoRoot(t)
+// schemaValuePaths reads the chart's values.schema.json and names every value
+// it defines, dotted (webhook.replicas).
+func schemaValuePaths(t *testing.T, root string) []string {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(root, helmtool.ChartDir, "values.schema.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -353,6 +353,14 @@ func TestChartValuesDocumented(t *testing.T) {
 	}
 	var paths []string
 	schemaPaths("", schema, &paths)
+	return paths
+}
+
+// docs/install.md's values table and the schema name the same values: every value of the schema is
+// in a row (itself or its parent), and every value in a row is in the schema.
+func TestChartValuesDocumented(t *testing.T) {
+	root := k8stest.RepoRoot(t)
+	paths := schemaValuePaths(t, root)
 	doc, err := os.ReadFile(filepath.Join(root, "docs", "install.md"))
 	if err != nil {
 		t.Fatal(err)
@@ -462,16 +470,7 @@ func TestChartServerSideDryRun(t *testing.T) {
 // schema's top-level keys is a value of the schema.
 func TestChartReadmeValues(t *testing.T) {
 	root := k8stest.RepoRoot(t)
-	b, err := os.ReadFile(filepath.Join(root, helmtool.ChartDir, "values.schema.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var schema map[string]any
-	if err := json.Unmarshal(b, &schema); err != nil {
-		t.Fatal(err)
-	}
-	var paths []string
-	schemaPaths("", schema, &paths)
+	paths := schemaValuePaths(t, root)
 	inSchema, top := map[string]bool{}, map[string]bool{}
 	for _, p := range paths {
 		inSchema[p] = true
