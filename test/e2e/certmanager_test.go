@@ -21,7 +21,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -139,7 +138,7 @@ func proveInstall(t *testing.T, app string, start time.Time) {
 // opted-in pods are created (dry-run) four times a second, and waits for
 // the new certificates to be served: no admission may be refused.
 func renewUnderLoad(t *testing.T, oldWebhook, oldCache []byte) {
-	load := startAdmissions(t)
+	load := startAdmissionLoad(certManagerNS, 250*time.Millisecond)
 	start := time.Now()
 	for _, name := range []string{webhookCertificate, cacheCertificate} {
 		renewCertificate(t, name)
@@ -154,64 +153,10 @@ func renewUnderLoad(t *testing.T, oldWebhook, oldCache []byte) {
 	waitServed(t, "cache", cacheServerName, newCache)
 	served := time.Since(start)
 	time.Sleep(3 * time.Second) // admissions right after the switch too
-	admitted, refused := load.stop()
-	t.Logf("renewal: new certificates issued in %s, served by every replica after %s; %d admissions during it, %d refused",
-		issued.Round(100*time.Millisecond), served.Round(100*time.Millisecond), admitted, refused)
-	if refused > 0 {
-		t.Errorf("%d admissions refused during the renewal", refused)
-	}
-	if admitted < 10 {
-		t.Errorf("only %d admissions during the renewal", admitted)
-	}
-}
-
-// renewalLoad creates opted-in pods (dry-run: admitted, never run) until
-// stopped, counting those admitted with injection and those refused.
-type renewalLoad struct {
-	cancel   context.CancelFunc
-	done     chan struct{}
-	admitted int
-	refused  int
-}
-
-func startAdmissions(t *testing.T) *renewalLoad {
-	ctx, cancel := context.WithCancel(context.Background())
-	a := &renewalLoad{cancel: cancel, done: make(chan struct{})}
-	tmpl := dbreader(certManagerNS, "renewal", 1).Spec.Template
-	go func() {
-		defer close(a.done)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			p := &corev1.Pod{ObjectMeta: *tmpl.ObjectMeta.DeepCopy(), Spec: *tmpl.Spec.DeepCopy()}
-			p.GenerateName = "renewal-"
-			got, err := cluster.Client.CoreV1().Pods(certManagerNS).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			switch {
-			case err != nil && ctx.Err() != nil:
-				return
-			case err != nil:
-				a.refused++
-				t.Errorf("admission refused during the renewal: %v", err)
-			case got.Annotations[spec.AnnotationStatus] != spec.StatusInjected:
-				a.refused++
-				t.Errorf("pod admitted without injection during the renewal")
-			default:
-				a.admitted++
-			}
-		}
-	}()
-	return a
-}
-
-func (a *renewalLoad) stop() (admitted, refused int) {
-	a.cancel()
-	<-a.done
-	return a.admitted, a.refused
+	counts := load.stop()
+	t.Logf("renewal: new certificates issued in %s, served by every replica after %s; %s",
+		issued.Round(100*time.Millisecond), served.Round(100*time.Millisecond), counts)
+	counts.check(t, "the renewal", 10)
 }
 
 // renewCertificate is `cmctl renew`: it sets the Certificate's Issuing

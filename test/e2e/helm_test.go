@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -72,7 +70,7 @@ func TestHelmChart(t *testing.T) {
 	// The webhook writes its CA into the configuration once it has a
 	// certificate: until then a dry run may be refused.
 	waitFor(t, 2*time.Minute, "the chart's webhook to inject a dry-run pod", func() (bool, error) {
-		p, err := dryRunPod(ctx)
+		p, err := dryRunPod(ctx, helmAppNS)
 		if err != nil {
 			return false, err
 		}
@@ -114,37 +112,7 @@ func helmUpgradeWhileAdmitting(t *testing.T, values []string) {
 	t.Helper()
 	ctx := context.Background()
 	before := webhookPods(t)
-	var (
-		mu                         sync.Mutex
-		total, refused, uninjected int
-		firstRefusal               error
-	)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			p, err := dryRunPod(ctx)
-			mu.Lock()
-			total++
-			switch {
-			case err != nil:
-				refused++
-				if firstRefusal == nil {
-					firstRefusal = err
-				}
-			case agentCount(*p) != 1:
-				uninjected++
-			}
-			mu.Unlock()
-		}
-	}()
+	load := startAdmissionLoad(helmAppNS, 50*time.Millisecond)
 	start := time.Now()
 	upgrade := append([]string{"upgrade", helmRelease, helmtool.ChartDir, "-n", helmNamespace,
 		"--wait", "--timeout", "4m"}, values...)
@@ -152,14 +120,12 @@ func helmUpgradeWhileAdmitting(t *testing.T, values []string) {
 	// Keep admitting a few seconds past the rollout: the old replicas'
 	// endpoints leave last.
 	time.Sleep(5 * time.Second)
-	close(stop)
-	wg.Wait()
+	counts := load.stop()
 	if err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
 	after := webhookPods(t)
-	t.Logf("helm upgrade --wait: %s; webhook pods %v -> %v; %d dry-run pods admitted, %d refused, %d without the agent",
-		time.Since(start).Round(time.Second), before, after, total, refused, uninjected)
+	t.Logf("helm upgrade --wait: %s; webhook pods %v -> %v; %s", time.Since(start).Round(time.Second), before, after, counts)
 	for _, p := range after {
 		for _, q := range before {
 			if p == q {
@@ -167,13 +133,7 @@ func helmUpgradeWhileAdmitting(t *testing.T, values []string) {
 			}
 		}
 	}
-	if total < 20 {
-		t.Errorf("only %d pods admitted during the upgrade, want at least 20", total)
-	}
-	if refused != 0 || uninjected != 0 {
-		t.Errorf("during helm upgrade %d of %d pods were refused (first: %v) and %d admitted without the agent, want 0 and 0",
-			refused, total, firstRefusal, uninjected)
-	}
+	counts.check(t, "helm upgrade", 20)
 }
 
 // checkUninstalled fails on anything of the release left after
@@ -269,15 +229,6 @@ func apiResources(t *testing.T, namespaced string) []string {
 		kinds = append(kinds, k)
 	}
 	return kinds
-}
-
-// dryRunPod creates an opted-in pod of the reference reader in helmAppNS
-// as a server-side dry run and returns it as admitted.
-func dryRunPod(ctx context.Context) (*corev1.Pod, error) {
-	tmpl := dbreader(helmAppNS, "helm-dry-run", 1).Spec.Template
-	p := &corev1.Pod{ObjectMeta: tmpl.ObjectMeta, Spec: tmpl.Spec}
-	p.GenerateName = "helm-dry-run-"
-	return cluster.Client.CoreV1().Pods(helmAppNS).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 }
 
 // webhookPods names the release's running webhook pods.
