@@ -20,6 +20,8 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+
+	"github.com/kvinject/kvinject/test/bench/internal/benchkit"
 )
 
 // result is one load generator run against one server process.
@@ -258,34 +260,26 @@ func procCPU(pid int) (int64, error) {
 // procMem returns a process's peak resident set size (VmHWM) and its
 // current anonymous and file-backed resident sizes, in KiB.
 func procMem(pid int) (hwm, anon, file int64, err error) {
-	return procStatus(pid, "VmHWM")
+	m, err := procStatus(pid)
+	return m.HWM, m.Anon, m.File, err
 }
 
 // procRSS returns a process's current resident set (VmRSS) and its
 // anonymous and file-backed parts, in KiB.
 func procRSS(pid int) (rss, anon, file int64, err error) {
-	return procStatus(pid, "VmRSS")
+	m, err := procStatus(pid)
+	return m.RSS, m.Anon, m.File, err
 }
 
-// procStatus reads the field total (VmHWM or VmRSS), RssAnon and RssFile of
-// /proc/<pid>/status, in KiB; a total of 0 or missing is an error.
-func procStatus(pid int, total string) (tot, anon, file int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// procStatus reads /proc/<pid>/status through benchkit; a status without
+// a resident set (the process has ended) is an error.
+func procStatus(pid int) (benchkit.ProcMem, error) {
+	m, err := benchkit.ReadProcStatus(pid)
+	if err == nil && (m.RSS == 0 || m.HWM == 0) {
+		err = fmt.Errorf("/proc/%d/status has no resident set", pid)
+	}
 	if err != nil {
-		return 0, 0, 0, err
+		return benchkit.ProcMem{}, err
 	}
-	fields := map[string]*int64{total + ":": &tot, "RssAnon:": &anon, "RssFile:": &file}
-	for _, line := range strings.Split(string(b), "\n") {
-		for k, p := range fields {
-			if v, ok := strings.CutPrefix(line, k); ok {
-				if *p, err = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err != nil {
-					return 0, 0, 0, err
-				}
-			}
-		}
-	}
-	if tot == 0 {
-		return 0, 0, 0, errors.New("no " + total)
-	}
-	return tot, anon, file, nil
+	return m, nil
 }
