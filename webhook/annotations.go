@@ -169,7 +169,10 @@ func parse(pod *corev1.Pod, sa ServiceAccount, o *Options) (*injection, error) {
 	if err := d.err(); err != nil {
 		return nil, err
 	}
-	if err := s.Validate(); err != nil {
+	// The files' templates were parsed above (parseTemplate), so they are
+	// not parsed again; FuzzMutate decodes every spec it admits with the
+	// agent's full check.
+	if err := s.ValidateParsed(); err != nil {
 		// Parsing above checks more than Validate; reaching this is a bug.
 		return nil, fmt.Errorf("kvinject: internal error: built an invalid spec: %w", err)
 	}

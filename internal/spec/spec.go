@@ -213,7 +213,18 @@ func Decode(data []byte) (*Spec, error) {
 // Validate checks the invariants the webhook guarantees, so that a
 // hand-written spec cannot make the agent write outside its mount or fetch
 // from a non-https URL.
-func (s *Spec) Validate() error {
+func (s *Spec) Validate() error { return s.validate(true) }
+
+// ValidateParsed is Validate for a spec whose template files got their Refs
+// from ParseTemplate on their own text, as the webhook builds them: those
+// templates, checked by ParseTemplate, are not parsed again, and everything
+// else is checked as Validate checks it. The agent, which reads a spec it
+// did not build, uses Validate.
+func (s *Spec) ValidateParsed() error { return s.validate(false) }
+
+// validate is Validate; parseTemplates says whether template files' text is
+// parsed to check their refs.
+func (s *Spec) validate(parseTemplates bool) error {
 	if s.Version != Version {
 		return fmt.Errorf("version %q, want %q: %w", s.Version, Version, ErrUnsupportedVersion)
 	}
@@ -265,7 +276,7 @@ func (s *Spec) Validate() error {
 		case f.Secret == nil && f.Template == "":
 			return fmt.Errorf("file %q has neither a secret nor a template", f.Name)
 		}
-		if err := f.validate(); err != nil {
+		if err := f.validate(parseTemplates); err != nil {
 			return fmt.Errorf("file %q: %w", f.Name, err)
 		}
 	}
@@ -309,15 +320,18 @@ func (id Identity) validate() error {
 
 // validate checks the mode and the references of a file that has a secret
 // or a template.
-func (f File) validate() error {
+func (f File) validate(parseTemplate bool) error {
 	if _, err := ParseMode(f.Mode); err != nil {
 		return err
 	}
-	if f.Template != "" {
+	switch {
+	case f.Template != "" && parseTemplate:
 		if err := f.validateRefs(); err != nil {
 			return err
 		}
-	} else if f.Refs != nil {
+	case f.Template != "" && len(f.Refs) == 0:
+		return errors.New("refs is empty: a template reads at least one secret")
+	case f.Template == "" && f.Refs != nil:
 		return errors.New("refs belong to a template file")
 	}
 	refs := f.Refs

@@ -261,6 +261,54 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestValidateParsed: ValidateParsed checks what Validate checks, except
+// that it trusts a template file's refs to be its template's, as
+// ParseTemplate made them.
+func TestValidateParsed(t *testing.T) {
+	db := Ref{Vault: homelab, Name: "db"}
+	file := func(f File) *Spec {
+		f.Name = "conf"
+		if f.Mode == "" {
+			f.Mode = "0400"
+		}
+		return &Spec{Version: Version, MountPath: DefaultMountPath, Files: []File{f}}
+	}
+	for _, tt := range []struct {
+		name                 string
+		s                    *Spec
+		wantFull, wantParsed string // "" means accepted
+	}{
+		{"template and its refs", file(File{Template: `{{ secret "db" }}`, Refs: map[string]Ref{"db": db}}), "", ""},
+		{"refs of another template", file(File{Template: `{{ secret "db" }}`, Refs: map[string]Ref{"other": db}}),
+			`the template's reference "db" is not in refs`, ""},
+		{"template that does not parse", file(File{Template: `{{ secret "db" `, Refs: map[string]Ref{"db": db}}),
+			"template line 1", ""},
+		{"template without refs", file(File{Template: `{{ secret "db" }}`}),
+			"refs has 0 entries", "refs is empty"},
+		{"ref that does not validate", file(File{Template: `{{ secret "db" }}`, Refs: map[string]Ref{"db": {Vault: "http://kv1.vault.azure.net", Name: "db"}}}),
+			"must be an https:// URL", "must be an https:// URL"},
+		{"refs on a secret file", file(File{Secret: &db, Refs: map[string]Ref{"db": db}}),
+			"refs belong to a template file", "refs belong to a template file"},
+		{"mode", file(File{Secret: &db, Mode: "0600"}), "grants more than read", "grants more than read"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				name     string
+				validate func() error
+				want     string
+			}{{"Validate", tt.s.Validate, tt.wantFull}, {"ValidateParsed", tt.s.ValidateParsed, tt.wantParsed}} {
+				err := c.validate()
+				switch {
+				case c.want == "" && err != nil:
+					t.Errorf("%s: %v, want nil", c.name, err)
+				case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+					t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
+				}
+			}
+		})
+	}
+}
+
 func FuzzParseRef(f *testing.F) {
 	for _, s := range []string{"db", "db#a.0", "db/0123456789abcdef0123456789abcdef", "https://kv1.vault.azure.net/secrets/x#y", "https://kv1.vault.azure.net/secrets/x/"} {
 		f.Add(s)
