@@ -164,6 +164,17 @@ func slowReader(t *testing.T, addr, token string, body []byte) net.Conn {
 	return c
 }
 
+// smallSendBuffers gives every accepted connection a 4 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(4 << 10)
+	}
+	return c, err
+}
+
 // TestSlowReadersBounded: callers that never read their answers hold no
 // more than MaxAnswerBytesInFlight between them, and give it back within
 // WriteTimeout; the callers that found no room are refused with 503.
@@ -177,13 +188,19 @@ func TestSlowReadersBounded(t *testing.T) {
 	web := env.token(t, "web")
 	wantOK(t, env.post(t, web, request(names...))) // cached: the slow readers are hits
 	var handlers, most atomic.Int32
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := handlers.Add(1)
 		defer handlers.Add(-1)
 		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 		}
 		env.srv.ServeHTTP(w, r)
 	}))
+	// Small fixed socket buffers on the server's side too: with the
+	// kernel's autotuned send buffer (up to net.ipv4.tcp_wmem's 4 MiB) a
+	// 750 KiB answer fits in it, the write returns at once, and no caller
+	// ever waits for room, on some machines and not others.
+	ts.Listener = smallSendBuffers{ts.Listener}
+	ts.Start()
 	defer ts.Close()
 
 	body := mustJSON(t, request(names...))
