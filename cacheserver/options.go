@@ -161,10 +161,8 @@ func (o *Options) Validate() error {
 	if o.Cloud.Name == "" {
 		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
 	}
-	if o.AuthorityHost != "" {
-		if u, err := url.Parse(o.AuthorityHost); err != nil || u.Scheme != "https" || u.Host == "" {
-			errs = append(errs, fmt.Errorf("authority host %q is not an https URL", o.AuthorityHost))
-		}
+	if _, err := spec.ParseAuthorityHost(o.AuthorityHost, o.Cloud); err != nil {
+		errs = append(errs, fmt.Errorf("authority host %w", err))
 	}
 	if o.Now == nil {
 		o.Now = time.Now

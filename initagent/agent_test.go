@@ -231,7 +231,7 @@ func TestNewRejects(t *testing.T) {
 		{"reserved file name", Options{Spec: &reserved}, `invalid KVINJECT_SPEC: file name "..data" starts with "..", which is reserved for the agent's atomic update`},
 		{"concurrency", Options{Spec: good, Concurrency: 101}, "concurrency 101: want 1 to 100"},
 		{"relative dir", Options{Spec: good, Dir: "x"}, `output directory "x" is not absolute`},
-		{"http authority", Options{Spec: good, Env: Env{AuthorityHost: "http://login.example"}}, `AZURE_AUTHORITY_HOST "http://login.example" must be an https URL like https://login.microsoftonline.com/`},
+		{"http authority", Options{Spec: good, Env: Env{AuthorityHost: "http://login.example"}}, `AZURE_AUTHORITY_HOST "http://login.example" must be an https URL with a host and no user, query or fragment, like https://login.microsoftonline.com/`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -205,8 +205,10 @@ func resolveIdentity(s *spec.Spec, env Env, cloud spec.Cloud) (keyvault.Identity
 		id.TokenFile = path.Join(spec.TokenMountPath, spec.TokenFileName)
 	}
 	var err error
-	id.AuthorityHost, err = keyvault.AuthorityHost(env.AuthorityHost, cloud)
-	return id, err
+	if id.AuthorityHost, err = spec.ParseAuthorityHost(env.AuthorityHost, cloud); err != nil {
+		return id, fmt.Errorf("%s %w", spec.EnvAuthorityHost, err)
+	}
+	return id, nil
 }
 
 // problems lists what is wrong with the identity, for New and Check.

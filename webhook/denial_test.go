@@ -444,6 +444,50 @@ func TestEnvNeedsEnvFiles(t *testing.T) {
 		}, func(o *Options) { o.EnvDelivery = spec.DeliveryFileKeyRef })
 }
 
+// TestAuthorityHost: the webhook takes exactly the authority hosts the
+// agent takes (both parse with spec.ParseAuthorityHost), and injects the
+// form the agent uses; before, "https://" alone was admitted and every
+// injected pod's agent then refused to start.
+func TestAuthorityHost(t *testing.T) {
+	for _, tc := range []struct {
+		host, want string // want "": refused
+	}{
+		{"", "https://login.microsoftonline.com/"},
+		{"https://login.example.com", "https://login.example.com/"},
+		{"https://login.example.com/", "https://login.example.com/"},
+		{"https://", ""},
+		{"https://user@login.example.com/", ""},
+		{"https://login.example.com/?tenant=x", ""},
+		{"http://login.example.com/", ""},
+	} {
+		o := testOptions(t)
+		o.AuthorityHost = tc.host
+		err := o.Validate()
+		if (err == nil) != (tc.want != "") {
+			t.Errorf("--authority-host %q: %v, want accepted=%v", tc.host, err, tc.want != "")
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "--authority-host") {
+				t.Errorf("--authority-host %q: %v, want it named", tc.host, err)
+			}
+			continue
+		}
+		pod := podWith(map[string]string{"kvinject.io/secret-db": "app-pgsql"})
+		if err := Mutate(pod, testSA("ns", "app"), o); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for _, e := range pod.Spec.InitContainers[0].Env {
+			if e.Name == spec.EnvAuthorityHost {
+				got = e.Value
+			}
+		}
+		if got != tc.want {
+			t.Errorf("--authority-host %q: the agent gets %s=%q, want %q", tc.host, spec.EnvAuthorityHost, got, tc.want)
+		}
+	}
+}
+
 // TestProxyWithoutCredentials: a proxy URL with a user or password would be
 // copied into every injected pod's spec.
 func TestProxyWithoutCredentials(t *testing.T) {

@@ -146,12 +146,9 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--cloud: %w", err))
 	}
 	o.cloud = cloud
-	o.authorityHost = cloud.AuthorityHost
-	if o.AuthorityHost != "" {
-		if !strings.HasPrefix(o.AuthorityHost, "https://") {
-			errs = append(errs, fmt.Errorf("--authority-host %q must be an https:// URL", o.AuthorityHost))
-		}
-		o.authorityHost = o.AuthorityHost
+	// The agent reads AZURE_AUTHORITY_HOST with the same parser.
+	if o.authorityHost, err = spec.ParseAuthorityHost(o.AuthorityHost, cloud); err != nil {
+		errs = append(errs, fmt.Errorf("--authority-host %w", err))
 	}
 	o.defaultVault = ""
 	if o.DefaultVault != "" && err == nil {

@@ -2,7 +2,6 @@ package keyvault
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -48,22 +47,6 @@ func (id Identity) KnownCloud() bool {
 		}
 	}
 	return false
-}
-
-// AuthorityHost checks an Entra ID authority host (AZURE_AUTHORITY_HOST) and
-// returns it ending in "/"; empty is the cloud's.
-func AuthorityHost(raw string, cloud spec.Cloud) (string, error) {
-	if raw == "" {
-		raw = cloud.AuthorityHost
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" {
-		return raw, fmt.Errorf("%s %q must be an https URL like %s", spec.EnvAuthorityHost, raw, cloud.AuthorityHost)
-	}
-	if !strings.HasSuffix(raw, "/") {
-		raw += "/"
-	}
-	return raw, nil
 }
 
 // Host is the lower-case host name of a vault or authority URL, "" when it

@@ -99,9 +99,9 @@ func NewReader(o ReaderOptions) (*Reader, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	authority, err := AuthorityHost(o.AuthorityHost, o.Cloud)
+	authority, err := spec.ParseAuthorityHost(o.AuthorityHost, o.Cloud)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("authority host %w", err)
 	}
 	id := Identity{ClientID: o.ClientID, TenantID: o.TenantID, AuthorityHost: authority}
 	d := newDialer(o.RootCAs)

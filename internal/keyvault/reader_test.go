@@ -22,7 +22,7 @@ func TestNewReaderOptions(t *testing.T) {
 		{"no tenant", func(o *ReaderOptions) { o.TenantID = "" }, "tenant id is empty or too long"},
 		{"no token", func(o *ReaderOptions) { o.ServiceAccountToken = "" }, "no service-account token"},
 		{"http authority", func(o *ReaderOptions) { o.AuthorityHost = "http://login.example.com/" },
-			`AZURE_AUTHORITY_HOST "http://login.example.com/" must be an https URL like https://login.microsoftonline.com/`},
+			`authority host "http://login.example.com/" must be an https URL with a host and no user, query or fragment, like https://login.microsoftonline.com/`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

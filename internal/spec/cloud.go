@@ -2,6 +2,7 @@ package spec
 
 import (
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 )
@@ -41,4 +42,23 @@ func CloudNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// ParseAuthorityHost checks an Entra ID authority host and returns it
+// ending in "/", as azidentity wants it; empty is the cloud's. The webhook,
+// the agent and the cache all read one with it, so that a value one of them
+// accepts is accepted by all: the webhook cannot admit pods whose agent then
+// refuses to start.
+func ParseAuthorityHost(raw string, cloud Cloud) (string, error) {
+	if raw == "" {
+		return cloud.AuthorityHost, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !strings.HasPrefix(raw, "https://") || u.Host == "" || u.User != nil || strings.ContainsAny(raw, "?#") {
+		return "", fmt.Errorf("%q must be an https URL with a host and no user, query or fragment, like %s", raw, cloud.AuthorityHost)
+	}
+	if !strings.HasSuffix(raw, "/") {
+		raw += "/"
+	}
+	return raw, nil
 }

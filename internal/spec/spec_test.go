@@ -309,6 +309,63 @@ func TestValidateParsed(t *testing.T) {
 	}
 }
 
+func TestParseAuthorityHost(t *testing.T) {
+	public, _ := LookupCloud(DefaultCloud)
+	china, _ := LookupCloud("AzureChinaCloud")
+	for _, tt := range []struct {
+		raw     string
+		cloud   Cloud
+		want    string
+		wantErr bool
+	}{
+		{"", public, "https://login.microsoftonline.com/", false},
+		{"", china, "https://login.chinacloudapi.cn/", false},
+		{"https://login.example.com", public, "https://login.example.com/", false},
+		{"https://login.example.com/", public, "https://login.example.com/", false},
+		{"https://login.example.com:8443/tenant/", public, "https://login.example.com:8443/tenant/", false},
+		{"http://login.example.com/", public, "", true},
+		{"login.example.com", public, "", true},
+		{"https://", public, "", true},
+		{"https:///path", public, "", true},
+		{"https://user@login.example.com/", public, "", true},
+		{"https://login.example.com/?x=1", public, "", true},
+		{"https://login.example.com/#f", public, "", true},
+		{"https://login.example.com#", public, "", true},
+		{"https://login.example.com?", public, "", true},
+		{"https://login example.com/", public, "", true},
+	} {
+		got, err := ParseAuthorityHost(tt.raw, tt.cloud)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseAuthorityHost(%q, %s) = %q, %v; want %q, error %v", tt.raw, tt.cloud.Name, got, err, tt.want, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "like "+tt.cloud.AuthorityHost) {
+			t.Errorf("ParseAuthorityHost(%q): %v, want the cloud's host as the example", tt.raw, err)
+		}
+	}
+}
+
+// FuzzParseAuthorityHost: what it accepts is an https URL with a host, ends
+// in "/", and is accepted again unchanged.
+func FuzzParseAuthorityHost(f *testing.F) {
+	for _, s := range []string{"", "https://login.example.com", "https://user@x/", "https://x/?q", "http://x/"} {
+		f.Add(s)
+	}
+	public, _ := LookupCloud(DefaultCloud)
+	f.Fuzz(func(t *testing.T, raw string) {
+		got, err := ParseAuthorityHost(raw, public)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(got, "https://") || !strings.HasSuffix(got, "/") {
+			t.Fatalf("accepted %q as %q", raw, got)
+		}
+		again, err := ParseAuthorityHost(got, public)
+		if err != nil || again != got {
+			t.Fatalf("%q -> %q -> %q, %v", raw, got, again, err)
+		}
+	})
+}
+
 func FuzzParseRef(f *testing.F) {
 	for _, s := range []string{"db", "db#a.0", "db/0123456789abcdef0123456789abcdef", "https://kv1.vault.azure.net/secrets/x#y", "https://kv1.vault.azure.net/secrets/x/"} {
 		f.Add(s)
