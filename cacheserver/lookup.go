@@ -52,7 +52,7 @@ func (s *Server) lookup(ctx context.Context, id identityKey, token string, ref c
 		return resultOf(ref, f.entry, now, false)
 	}
 	if !f.refusal {
-		if e, ok := s.store.get(key); ok && !now.After(e.expires.Add(s.o.MaxStale)) {
+		if e, ok := s.store.get(key); ok && !now.After(e.expires.Add(s.o.staleFor())) {
 			s.metrics.lookups.WithLabelValues(resultStale).Inc()
 			s.log.Info("served stale", "subject", id.Subject, "vault", vaultHost(ref.Vault), "secret", ref.Name,
 				"outcome", outcomeStale, "ageSeconds", int64(now.Sub(e.readAt).Seconds()), "reason", f.err.Cause)
@@ -68,8 +68,8 @@ func (s *Server) lookup(ctx context.Context, id identityKey, token string, ref c
 func (s *Server) fetch(ctx context.Context, key entryKey, token string) fetched {
 	log := s.log.WithValues("subject", key.Subject, "vault", vaultHost(key.Vault), "secret", key.Name)
 	now := s.o.Now()
-	if s.o.MaxStale > 0 {
-		s.store.dropExpired(func(e entry) time.Time { return e.expires.Add(s.o.MaxStale) }, now)
+	if s.o.staleFor() > 0 {
+		s.store.dropExpired(func(e entry) time.Time { return e.expires.Add(s.o.staleFor()) }, now)
 	}
 	r, err := s.identities.reader(key.identityKey, token, now)
 	if err != nil {

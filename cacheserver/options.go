@@ -53,7 +53,8 @@ const (
 // MaxSecretsPerRequest results, each at least an error.
 const minAnswerBytesInFlight = 64 << 10
 
-// Options configure the cache. New validates them once.
+// Options configure the cache: defaults from Complete, checks in Validate.
+// New completes and validates its own copy.
 type Options struct {
 	// TTL is how long a value is served without asking Key Vault again,
 	// and how long one identity's credential (and so its Entra ID access
@@ -122,68 +123,86 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Validate fills in the defaults and checks what a command line sets:
-// everything but the Reviewer, which New requires.
+// Complete fills in the defaults of the fields left zero. It may be
+// called more than once: a negative MaxStale (never stale) stays negative.
+func (o *Options) Complete() {
+	orDefault(&o.TTL, DefaultTTL)
+	orDefault(&o.MaxStale, DefaultMaxStale)
+	orDefault(&o.UpstreamTimeout, DefaultUpstreamTimeout)
+	orDefault(&o.ReviewWait, DefaultReviewWait)
+	orDefault(&o.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&o.ReadTimeout, DefaultReadTimeout)
+	orDefault(&o.MaxConcurrentRequests, DefaultMaxConcurrentRequests)
+	orDefault(&o.MaxRequestsPerNamespace, DefaultMaxRequestsPerNamespace)
+	orDefault(&o.MaxConcurrentReviews, DefaultMaxConcurrentReviews)
+	orDefault(&o.MaxEntries, DefaultMaxEntries)
+	orDefault(&o.MaxBytes, DefaultMaxBytes)
+	orDefault(&o.MaxAnswerBytesInFlight, DefaultMaxAnswerBytesInFlight)
+	orDefault(&o.RatePerSecond, DefaultRatePerSecond)
+	orDefault(&o.RateBurst, DefaultRateBurst)
+	if o.Cloud.Name == "" {
+		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Validate checks completed options, all but the Reviewer, which New
+// requires; it changes nothing.
 func (o *Options) Validate() error {
 	errs := []error{
-		orDefault("TTL", &o.TTL, DefaultTTL),
-		orDefault("upstream timeout", &o.UpstreamTimeout, DefaultUpstreamTimeout),
-		orDefault("review wait", &o.ReviewWait, DefaultReviewWait),
-		orDefault("write timeout", &o.WriteTimeout, DefaultWriteTimeout),
-		orDefault("read timeout", &o.ReadTimeout, DefaultReadTimeout),
-		orDefault("max concurrent requests", &o.MaxConcurrentRequests, DefaultMaxConcurrentRequests),
-		orDefault("max requests per namespace", &o.MaxRequestsPerNamespace, DefaultMaxRequestsPerNamespace),
-		orDefault("max concurrent reviews", &o.MaxConcurrentReviews, DefaultMaxConcurrentReviews),
-		orDefault("max entries", &o.MaxEntries, DefaultMaxEntries),
-		orDefault("max bytes", &o.MaxBytes, DefaultMaxBytes),
-	}
-	if o.MaxAnswerBytesInFlight == 0 {
-		o.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
+		positive("TTL", o.TTL),
+		positive("upstream timeout", o.UpstreamTimeout),
+		positive("review wait", o.ReviewWait),
+		positive("write timeout", o.WriteTimeout),
+		positive("read timeout", o.ReadTimeout),
+		positive("max concurrent requests", o.MaxConcurrentRequests),
+		positive("max requests per namespace", o.MaxRequestsPerNamespace),
+		positive("max concurrent reviews", o.MaxConcurrentReviews),
+		positive("max entries", o.MaxEntries),
+		positive("max bytes", o.MaxBytes),
+		positive("rate", o.RatePerSecond),
+		positive("rate burst", o.RateBurst),
 	}
 	if o.MaxAnswerBytesInFlight < minAnswerBytesInFlight {
 		errs = append(errs, fmt.Errorf("max answer bytes in flight %d is under %d", o.MaxAnswerBytesInFlight, minAnswerBytesInFlight))
 	}
-	if o.MaxStale == 0 {
-		o.MaxStale = DefaultMaxStale
-	}
-	if o.MaxStale < 0 {
-		o.MaxStale = 0
-	}
-	if o.RatePerSecond == 0 {
-		o.RatePerSecond = DefaultRatePerSecond
-	}
-	if o.RateBurst == 0 {
-		o.RateBurst = DefaultRateBurst
-	}
-	if o.RatePerSecond < 0 || o.RateBurst < 0 {
-		errs = append(errs, fmt.Errorf("rate %v/s, burst %d: neither may be negative", o.RatePerSecond, o.RateBurst))
-	}
 	if o.Cloud.Name == "" {
-		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+		errs = append(errs, errors.New("no cloud"))
 	}
 	if _, err := spec.ParseAuthorityHost(o.AuthorityHost, o.Cloud); err != nil {
 		errs = append(errs, fmt.Errorf("authority host %w", err))
 	}
 	if o.Now == nil {
-		o.Now = time.Now
+		errs = append(errs, errors.New("no clock"))
 	}
 	return errors.Join(errs...)
 }
 
-// orDefault sets *v to def when it is zero, and says so when it is
-// negative.
-func orDefault[T ~int | ~int64](name string, v *T, def T) error {
-	switch {
-	case *v == 0:
+// staleFor is how long past its TTL a value may be served: MaxStale, or 0
+// when MaxStale is negative.
+func (o *Options) staleFor() time.Duration { return max(o.MaxStale, 0) }
+
+// orDefault sets *v to def when it is zero.
+func orDefault[T ~int | ~int64 | ~float64](v *T, def T) {
+	if *v == 0 {
 		*v = def
-	case *v < 0:
-		return fmt.Errorf("%s %v is negative", name, *v)
+	}
+}
+
+// positive says so when v is not above zero.
+func positive[T ~int | ~int64 | ~float64](name string, v T) error {
+	if v <= 0 {
+		return fmt.Errorf("%s %v is not positive", name, v)
 	}
 	return nil
 }
 
-// validate is Validate, with the Reviewer required.
+// validate completes and validates a copy of the options for New, with the
+// Reviewer required.
 func (o *Options) validate() error {
+	o.Complete()
 	err := o.Validate()
 	if o.Reviewer == nil {
 		err = errors.Join(err, errors.New("no token reviewer"))

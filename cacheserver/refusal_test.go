@@ -210,9 +210,9 @@ func TestNewOptions(t *testing.T) {
 	}{
 		{"defaults", Options{Reviewer: cachetest.NewReviewer()}, ""},
 		{"no reviewer", Options{}, "cache options: no token reviewer"},
-		{"negative TTL", Options{Reviewer: cachetest.NewReviewer(), TTL: -time.Second}, "cache options: TTL -1s is negative"},
+		{"negative TTL", Options{Reviewer: cachetest.NewReviewer(), TTL: -time.Second}, "cache options: TTL -1s is not positive"},
 		{"http authority", Options{Reviewer: cachetest.NewReviewer(), AuthorityHost: "http://login.example.com/"}, `cache options: authority host "http://login.example.com/" must be an https URL with a host and no user, query or fragment, like https://login.microsoftonline.com/`},
-		{"negative caps", Options{Reviewer: cachetest.NewReviewer(), MaxEntries: -1, MaxBytes: -1}, "cache options: max entries -1 is negative\nmax bytes -1 is negative"},
+		{"negative caps", Options{Reviewer: cachetest.NewReviewer(), MaxEntries: -1, MaxBytes: -1}, "cache options: max entries -1 is not positive\nmax bytes -1 is not positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,7 +3,9 @@ package cacheserver
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/kvinject/kvinject/internal/cacheapi"
 	"github.com/kvinject/kvinject/internal/serving"
+	"github.com/kvinject/kvinject/internal/spec"
 )
 
 // ServeOptions configure `kvinject cache`: the cache, and the servers
@@ -32,18 +35,67 @@ type ServeOptions struct {
 	ProbeAddr   string
 }
 
-// DefaultServeOptions are the cache's defaults, before flags.
+// DefaultServeOptions are the cache's defaults, before flags: the cache's
+// own completed.
 func DefaultServeOptions() ServeOptions {
-	return ServeOptions{
+	o := ServeOptions{
 		Port:        9443,
 		CertDir:     "/tmp/k8s-webhook-server/serving-certs",
 		MetricsAddr: ":8443",
 		ProbeAddr:   ":8081",
 	}
+	o.Cache.Complete()
+	return o
 }
 
-// Validate checks the options once, the cache's own included (filling in
-// their defaults), all but the Reviewer, which Serve makes.
+// AddFlags binds the options to the command line of `kvinject cache`, with
+// their current values as the defaults.
+func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
+	c := &o.Cache
+	fs.IntVar(&o.Port, "port", o.Port, "port of the HTTPS server agents ask")
+	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics (HTTPS with the same certificate, for bearer tokens allowed to get /metrics), or 0 to disable")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.DurationVar(&c.TTL, "ttl", c.TTL, "how long a value is served before Key Vault is asked again, and how long an identity's access token is reused")
+	fs.DurationVar(&c.MaxStale, "max-stale", c.MaxStale, "how long past its TTL a value is still served while Entra ID or Key Vault is unreachable or failing (negative: never)")
+	fs.IntVar(&c.MaxEntries, "max-entries", c.MaxEntries, "most values kept; the least recently used go first")
+	fs.Int64Var(&c.MaxBytes, "max-bytes", c.MaxBytes, "most bytes of values kept")
+	fs.Float64Var(&c.RatePerSecond, "rate", c.RatePerSecond, "requests per second allowed to each ServiceAccount")
+	fs.IntVar(&c.RateBurst, "rate-burst", c.RateBurst, "burst of requests allowed to each ServiceAccount (a rollout's pods)")
+	fs.IntVar(&c.MaxConcurrentReviews, "max-concurrent-reviews", c.MaxConcurrentReviews, "TokenReviews in flight at most; a request that finds none free within 5s is refused with 503 (its agent goes to Azure directly)")
+	fs.Int64Var(&c.MaxAnswerBytesInFlight, "max-answer-bytes-in-flight", c.MaxAnswerBytesInFlight, "bytes of answers being written at once, all callers together; a request that finds no room within 5s is refused with 503")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "time limit on writing one answer, so that a client that does not read gives its room back")
+	fs.IntVar(&c.MaxRequestsPerNamespace, "max-requests-per-namespace", c.MaxRequestsPerNamespace, "requests of one namespace's pods answered at once; one that finds no slot within 5s is refused with 503")
+	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", c.MaxConcurrentRequests, "requests handled at once, before anyone is authenticated; more are refused with 503 at once")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "time limit on reading a request's body (the request's headers: 32s)")
+	fs.Var(cloudFlag{&c.Cloud}, "cloud", "Azure cloud: "+strings.Join(spec.CloudNames(), ", "))
+	fs.StringVar(&c.AuthorityHost, "authority-host", c.AuthorityHost, "Entra ID authority host (default: the cloud's)")
+}
+
+// cloudFlag sets a spec.Cloud from its name.
+type cloudFlag struct{ c *spec.Cloud }
+
+func (f cloudFlag) String() string {
+	if f.c == nil {
+		return ""
+	}
+	return f.c.Name
+}
+
+func (f cloudFlag) Set(name string) error {
+	c, err := spec.LookupCloud(name)
+	if err != nil {
+		return err
+	}
+	*f.c = c
+	return nil
+}
+
+// Complete fills in the defaults, the cache's included.
+func (o *ServeOptions) Complete() { o.Cache.Complete() }
+
+// Validate checks completed options, the cache's included, all but the
+// Reviewer, which Serve makes; it changes nothing.
 func (o *ServeOptions) Validate() error {
 	errs := []error{o.Cache.Validate()}
 	if o.Port <= 0 || o.Port > 65535 {
@@ -58,6 +110,7 @@ func (o *ServeOptions) Validate() error {
 // Serve runs the cache until ctx ends. It proves callers with TokenReviews
 // through cfg, unless o.Cache.Reviewer is already set.
 func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
+	o.Complete()
 	if o.Cache.Reviewer == nil {
 		r, err := NewAPITokenReviewer(cfg)
 		if err != nil {
@@ -95,6 +148,6 @@ func Serve(ctx context.Context, o ServeOptions, cfg *rest.Config) error {
 		return fmt.Errorf("add readyz check: %w", err)
 	}
 	ctrllog.FromContext(ctx).Info("starting kvinject cache", "port", o.Port, "path", cacheapi.Path,
-		"ttl", o.Cache.TTL.String(), "maxStale", o.Cache.MaxStale.String(), "cloud", o.Cache.Cloud.Name)
+		"ttl", o.Cache.TTL.String(), "maxStale", o.Cache.staleFor().String(), "cloud", o.Cache.Cloud.Name)
 	return mgr.Start(ctx)
 }

@@ -27,18 +27,13 @@ func main() {
 	o := cacheserver.DefaultServeOptions()
 	o.Host = "127.0.0.1"
 	o.MetricsAddr = "0"
-	c := &o.Cache
 	// Its own flag set: controller-runtime registers -kubeconfig on the
-	// default one.
+	// default one. The flags are kvinject cache's own.
 	fs := flag.NewFlagSet("kvinject cache (benchmark child)", flag.ExitOnError)
-	fs.IntVar(&o.Port, "port", o.Port, "port of the HTTPS server agents ask (on 127.0.0.1)")
-	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key")
-	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", "", "address of /healthz and /readyz (127.0.0.1:PORT)")
-	fs.DurationVar(&c.TTL, "ttl", cacheserver.DefaultTTL, "as kvinject cache --ttl")
-	fs.Float64Var(&c.RatePerSecond, "rate", cacheserver.DefaultRatePerSecond, "as kvinject cache --rate")
-	fs.IntVar(&c.RateBurst, "rate-burst", cacheserver.DefaultRateBurst, "as kvinject cache --rate-burst")
+	o.AddFlags(fs)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server that reviews tokens")
 	_ = fs.Parse(os.Args[1:])
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "cache child: %v\n", err)
 		os.Exit(2)
