@@ -332,6 +332,7 @@ func TestWithCacheSelfSigned(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.CertDir = "/var/run/kvinject/serving-certs"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

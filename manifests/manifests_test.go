@@ -697,6 +697,7 @@ func mutatedPods(t *testing.T, dir string) []*corev1.Pod {
 	o := webhook.DefaultOptions()
 	o.AgentImage = "kvinject:test"
 	o.TenantID = "11111111-2222-3333-4444-555555555555"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

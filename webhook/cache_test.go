@@ -66,6 +66,7 @@ func TestParseCache(t *testing.T) {
 			o := testOptions(t)
 			if tt.opts != nil {
 				tt.opts(o)
+				o.Complete()
 				if err := o.Validate(); err != nil {
 					t.Fatal(err)
 				}
@@ -155,6 +156,7 @@ func TestCacheOptions(t *testing.T) {
 			o := DefaultOptions()
 			o.AgentImage = "kvinject:test"
 			o.CacheURL, o.CacheCA, o.CacheByDefault = tt.url, tt.ca, tt.byDefault
+			o.Complete()
 			err := o.Validate()
 			if got := errString(err); tt.wantErr == "" && err != nil || !strings.HasPrefix(got, tt.wantErr) {
 				t.Fatalf("Validate = %q, want %q", got, tt.wantErr)
@@ -228,6 +230,7 @@ func TestWithCacheCA(t *testing.T) {
 	}
 	none := DefaultOptions()
 	none.AgentImage = "kvinject:test"
+	none.Complete()
 	if err := none.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -311,6 +311,7 @@ func TestDenials(t *testing.T) {
 			o := testOptions(t)
 			if tt.opts != nil {
 				tt.opts(o)
+				o.Complete()
 				if err := o.Validate(); err != nil {
 					t.Fatal(err)
 				}
@@ -462,6 +463,7 @@ func TestAuthorityHost(t *testing.T) {
 	} {
 		o := testOptions(t)
 		o.AuthorityHost = tc.host
+		o.Complete()
 		err := o.Validate()
 		if (err == nil) != (tc.want != "") {
 			t.Errorf("--authority-host %q: %v, want accepted=%v", tc.host, err, tc.want != "")
@@ -504,6 +506,7 @@ func TestProxyWithoutCredentials(t *testing.T) {
 		o := DefaultOptions()
 		o.AgentImage = "kvinject:test"
 		o.AgentHTTPSProxy = tc.proxy
+		o.Complete()
 		err := o.Validate()
 		if (err == nil) != tc.ok {
 			t.Errorf("--agent-https-proxy %q: %v, want ok=%v", tc.proxy, err, tc.ok)

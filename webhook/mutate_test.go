@@ -32,6 +32,7 @@ func testOptions(t testing.TB) *Options {
 	o.DefaultVault = "homelab-kv"
 	o.CacheURL = testCacheURL
 	o.CacheCA = testCacheCA(t)
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +66,7 @@ func goldenCaseOptions(t testing.TB, name string) *Options {
 	o := testOptions(t)
 	if change := goldenOptions[name]; change != nil {
 		change(o)
+		o.Complete()
 		if err := o.Validate(); err != nil {
 			t.Fatal(err)
 		}

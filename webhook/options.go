@@ -16,7 +16,8 @@ import (
 )
 
 // Options configure the mutation. Build them with DefaultOptions, set what
-// the flags say, and call Validate once; Mutate trusts validated Options.
+// the flags say (AddFlags), call Complete, then Validate; Mutate trusts
+// completed, validated Options.
 type Options struct {
 	// AgentImage is the image of the kvinject-agent init container.
 	AgentImage string
@@ -63,6 +64,10 @@ type Options struct {
 	// certificate, which the agent trusts alone for the cache. Required
 	// with CacheURL.
 	CacheCA []byte
+	// CacheCAFile is the file the commands read CacheCA from
+	// (webhookserver.LoadCacheCA), and the webhook reads again while it
+	// runs; Mutate reads CacheCA alone.
+	CacheCAFile string
 	// EnvDelivery is how env variables reach the containers:
 	// spec.DeliveryAuto (default), spec.DeliveryFileKeyRef or
 	// spec.DeliveryExec.
@@ -75,7 +80,7 @@ type Options struct {
 	// spec.CacheOn does. Needs CacheURL.
 	CacheByDefault bool
 
-	// Derived by Validate.
+	// Derived by Complete.
 	kubeMinor     int
 	cloud         spec.Cloud
 	defaultVault  string
@@ -119,21 +124,37 @@ func DefaultOptions() Options {
 	}
 }
 
-// Validate checks the options and derives what Mutate needs.
-func (o *Options) Validate() error {
-	var errs []error
-	o.templates = newTemplateCache()
+// Complete fills in the defaults and derives what Mutate needs from the
+// fields; what does not parse is left for Validate to report. Calling it
+// again derives again.
+func (o *Options) Complete() {
 	if o.KubeVersion == "" {
 		o.KubeVersion = NewestKubeVersion
 	}
+	if o.EnvDelivery == "" {
+		o.EnvDelivery = spec.DeliveryAuto
+	}
+	o.templates = newTemplateCache()
+	_ = o.derive()
+}
+
+// Validate reports every problem of completed options at once; it
+// changes nothing.
+func (o *Options) Validate() error {
+	c := *o
+	return c.derive()
+}
+
+// derive parses the fields into what Mutate needs, and says what does not
+// parse.
+func (o *Options) derive() error {
+	var errs []error
 	minor, err := KubeMinor(o.KubeVersion)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("the Kubernetes version: %w", err))
 	}
 	o.kubeMinor = minor
 	switch o.EnvDelivery {
-	case "":
-		o.EnvDelivery = spec.DeliveryAuto
 	case spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec:
 	default:
 		errs = append(errs, fmt.Errorf("the env delivery %s must be %s, %s or %s", spec.Quote(o.EnvDelivery), spec.DeliveryAuto, spec.DeliveryFileKeyRef, spec.DeliveryExec))
@@ -141,9 +162,9 @@ func (o *Options) Validate() error {
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}
-	cloud, err := spec.LookupCloud(o.CloudName)
-	if err != nil {
-		errs = append(errs, fmt.Errorf("--cloud: %w", err))
+	cloud, cloudErr := spec.LookupCloud(o.CloudName)
+	if cloudErr != nil {
+		errs = append(errs, fmt.Errorf("--cloud: %w", cloudErr))
 	}
 	o.cloud = cloud
 	// The agent reads AZURE_AUTHORITY_HOST with the same parser.
@@ -151,7 +172,7 @@ func (o *Options) Validate() error {
 		errs = append(errs, fmt.Errorf("--authority-host %w", err))
 	}
 	o.defaultVault = ""
-	if o.DefaultVault != "" && err == nil {
+	if o.DefaultVault != "" && cloudErr == nil {
 		v, err := spec.ParseVault(o.DefaultVault, cloud)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--default-vault: %w", err))

@@ -50,6 +50,7 @@ func TestResourceFlags(t *testing.T) {
 			if err := fs.Parse(tc.args); err != nil {
 				t.Fatal(err)
 			}
+			o.Complete()
 			err := o.Validate()
 			for _, w := range tc.wantErr {
 				if err == nil || !strings.Contains(err.Error(), w) {

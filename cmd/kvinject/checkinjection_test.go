@@ -17,6 +17,7 @@ import (
 func TestCheckInjection(t *testing.T) {
 	o := webhook.DefaultOptions()
 	o.AgentImage = "kvinject:test"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

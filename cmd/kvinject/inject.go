@@ -22,7 +22,7 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fmt.Fprintln(io.err, "Usage: kvinject inject -f FILE|- [flags]\n\nPrints Pods and workloads (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob)\nas the webhook would admit them, or the webhook's denial.")
 		fs.PrintDefaults()
 	}
-	cacheCAFile := webhookserver.MutationFlags(fs, &o)
+	o.AddFlags(fs)
 	file := fs.String("f", "", "YAML file to read, - for standard input")
 	ns := fs.String("namespace", "default", "namespace of objects that name none")
 	saClientID := fs.String("sa-client-id", "", "stands in for the ServiceAccount annotation "+spec.SAAnnotationClientID)
@@ -35,8 +35,9 @@ func runInject(_ context.Context, args []string, io stdio) int {
 		fs.Usage()
 		return 2
 	}
-	err := webhookserver.LoadCacheCA(*cacheCAFile, &o)
+	err := webhookserver.LoadCacheCA(&o)
 	if err == nil {
+		o.Complete()
 		err = o.Validate()
 	}
 	if err != nil {

@@ -14,6 +14,7 @@ func testOptions(t testing.TB) Options {
 	o.AgentImage = "kvinject:test"
 	o.TenantID = "11111111-2222-3333-4444-555555555555"
 	o.DefaultVault = "homelab-kv"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

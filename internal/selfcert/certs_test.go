@@ -21,6 +21,7 @@ func testOptions(t *testing.T) *Options {
 	o.SecretName = "kvinject-webhook-cert"
 	o.Namespace = "kvinject-system"
 	o.CertDir = t.TempDir()
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +213,7 @@ func TestPlanRepairs(t *testing.T) {
 	good := st.data()
 	other := testOptions(t)
 	other.ServiceName = "renamed"
+	other.Complete()
 	if err := other.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -266,6 +268,7 @@ func cacheOptions(t *testing.T) *Options {
 	o.SecretName, o.CacheSecretName = "kvinject-webhook-cert", "kvinject-cache-cert"
 	o.Namespace = "kvinject-system"
 	o.CertDir = t.TempDir()
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -388,6 +391,7 @@ func TestPlanCacheRepairs(t *testing.T) {
 	good := cs.data()
 	renamed := *o
 	renamed.CacheServiceName = "other-cache"
+	renamed.Complete()
 	if err := renamed.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -395,6 +399,7 @@ func TestPlanCacheRepairs(t *testing.T) {
 	foreignCache, _, _ := planCache(nil, foreign, o, now)
 	short := *o
 	short.CertValidity = time.Hour
+	short.Complete()
 	if err := short.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -472,6 +477,7 @@ func TestCABundleFor(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	o := DefaultOptions()
+	o.Complete()
 	err := o.Validate()
 	for _, want := range []string{"--self-signed-cert-secret is empty", "--self-signed-namespace is empty", "--cert-dir is empty"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -481,6 +487,7 @@ func TestValidate(t *testing.T) {
 	o = DefaultOptions()
 	o.SecretName, o.Namespace, o.CertDir = "Bad_Name", "ns", "relative"
 	o.CertValidity = 2 * o.CAValidity
+	o.Complete()
 	err = o.Validate()
 	for _, want := range []string{"--self-signed-cert-secret \"Bad_Name\"", "absolute", "exceeds"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -510,12 +517,14 @@ func TestValidate(t *testing.T) {
 		if !o.Enabled() {
 			t.Errorf("%s: a cache Secret alone does not ask for self-signed mode", name)
 		}
+		o.Complete()
 		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: Validate() = %v, want it to say %q", name, err, tc.want)
 		}
 	}
 	o = DefaultOptions()
 	o.SecretName, o.CacheSecretName, o.Namespace, o.CertDir = "kvinject-webhook-cert", "kvinject-cache-cert", "ns", "/certs"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -524,6 +533,7 @@ func TestValidate(t *testing.T) {
 		t.Errorf("CacheDNSNames() = %v, want %v", got, want)
 	}
 	o.CacheSecretName = ""
+	o.Complete()
 	if err := o.Validate(); err != nil || len(o.CacheDNSNames()) != 0 || o.CacheEnabled() {
 		t.Errorf("without the cache: Validate() = %v, CacheDNSNames() = %v", err, o.CacheDNSNames())
 	}

@@ -178,6 +178,7 @@ func replicaOptions(t *testing.T) *Options {
 	o := DefaultOptions()
 	o.SecretName, o.Namespace, o.WebhookConfigName, o.ServiceName = secretName, namespace, configName, saName
 	o.CertDir = filepath.Join(t.TempDir(), "certs")
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,7 @@ func cacheReplicaOptions(t *testing.T) *Options {
 	t.Helper()
 	o := replicaOptions(t)
 	o.CacheSecretName, o.CacheServiceName = cacheSecretName, cacheServiceName
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

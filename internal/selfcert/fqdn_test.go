@@ -29,6 +29,7 @@ func TestCacheCertificateServesFullyQualifiedName(t *testing.T) {
 		t.Run(tt.certDomain+" asked as "+tt.askDomain, func(t *testing.T) {
 			o := cacheOptions(t)
 			o.ClusterDomain = tt.certDomain
+			o.Complete()
 			if err := o.Validate(); err != nil {
 				t.Fatal(err)
 			}

@@ -11,7 +11,7 @@ import (
 )
 
 // Options configure the self-signed certificate. Build them with DefaultOptions, set what the
-// flags say, and call Validate once; New trusts validated Options.
+// flags say (AddFlags), call Complete, then Validate; New validates them again.
 type Options struct {
 	// SecretName is the Secret holding the CA and serving certificate; empty disables
 	// self-signed mode.
@@ -44,8 +44,8 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	// Derived by Validate.
-	validated     bool
+	// Derived by Complete.
+	completed     bool
 	dnsNames      []string
 	cacheDNSNames []string
 }
@@ -90,7 +90,23 @@ func (o *Options) Enabled() bool { return o.SecretName != "" || o.CacheSecretNam
 // CacheEnabled tells whether the cache's certificate is asked for.
 func (o *Options) CacheEnabled() bool { return o.CacheSecretName != "" }
 
-// Validate checks the options once and derives the serving certificate's DNS names.
+// Complete fills in the defaults (ClusterDomain, Now) and derives the certificates' DNS names.
+func (o *Options) Complete() {
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = DefaultClusterDomain
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	o.dnsNames = serviceDNSNames(o.ServiceName, o.Namespace, o.ClusterDomain)
+	o.cacheDNSNames = nil
+	if o.CacheEnabled() {
+		o.cacheDNSNames = serviceDNSNames(o.CacheServiceName, o.Namespace, o.ClusterDomain)
+	}
+	o.completed = true
+}
+
+// Validate reports every problem of completed options at once; it changes nothing.
 func (o *Options) Validate() error {
 	var errs []error
 	check := func(flagName, value string, msgs []string) {
@@ -124,9 +140,6 @@ func (o *Options) Validate() error {
 	} else if !filepath.IsAbs(o.CertDir) {
 		errs = append(errs, fmt.Errorf("--cert-dir %q must be an absolute path", o.CertDir))
 	}
-	if o.ClusterDomain == "" {
-		o.ClusterDomain = DefaultClusterDomain
-	}
 	if msgs := validation.IsDNS1123Subdomain(o.ClusterDomain); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("--cluster-domain %q: %s", o.ClusterDomain, msgs[0]))
 	}
@@ -142,19 +155,10 @@ func (o *Options) Validate() error {
 	if o.ResyncInterval <= 0 {
 		errs = append(errs, fmt.Errorf("resync interval %s must be positive", o.ResyncInterval))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return err
+	if !o.completed {
+		errs = append(errs, errors.New("selfcert: options not completed"))
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	o.dnsNames = serviceDNSNames(o.ServiceName, o.Namespace, o.ClusterDomain)
-	o.cacheDNSNames = nil
-	if o.CacheEnabled() {
-		o.cacheDNSNames = serviceDNSNames(o.CacheServiceName, o.Namespace, o.ClusterDomain)
-	}
-	o.validated = true
-	return nil
+	return errors.Join(errs...)
 }
 
 // serviceDNSNames are the names a certificate for the Service svc in namespace ns holds, the
@@ -167,8 +171,8 @@ func serviceDNSNames(svc, ns, domain string) []string {
 	return []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc." + domain, svc, svc + "." + ns}
 }
 
-// DNSNames are the names in the serving certificate (after Validate).
+// DNSNames are the names in the serving certificate (after Complete).
 func (o *Options) DNSNames() []string { return append([]string(nil), o.dnsNames...) }
 
-// CacheDNSNames are the names in the cache's certificate (after Validate; none when it is off).
+// CacheDNSNames are the names in the cache's certificate (after Complete; none when it is off).
 func (o *Options) CacheDNSNames() []string { return append([]string(nil), o.cacheDNSNames...) }

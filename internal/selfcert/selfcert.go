@@ -58,11 +58,12 @@ var (
 	_ manager.LeaderElectionRunnable = (*Runnable)(nil)
 )
 
-// New makes the Runnable from validated Options, talking to the API server at cfg with its own
-// uncached client (it reads one Secret and one webhook configuration, by name).
+// New makes the Runnable from completed Options, which it validates, talking to the API server
+// at cfg with its own uncached client (it reads one Secret and one webhook configuration, by
+// name).
 func New(cfg *rest.Config, o *Options) (*Runnable, error) {
-	if !o.validated {
-		return nil, errors.New("selfcert: options not validated")
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {

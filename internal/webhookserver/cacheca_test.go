@@ -38,6 +38,7 @@ func cacheOptions(t *testing.T, ca []byte) *webhook.Options {
 	o.TenantID = testTenant
 	o.DefaultVault = "homelab-kv"
 	o.CacheURL, o.CacheCA = testCacheURL, ca
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,7 @@ func TestAutoDeliveryFollowsNodes(t *testing.T) {
 
 	o := webhook.DefaultOptions()
 	o.AgentImage, o.TenantID = "kvinject:test", testTenant
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

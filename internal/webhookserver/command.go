@@ -8,50 +8,17 @@ import (
 	"io"
 	"os"
 
-	"k8s.io/apimachinery/pkg/api/resource"
-
 	"github.com/kvinject/kvinject/internal/selfcert"
 	"github.com/kvinject/kvinject/internal/serving"
-	"github.com/kvinject/kvinject/internal/spec"
 	"github.com/kvinject/kvinject/webhook"
 )
 
-// MutationFlags binds the flags shared by the webhook and `kvinject
-// inject`. It returns --cache-ca-file, which LoadCacheCA reads after
-// parsing.
-func MutationFlags(fs *flag.FlagSet, o *webhook.Options) (cacheCAFile *string) {
-	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "image of the kvinject-agent init container")
-	fs.StringVar(&o.TenantID, "tenant-id", o.TenantID, "Entra ID tenant when neither the pod nor its ServiceAccount names one")
-	fs.StringVar(&o.CloudName, "cloud", o.CloudName, "Azure cloud: AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
-	fs.StringVar(&o.DefaultVault, "default-vault", o.DefaultVault, "vault name or URL for pods without "+spec.AnnotationVault)
-	fs.StringVar(&o.AuthorityHost, "authority-host", o.AuthorityHost, "Entra ID authority host (default: the cloud's)")
-	fs.StringVar(&o.AgentHTTPSProxy, "agent-https-proxy", o.AgentHTTPSProxy, "HTTPS_PROXY for the agent, when egress goes through a proxy")
-	fs.StringVar(&o.AgentNoProxy, "agent-no-proxy", o.AgentNoProxy, "NO_PROXY for the agent")
-	fs.StringVar(&o.AgentCABundle, "agent-ca-bundle", o.AgentCABundle, "CONFIGMAP/KEY in the pod's namespace with extra PEM CAs for the agent (e.g. a proxy's)")
-	fs.Func("secrets-size-limit", "size limit of the tmpfs holding the files (default "+o.SecretsSizeLimit.String()+")", func(s string) error {
-		q, err := resource.ParseQuantity(s)
-		if err != nil {
-			return err
-		}
-		o.SecretsSizeLimit = q
-		return nil
-	})
-	fs.StringVar(&o.CacheURL, "cache-url", o.CacheURL, "https:// URL of the cluster cache (kvinject cache) for pods that opt in with "+spec.AnnotationCache+" (default: no cache)")
-	cacheCAFile = fs.String("cache-ca-file", "", "PEM file of the CAs that sign the cache's certificate, which the agent trusts alone for the cache (required with --cache-url)")
-	fs.StringVar(&o.EnvDelivery, "env-delivery", spec.DeliveryAuto, "how "+spec.AnnotationEnvPrefix+"<VAR> variables reach the containers: "+spec.DeliveryAuto+" (fileKeyRef where the API server keeps it and every kubelet is 1.35 or newer, else the exec wrapper), "+spec.DeliveryFileKeyRef+" or "+spec.DeliveryExec)
-	for _, f := range webhook.ResourceFlags(*o) {
-		fs.Func(f.Name, f.Usage, func(v string) error { return f.Set(o, v) })
-	}
-	fs.BoolVar(&o.CacheByDefault, "cache-by-default", o.CacheByDefault, "pods without "+spec.AnnotationCache+" use the cache as with \"true\" (needs --cache-url)")
-	return cacheCAFile
-}
-
-// LoadCacheCA reads --cache-ca-file into o.CacheCA.
-func LoadCacheCA(path string, o *webhook.Options) error {
-	if path == "" {
+// LoadCacheCA reads o.CacheCAFile (--cache-ca-file) into o.CacheCA.
+func LoadCacheCA(o *webhook.Options) error {
+	if o.CacheCAFile == "" {
 		return nil
 	}
-	b, err := ReadCacheCA(path)
+	b, err := ReadCacheCA(o.CacheCAFile)
 	if err != nil {
 		return fmt.Errorf("--cache-ca-file: %w", err)
 	}
@@ -66,7 +33,7 @@ func Command(ctx context.Context, name string, args []string, stderr io.Writer) 
 	o := DefaultServerOptions()
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cacheCAFile := MutationFlags(fs, &o.Mutation)
+	o.Mutation.AddFlags(fs)
 	fs.IntVar(&o.Port, "port", o.Port, "port of the webhook server")
 	fs.StringVar(&o.CertDir, "cert-dir", o.CertDir, "directory with tls.crt and tls.key, reloaded when they change")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "address of /metrics (HTTPS with the webhook's certificate, for bearer tokens allowed to get /metrics), or 0 to disable")
@@ -89,12 +56,13 @@ func Command(ctx context.Context, name string, args []string, stderr io.Writer) 
 	// certificate. With self-signed certificates the file may be the CA
 	// bundle the webhook writes itself, which the first start must write
 	// before it can be read.
-	o.CacheCAFile = *cacheCAFile
-	_, statErr := os.Stat(o.CacheCAFile)
-	written := o.CacheCAFile != "" && o.SelfSigned != nil && errors.Is(statErr, os.ErrNotExist)
+	caFile := o.Mutation.CacheCAFile
+	_, statErr := os.Stat(caFile)
+	written := caFile != "" && o.SelfSigned != nil && errors.Is(statErr, os.ErrNotExist)
 	validate := func() bool {
-		err := LoadCacheCA(o.CacheCAFile, &o.Mutation)
+		err := LoadCacheCA(&o.Mutation)
 		if err == nil {
+			o.Complete()
 			err = o.Validate()
 		}
 		if err != nil {

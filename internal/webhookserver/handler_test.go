@@ -209,6 +209,7 @@ func testOptions(t testing.TB) *webhook.Options {
 	o.AgentImage = "kvinject:test"
 	o.TenantID = testTenant
 	o.DefaultVault = "homelab-kv"
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,10 @@ import (
 
 // ServerOptions configure `kvinject webhook`.
 type ServerOptions struct {
+	// Mutation's CacheCAFile, when set, is read again every
+	// CacheCAInterval while the webhook serves, which admits with the new
+	// bundle once it is valid.
 	Mutation webhook.Options
-	// CacheCAFile, when set, is the file Mutation.CacheCA was read from
-	// (--cache-ca-file): Serve reads it again every CacheCAInterval and
-	// admits with the new bundle once it is valid.
-	CacheCAFile string
 	// Port and CertDir (tls.crt, tls.key, reloaded on change) of the webhook server.
 	Port    int
 	CertDir string
@@ -63,7 +62,18 @@ func DefaultServerOptions() ServerOptions {
 	}
 }
 
-// Validate checks the options once.
+// Complete fills in the defaults and derives what the webhook needs, the
+// mutation's included.
+func (o *ServerOptions) Complete() {
+	o.Mutation.Complete()
+	if o.SelfSigned != nil {
+		o.SelfSigned.CertDir = o.CertDir
+		o.SelfSigned.Complete()
+	}
+}
+
+// Validate reports every problem of completed options at once; it
+// changes nothing.
 func (o *ServerOptions) Validate() error {
 	var errs []error
 	if err := o.Mutation.Validate(); err != nil {
@@ -76,7 +86,6 @@ func (o *ServerOptions) Validate() error {
 		errs = append(errs, errors.New("--cert-dir is empty"))
 	}
 	if o.SelfSigned != nil {
-		o.SelfSigned.CertDir = o.CertDir
 		if err := o.SelfSigned.Validate(); err != nil {
 			errs = append(errs, err)
 		}
@@ -107,6 +116,7 @@ func EnsureSelfSigned(ctx context.Context, o ServerOptions, cfg *rest.Config) er
 	}
 	so := *o.SelfSigned
 	so.CertDir = o.CertDir
+	so.Complete()
 	if err := so.Validate(); err != nil {
 		return err
 	}
@@ -211,10 +221,10 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 	}
 	ctrllog.FromContext(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
 		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
-	if o.CacheCAFile != "" {
+	if o.Mutation.CacheCAFile != "" {
 		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrllog.FromContext(ctx).WithName("cache-ca")))
 		defer stop()
-		go watchCacheCA(watchCtx, o.CacheCAFile, CacheCAInterval, options)
+		go watchCacheCA(watchCtx, o.Mutation.CacheCAFile, CacheCAInterval, options)
 	}
 	return mgr.Start(ctx)
 }

@@ -74,6 +74,7 @@ func TestServeWithAPIServer(t *testing.T) {
 	o.Host, o.Port, o.CertDir = wio.LocalServingHost, wio.LocalServingPort, wio.LocalServingCertDir
 	metricsPort, probePort := k8stest.FreePort(t), k8stest.FreePort(t)
 	o.MetricsAddr, o.ProbeAddr = fmt.Sprintf("127.0.0.1:%d", metricsPort), fmt.Sprintf("127.0.0.1:%d", probePort)
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ func (staticSA) GetServiceAccount(_ context.Context, namespace, name string) (we
 func BenchmarkMutate(b *testing.B) {
 	o := webhook.DefaultOptions()
 	o.AgentImage, o.TenantID = "ghcr.io/kvinject/kvinject:bench", benchTenant
+	o.Complete()
 	if err := o.Validate(); err != nil {
 		b.Fatal(err)
 	}
