@@ -24,6 +24,12 @@ func TestNewOptions(t *testing.T) {
 		{"bad vault", Options{DefaultVault: "x"}, `default vault: vault name "x" is not valid: 3-24 letters, digits and hyphens, starting with a letter`},
 		{"negative cache duration", Options{CacheDuration: -1}, "cache duration -1ns is negative"},
 		{"negative timeout", Options{Timeout: -1}, "timeout -1ns is negative"},
+		{"authority host the agent refuses", Options{AuthorityHost: "https://user@login.example.com/"},
+			`AZURE_AUTHORITY_HOST "https://user@login.example.com/" must be an https URL with a host and no user, query or fragment, like https://login.microsoftonline.com/`},
+		{"every problem at once", Options{TenantID: "not a tenant", DefaultVault: "x", CacheDuration: -1, MatchImages: []string{"https://r.example.com"}},
+			"tenant id: \"not a tenant\" is not a tenant id (a GUID or a domain name)\n" +
+				"default vault: vault name \"x\" is not valid: 3-24 letters, digits and hyphens, starting with a letter\n" +
+				"cache duration -1ns is negative\nmatch images: \"https://r.example.com\": no scheme, just host[:port][/path]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

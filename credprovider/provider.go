@@ -77,46 +77,55 @@ type Provider struct {
 	matchImages []MatchImage
 }
 
-// New validates o.
+// New validates o, reporting every problem at once.
 func New(o Options) (*Provider, error) {
+	var errs []error
 	if o.Cloud.Name == "" {
 		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
 	}
 	if o.TenantID != "" {
 		if err := spec.ValidateTenantID(o.TenantID); err != nil {
-			return nil, fmt.Errorf("tenant id: %w", err)
+			errs = append(errs, fmt.Errorf("tenant id: %w", err))
 		}
 	}
+	var vaultErr error
 	if o.DefaultVault != "" {
-		v, err := spec.ParseVault(o.DefaultVault, o.Cloud)
-		if err != nil {
-			return nil, fmt.Errorf("default vault: %w", err)
+		o.DefaultVault, vaultErr = spec.ParseVault(o.DefaultVault, o.Cloud)
+		if vaultErr != nil {
+			errs = append(errs, fmt.Errorf("default vault: %w", vaultErr))
 		}
-		o.DefaultVault = v
+	}
+	// The agent's rule: a value the agent refuses is refused here too.
+	if _, err := spec.ParseAuthorityHost(o.AuthorityHost, o.Cloud); err != nil {
+		errs = append(errs, fmt.Errorf("%s %w", spec.EnvAuthorityHost, err))
 	}
 	if o.CacheDuration < 0 {
-		return nil, fmt.Errorf("cache duration %v is negative", o.CacheDuration)
+		errs = append(errs, fmt.Errorf("cache duration %v is negative", o.CacheDuration))
 	}
 	switch {
 	case o.Timeout == 0:
 		o.Timeout = DefaultTimeout
 	case o.Timeout < 0:
-		return nil, fmt.Errorf("timeout %v is negative", o.Timeout)
+		errs = append(errs, fmt.Errorf("timeout %v is negative", o.Timeout))
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Node != nil {
+	if o.Node != nil && vaultErr == nil {
+		// Node mode reads pull secrets against the default vault above.
 		n := *o.Node
 		n.PullSecrets = append([]NodePullSecret(nil), n.PullSecrets...)
 		if err := n.validate(o); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
 		o.Node = &n
 	}
 	m, err := ParseMatchImages(o.MatchImages)
 	if err != nil {
-		return nil, fmt.Errorf("match images: %w", err)
+		errs = append(errs, fmt.Errorf("match images: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return &Provider{o: o, matchImages: m}, nil
 }
