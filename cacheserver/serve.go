@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -68,27 +67,8 @@ func (o *ServeOptions) AddFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxRequestsPerNamespace, "max-requests-per-namespace", c.MaxRequestsPerNamespace, "requests of one namespace's pods answered at once; one that finds no slot within 5s is refused with 503")
 	fs.IntVar(&c.MaxConcurrentRequests, "max-concurrent-requests", c.MaxConcurrentRequests, "requests handled at once, before anyone is authenticated; more are refused with 503 at once")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "time limit on reading a request's body (the request's headers: 32s)")
-	fs.Var(cloudFlag{&c.Cloud}, "cloud", "Azure cloud: "+strings.Join(spec.CloudNames(), ", "))
+	fs.Var(&c.Cloud, "cloud", spec.CloudUsage())
 	fs.StringVar(&c.AuthorityHost, "authority-host", c.AuthorityHost, "Entra ID authority host (default: the cloud's)")
-}
-
-// cloudFlag sets a spec.Cloud from its name.
-type cloudFlag struct{ c *spec.Cloud }
-
-func (f cloudFlag) String() string {
-	if f.c == nil {
-		return ""
-	}
-	return f.c.Name
-}
-
-func (f cloudFlag) Set(name string) error {
-	c, err := spec.LookupCloud(name)
-	if err != nil {
-		return err
-	}
-	*f.c = c
-	return nil
 }
 
 // Complete fills in the defaults, the cache's included.

@@ -102,7 +102,8 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	fs.SetOutput(stdio.Err)
 	tenantID := fs.String("tenant-id", "", "Entra ID tenant for ServiceAccounts without the annotation "+spec.SAAnnotationTenantID)
 	defaultVault := fs.String("default-vault", "", "vault name or URL that a short "+spec.SAAnnotationPullSecret+" reference reads from")
-	cloudName := fs.String("cloud", spec.DefaultCloud, "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
+	cloud := spec.PublicCloud()
+	fs.Var(&cloud, "cloud", spec.CloudUsage())
 	cacheDuration := fs.Duration("cache-duration", DefaultCacheDuration, "how long the kubelet keeps a credential, per ServiceAccount and registry (0: not at all)")
 	timeout := fs.Duration("timeout", DefaultTimeout, "time limit of one run, retries included (the kubelet stops a plugin after 1m)")
 	var nf nodeFlags
@@ -129,11 +130,6 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stdio.Err, "%s: unexpected arguments %q\n", prog, fs.Args())
-		return 2
-	}
-	cloud, err := spec.LookupCloud(*cloudName)
-	if err != nil {
-		fmt.Fprintf(stdio.Err, "%s: --cloud: %v\n", prog, err)
 		return 2
 	}
 	node, err := nf.options(fs, stdio.Hostname)

@@ -30,7 +30,8 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	fs.SetOutput(stdio.Err)
 	check := fs.Bool("check", false, "validate the spec and print what would be fetched and written; fetch nothing")
 	timeout := fs.Duration("timeout", DefaultTimeout, "overall time limit, retries included")
-	cloudName := fs.String("cloud", "", "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment (default: from the spec's vault names)")
+	var cloud spec.Cloud
+	fs.Var(&cloud, "cloud", spec.CloudUsage()+" (default: from the spec's vault names)")
 	concurrency := fs.Int("concurrency", DefaultConcurrency, fmt.Sprintf("secrets fetched in parallel (1 to %d)", MaxConcurrency))
 	dir := fs.String("dir", "", "where the agent writes the files (default: the spec's mountPath)")
 	logFormat := fs.String("log-format", "json", "log format on stderr: json or text")
@@ -73,13 +74,6 @@ func Main(ctx context.Context, prog string, args []string, stdio Stdio) int {
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "error: %v\n", err)
 		return 2
-	}
-	var cloud spec.Cloud
-	if *cloudName != "" {
-		if cloud, err = spec.LookupCloud(*cloudName); err != nil {
-			fmt.Fprintf(stdio.Err, "%s: --cloud: %v\n", prog, err)
-			return 2
-		}
 	}
 	agent, err := New(Options{
 		Spec:        s,

@@ -262,7 +262,7 @@ func parseVault(ann map[string]string, o *Options, d *Denial) string {
 		}
 		return o.defaultVault
 	}
-	pv, err := spec.ParseVault(v, o.cloud)
+	pv, err := spec.ParseVault(v, o.Cloud)
 	if err != nil {
 		d.addf("%s: %v", spec.AnnotationVault, err)
 		return v // already denied: keep refs from reporting a missing vault too
@@ -273,7 +273,7 @@ func parseVault(ann map[string]string, o *Options, d *Denial) string {
 // parseRef parses a reference of annotation k against the pod's vault. A
 // missing vault is not said again: it was denied for the vault.
 func parseRef(k, v, vault string, o *Options, d *Denial) spec.Ref {
-	r, err := spec.ParseRef(v, vault, o.cloud)
+	r, err := spec.ParseRef(v, vault, o.Cloud)
 	if err != nil && !(vault == "" && errors.Is(err, spec.ErrNoVault)) {
 		d.addf("%s: %v", k, err)
 	}

@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"flag"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
@@ -15,7 +14,7 @@ import (
 func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AgentImage, "agent-image", o.AgentImage, "image of the kvinject-agent init container")
 	fs.StringVar(&o.TenantID, "tenant-id", o.TenantID, "Entra ID tenant when neither the pod nor its ServiceAccount names one")
-	fs.StringVar(&o.CloudName, "cloud", o.CloudName, "Azure cloud: "+strings.Join(spec.CloudNames(), ", "))
+	fs.Var(&o.Cloud, "cloud", spec.CloudUsage())
 	fs.StringVar(&o.DefaultVault, "default-vault", o.DefaultVault, "vault name or URL for pods without "+spec.AnnotationVault)
 	fs.StringVar(&o.AuthorityHost, "authority-host", o.AuthorityHost, "Entra ID authority host (default: the cloud's)")
 	fs.StringVar(&o.AgentHTTPSProxy, "agent-https-proxy", o.AgentHTTPSProxy, "HTTPS_PROXY for the agent, when egress goes through a proxy")

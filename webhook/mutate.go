@@ -187,7 +187,7 @@ func agentContainer(in *injection, o *Options) (corev1.Container, error) {
 		Image: o.AgentImage,
 		// The agent's own small binary, in the same image as the webhook.
 		Command: []string{spec.AgentCommand},
-		Args:    []string{"--cloud=" + o.cloud.Name},
+		Args:    []string{"--cloud=" + o.Cloud.Name},
 		Env:     env,
 		// Every field the API server would default is set here, so that
 		// mutating an admitted pod again finds nothing to change.

@@ -21,8 +21,9 @@ import (
 type Options struct {
 	// AgentImage is the image of the kvinject-agent init container.
 	AgentImage string
-	// CloudName selects the Azure cloud: vault host suffix and authority host.
-	CloudName string
+	// Cloud gives the vault host suffix and the authority host; zero: the
+	// public cloud.
+	Cloud spec.Cloud
 	// TenantID is the tenant used when neither the pod nor its
 	// ServiceAccount names one.
 	TenantID string
@@ -82,7 +83,6 @@ type Options struct {
 
 	// Derived by Complete.
 	kubeMinor     int
-	cloud         spec.Cloud
 	defaultVault  string
 	authorityHost string
 	caConfigMap   string
@@ -98,7 +98,7 @@ const NewestKubeVersion = "1.37"
 // DefaultOptions are the webhook's defaults, before flags.
 func DefaultOptions() Options {
 	return Options{
-		CloudName:        spec.DefaultCloud,
+		Cloud:            spec.PublicCloud(),
 		SecretsSizeLimit: resource.MustParse("4Mi"),
 		AgentResources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
@@ -134,6 +134,9 @@ func (o *Options) Complete() {
 	if o.EnvDelivery == "" {
 		o.EnvDelivery = spec.DeliveryAuto
 	}
+	if o.Cloud.Name == "" {
+		o.Cloud = spec.PublicCloud()
+	}
 	o.templates = newTemplateCache()
 	_ = o.derive()
 }
@@ -162,11 +165,12 @@ func (o *Options) derive() error {
 	if o.AgentImage == "" {
 		errs = append(errs, errors.New("the agent image is not set (--agent-image)"))
 	}
-	cloud, cloudErr := spec.LookupCloud(o.CloudName)
-	if cloudErr != nil {
-		errs = append(errs, fmt.Errorf("--cloud: %w", cloudErr))
+	cloud := o.Cloud
+	var cloudErr error
+	if cloud.Name == "" {
+		cloudErr = errors.New("--cloud: no cloud")
+		errs = append(errs, cloudErr)
 	}
-	o.cloud = cloud
 	// The agent reads AZURE_AUTHORITY_HOST with the same parser.
 	if o.authorityHost, err = spec.ParseAuthorityHost(o.AuthorityHost, cloud); err != nil {
 		errs = append(errs, fmt.Errorf("--authority-host %w", err))
@@ -305,6 +309,3 @@ func KubeMinor(v string) (int, error) {
 	}
 	return minor, nil
 }
-
-// Cloud is the validated cloud.
-func (o *Options) Cloud() spec.Cloud { return o.cloud }

@@ -25,10 +25,10 @@ func TestOptionsFromFlags(t *testing.T) {
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Cloud().Name != "AzureChinaCloud" || o.defaultVault != "https://homelab-kv.vault.azure.cn" ||
+	if o.Cloud.Name != "AzureChinaCloud" || o.defaultVault != "https://homelab-kv.vault.azure.cn" ||
 		o.authorityHost != "https://login.example.cn/" || o.KubeVersion != NewestKubeVersion || o.CacheCAFile != "/etc/kvinject/cache-ca.crt" {
 		t.Errorf("completed: cloud %s, vault %q, authority %q, kube version %q, cache CA file %q",
-			o.Cloud().Name, o.defaultVault, o.authorityHost, o.KubeVersion, o.CacheCAFile)
+			o.Cloud.Name, o.defaultVault, o.authorityHost, o.KubeVersion, o.CacheCAFile)
 	}
 
 	// Validate only reads: a field set after Complete is reported, and

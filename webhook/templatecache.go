@@ -61,7 +61,7 @@ func (c *templateCache) parse(text, vault string, cloud spec.Cloud) (map[string]
 // Options.
 func (o *Options) parseTemplate(text, vault string) (map[string]spec.Ref, error) {
 	if o.templates == nil {
-		return spec.ParseTemplate(text, vault, o.cloud)
+		return spec.ParseTemplate(text, vault, o.Cloud)
 	}
-	return o.templates.parse(text, vault, o.cloud)
+	return o.templates.parse(text, vault, o.Cloud)
 }

@@ -48,7 +48,8 @@ func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int
 	fs.StringVar(&o.NoProxy, "no-proxy", "", "hosts the provider reaches without the proxy, passed as NO_PROXY")
 	fs.StringVar(&o.CAFile, "ca-file", "", "CA bundle on the node the provider trusts instead of the system's (e.g. a TLS-inspecting proxy's), passed as SSL_CERT_FILE")
 	fs.DurationVar(&o.CacheDuration, "cache-duration", credprovider.DefaultCacheDuration, "how long the kubelet keeps a credential, per ServiceAccount and registry")
-	cloudName := fs.String("cloud", spec.DefaultCloud, "AzurePublicCloud, AzureChinaCloud or AzureUSGovernment")
+	o.Cloud = spec.PublicCloud()
+	fs.Var(&o.Cloud, "cloud", spec.CloudUsage())
 	node := credprovider.NodeConfig{CacheDuration: credprovider.DefaultNodeCacheDuration}
 	var pullSecrets credprovider.PullSecretList
 	fs.StringVar(&node.ClientID, "node-identity", "", "node mode, for kubelets that send no ServiceAccount token (before 1.34): the client id of the node identity that pulls the --pull-secret images for every pod on the node")
@@ -67,10 +68,6 @@ func runCredentialProviderConfig(_ context.Context, args []string, io stdio) int
 		return 2
 	}
 	var err error
-	if o.Cloud, err = spec.LookupCloud(*cloudName); err != nil {
-		fmt.Fprintf(io.err, "kvinject credential-provider-config: --cloud: %v\n", err)
-		return 2
-	}
 	if o.KubeMinor, err = webhook.KubeMinor(*kubeVersion); err != nil {
 		fmt.Fprintf(io.err, "kvinject credential-provider-config: --kube-version: %v\n", err)
 		return 2

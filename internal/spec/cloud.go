@@ -34,6 +34,31 @@ func LookupCloud(name string) (Cloud, error) {
 	return c, nil
 }
 
+// Set makes c the cloud of that name. A *Cloud is a flag.Value: every
+// program's --cloud reads a name this one way.
+func (c *Cloud) Set(name string) error {
+	v, err := LookupCloud(name)
+	if err != nil {
+		return err
+	}
+	*c = v
+	return nil
+}
+
+// String is the cloud's name; empty for none.
+func (c *Cloud) String() string {
+	if c == nil {
+		return ""
+	}
+	return c.Name
+}
+
+// CloudUsage is the help of a --cloud flag.
+func CloudUsage() string { return "Azure cloud: " + strings.Join(CloudNames(), ", ") }
+
+// PublicCloud is the default cloud.
+func PublicCloud() Cloud { return clouds[DefaultCloud] }
+
 // CloudNames lists the known clouds, sorted.
 func CloudNames() []string {
 	names := make([]string, 0, len(clouds))

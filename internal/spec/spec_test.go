@@ -2,7 +2,9 @@ package spec
 
 import (
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"text/template"
@@ -479,4 +481,27 @@ func FuzzQuote(f *testing.F) {
 			t.Fatalf("Quote(%d bytes) returned %d bytes, more than MaxQuotedLen %d", len(s), len(got), MaxQuotedLen)
 		}
 	})
+}
+
+// TestCloudFlag: every program's --cloud is a *Cloud; a name sets the
+// whole cloud, an unknown one is refused and leaves it as it was.
+func TestCloudFlag(t *testing.T) {
+	c := PublicCloud()
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var(&c, "cloud", CloudUsage())
+	if err := fs.Parse([]string{"--cloud=AzureChinaCloud"}); err != nil {
+		t.Fatal(err)
+	}
+	china, _ := LookupCloud("AzureChinaCloud")
+	if diff := cmp.Diff(china, c); diff != "" || c.String() != "AzureChinaCloud" {
+		t.Errorf("--cloud=AzureChinaCloud (-want +got):\n%s", diff)
+	}
+	if err := c.Set("Mars"); err == nil || !strings.Contains(err.Error(), `unknown cloud "Mars"`) || c != china {
+		t.Errorf("Set(Mars) = %v, cloud now %+v", err, c)
+	}
+	var none *Cloud
+	if none.String() != "" || (&Cloud{}).String() != "" {
+		t.Error("the zero cloud has a name")
+	}
 }

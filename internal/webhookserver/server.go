@@ -220,7 +220,7 @@ func Serve(ctx context.Context, o ServerOptions, cfg *rest.Config) error {
 		}
 	}
 	ctrllog.FromContext(ctx).Info("starting kvinject webhook", "port", strconv.Itoa(o.Port), "path", MutatePath,
-		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.CloudName, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
+		"agentImage", o.Mutation.AgentImage, "cloud", o.Mutation.Cloud.Name, "cacheURL", o.Mutation.CacheURL, "cacheByDefault", o.Mutation.CacheByDefault)
 	if o.Mutation.CacheCAFile != "" {
 		watchCtx, stop := context.WithCancel(logr.NewContext(ctx, ctrllog.FromContext(ctx).WithName("cache-ca")))
 		defer stop()
