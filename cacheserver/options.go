@@ -141,7 +141,7 @@ func (o *Options) Complete() {
 	orDefault(&o.RatePerSecond, DefaultRatePerSecond)
 	orDefault(&o.RateBurst, DefaultRateBurst)
 	if o.Cloud.Name == "" {
-		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+		o.Cloud = spec.PublicCloud()
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -91,7 +91,7 @@ type NodeConfig struct {
 // registry and cache duration rather than once per pod ("Token").
 func WriteKubeletConfig(w io.Writer, o ConfigOptions) error {
 	if o.Cloud.Name == "" {
-		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+		o.Cloud = spec.PublicCloud()
 	}
 	if err := o.validate(); err != nil {
 		return err

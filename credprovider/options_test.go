@@ -25,7 +25,7 @@ func TestNewOptions(t *testing.T) {
 		{"negative cache duration", Options{CacheDuration: -1}, "cache duration -1ns is negative"},
 		{"negative timeout", Options{Timeout: -1}, "timeout -1ns is negative"},
 		{"authority host the agent refuses", Options{AuthorityHost: "https://user@login.example.com/"},
-			`AZURE_AUTHORITY_HOST "https://user@login.example.com/" must be an https URL with a host and no user, query or fragment, like https://login.microsoftonline.com/`},
+			`AZURE_AUTHORITY_HOST must not carry a user or password (the value is not shown): an https URL like https://login.microsoftonline.com/`},
 		{"every problem at once", Options{TenantID: "not a tenant", DefaultVault: "x", CacheDuration: -1, MatchImages: []string{"https://r.example.com"}},
 			"tenant id: \"not a tenant\" is not a tenant id (a GUID or a domain name)\n" +
 				"default vault: vault name \"x\" is not valid: 3-24 letters, digits and hyphens, starting with a letter\n" +

@@ -81,7 +81,7 @@ type Provider struct {
 func New(o Options) (*Provider, error) {
 	var errs []error
 	if o.Cloud.Name == "" {
-		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+		o.Cloud = spec.PublicCloud()
 	}
 	if o.TenantID != "" {
 		if err := spec.ValidateTenantID(o.TenantID); err != nil {

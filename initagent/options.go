@@ -181,8 +181,7 @@ func CloudForSpec(s *spec.Spec) spec.Cloud {
 			}
 		}
 	}
-	c, _ := spec.LookupCloud(spec.DefaultCloud)
-	return c
+	return spec.PublicCloud()
 }
 
 func hostHasSuffix(host, suffix string) bool {

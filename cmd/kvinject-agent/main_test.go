@@ -654,8 +654,8 @@ func TestAgentSetupErrors(t *testing.T) {
 				t.Errorf("exit %d, want %d", r.code, tt.wantCode)
 			}
 			got := withoutLogs(r.stderr)
-			if usage := strings.Index(got, "Usage: "); usage > 0 && tt.args != nil {
-				got = got[:usage]
+			if usage := strings.Index(got, "\nUsage: "); usage >= 0 {
+				got = got[:usage+1] // a bad flag's usage text
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("stderr without log lines (-want +got):\n%s", diff)

@@ -85,7 +85,7 @@ func (e *ReadError) Unwrap() error { return e.err }
 // makes no request.
 func NewReader(o ReaderOptions) (*Reader, error) {
 	if o.Cloud.Name == "" {
-		o.Cloud, _ = spec.LookupCloud(spec.DefaultCloud)
+		o.Cloud = spec.PublicCloud()
 	}
 	if err := spec.ValidateClientID(o.ClientID); err != nil {
 		return nil, err

@@ -71,12 +71,16 @@ func CloudNames() []string {
 
 // ParseAuthorityHost checks an Entra ID authority host and returns it
 // ending in "/", as azidentity wants it; empty is the cloud's. The webhook,
-// the agent and the cache all read one with it, so that a value one of them
-// accepts is accepted by all: the webhook cannot admit pods whose agent then
-// refuses to start.
+// the agent, the cache and the credential provider all read one with it,
+// so that a value one of them accepts is accepted by all: the webhook
+// cannot admit pods whose agent then refuses to start. A value with a user
+// (and so perhaps a password) is refused without being quoted.
 func ParseAuthorityHost(raw string, cloud Cloud) (string, error) {
 	if raw == "" {
 		return cloud.AuthorityHost, nil
+	}
+	if strings.Contains(raw, "@") {
+		return "", fmt.Errorf("must not carry a user or password (the value is not shown): an https URL like %s", cloud.AuthorityHost)
 	}
 	u, err := url.Parse(raw)
 	if err != nil || !strings.HasPrefix(raw, "https://") || u.Host == "" || u.User != nil || strings.ContainsAny(raw, "?#") {

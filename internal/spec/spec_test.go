@@ -356,6 +356,9 @@ func FuzzParseAuthorityHost(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		got, err := ParseAuthorityHost(raw, public)
 		if err != nil {
+			if strings.Contains(raw, "@") && strings.Contains(err.Error(), raw) {
+				t.Fatalf("the error quotes a value with a user: %v", err)
+			}
 			return
 		}
 		if !strings.HasPrefix(got, "https://") || !strings.HasSuffix(got, "/") {
@@ -366,6 +369,18 @@ func FuzzParseAuthorityHost(f *testing.F) {
 			t.Fatalf("%q -> %q -> %q, %v", raw, got, again, err)
 		}
 	})
+}
+
+// TestAuthorityHostCredentialsNotQuoted: a password in an authority host
+// never reaches the error, which the webhook logs and the agent writes to
+// its termination message.
+func TestAuthorityHostCredentialsNotQuoted(t *testing.T) {
+	for _, raw := range []string{"https://user:s3cr3t-pw@login.example.com/", "https://user:s3cr3t-pw@login.example.com/%zz", "user:s3cr3t-pw@login.example.com"} {
+		_, err := ParseAuthorityHost(raw, PublicCloud())
+		if err == nil || strings.Contains(err.Error(), "s3cr3t-pw") {
+			t.Errorf("ParseAuthorityHost(%q) = %v, want refused without the password", raw, err)
+		}
+	}
 }
 
 func FuzzParseRef(f *testing.F) {
